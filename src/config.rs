@@ -1,0 +1,691 @@
+//! The YAML configuration: raw serde shape, validation, and the validated `Config`.
+//!
+//! `from_str` is pure (it needs the host name and the environment's token only
+//! as arguments), so every error message is unit-tested. Errors name the file,
+//! the key (as a dotted path) and what was expected; unknown keys are refused.
+
+use crate::error::{Error, Result};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the configuration is looked for when neither `--config` nor
+/// `$PATRONI_HOOK_CONFIG` names one.
+pub const DEFAULT_PATH: &str = "/etc/patroni-hook/config.yml";
+
+/// Default lock file; its directory comes from the shipped tmpfiles.d entry,
+/// owned by the Patroni user.
+pub const DEFAULT_LOCK_FILE: &str = "/run/patroni-hook/patroni-hook.lock";
+
+/// A secret that never prints itself (Debug and Display are redacted).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value, for the one place that sends it (the HTTP header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub path: PathBuf,
+    /// This node's Patroni member name.
+    pub name: String,
+    /// Scope used when the command line gives none.
+    pub scope: Option<String>,
+    /// A whole run ends within this.
+    pub deadline: Duration,
+    /// The per-host lock serialising runs.
+    pub lock_file: PathBuf,
+    /// How to reach Consul.
+    pub consul: ConsulConfig,
+    /// VIP management on this host, if any.
+    pub vip: Option<VipConfig>,
+    /// PgBouncer management on this host, if any.
+    pub pgbouncer: Option<PgbouncerConfig>,
+}
+
+/// How to reach Consul.
+#[derive(Debug, Clone)]
+pub struct ConsulConfig {
+    /// Base URL of the local agent, without a trailing slash.
+    pub url: String,
+    /// Patroni's namespace, without slashes at either end.
+    pub namespace: String,
+    /// ACL token, from `token_file` or `$CONSUL_HTTP_TOKEN`.
+    pub token: Option<Secret>,
+    /// CA bundle for https.
+    pub ca_file: Option<PathBuf>,
+    /// Per HTTP call.
+    pub timeout: Duration,
+}
+
+/// The floating IP on this host.
+#[derive(Debug, Clone)]
+pub struct VipConfig {
+    /// Fixed address; `None` means read `<ns>/<scope>/floating-ip` from Consul.
+    pub address: Option<IpNet>,
+    /// Interface that carries it.
+    pub interface: String,
+    /// Gratuitous ARP / unsolicited NA packets sent after adding.
+    pub gratuitous_arp: u32,
+    /// Whether a standby leader holds the VIP like a primary.
+    pub standby_leader: bool,
+}
+
+/// PgBouncer on this host.
+#[derive(Debug, Clone)]
+pub struct PgbouncerConfig {
+    /// The ini file whose `[databases]` entries are managed.
+    pub ini: PathBuf,
+    /// PgBouncer's pidfile, for SIGHUP.
+    pub pidfile: PathBuf,
+    /// Clusters and the entries that follow each.
+    pub clusters: Vec<Cluster>,
+}
+
+/// One Patroni cluster followed by PgBouncer entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Patroni scope.
+    pub scope: String,
+    /// `[databases]` entry names that follow this cluster.
+    pub databases: Vec<String>,
+    /// Point them at the leader's address or at the VIP.
+    pub target: TargetKind,
+}
+
+/// What a managed entry points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// The leader member's `conn_url` host and port.
+    Leader,
+    /// The cluster's floating IP, with the leader's port.
+    Vip,
+}
+
+// ---- raw shape ----------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: Option<String>,
+    scope: Option<String>,
+    deadline: Option<String>,
+    lock_file: Option<PathBuf>,
+    #[serde(default)]
+    consul: RawConsul,
+    vip: Option<RawVip>,
+    pgbouncer: Option<RawPgbouncer>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConsul {
+    url: Option<String>,
+    namespace: Option<String>,
+    token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVip {
+    address: Option<String>,
+    interface: String,
+    gratuitous_arp: Option<u32>,
+    standby_leader: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPgbouncer {
+    ini: PathBuf,
+    pidfile: PathBuf,
+    clusters: Vec<RawCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    scope: String,
+    databases: Vec<String>,
+    target: Option<TargetKind>,
+}
+
+/// What `from_str` needs from the environment, passed in so it stays pure.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    /// The host name, default for `name`.
+    pub hostname: String,
+    /// `$CONSUL_HTTP_TOKEN`, used when no `token_file` is configured.
+    pub consul_http_token: Option<String>,
+}
+
+impl Env {
+    /// Reads the host name and `$CONSUL_HTTP_TOKEN` from this process.
+    pub fn from_process() -> Self {
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        Env {
+            hostname,
+            consul_http_token: std::env::var("CONSUL_HTTP_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty()),
+        }
+    }
+}
+
+/// The configuration path: `--config`, then `$PATRONI_HOOK_CONFIG`, then the default.
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("PATRONI_HOOK_CONFIG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+/// Reads and validates the configuration file (and the token file it names).
+pub fn load(path: &Path, env: &Env) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::usage(format!("{}: cannot read: {e}", path.display())))?;
+    from_str(&text, path, env, &|p: &Path| std::fs::read_to_string(p))
+}
+
+/// Parses and validates configuration text. `read_token` reads `token_file`.
+pub fn from_str(
+    text: &str,
+    path: &Path,
+    env: &Env,
+    read_token: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<Config> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let raw: RawConfig = match serde_path_to_error::deserialize(de) {
+        Ok(raw) => raw,
+        Err(e) => return Err(yaml_error(path, e)),
+    };
+    let bad = |key: &str, expected: &str| Error::config(path, key, expected);
+
+    let name = match raw.name {
+        Some(n) => n,
+        None => env.hostname.clone(),
+    };
+    if !is_plain_token(&name) {
+        return Err(bad(
+            "name",
+            "expected the Patroni member name (no slashes, spaces or control characters)",
+        ));
+    }
+    if let Some(s) = &raw.scope {
+        if !is_plain_token(s) {
+            return Err(bad("scope", "expected a Patroni scope name"));
+        }
+    }
+    let deadline = duration(path, "deadline", raw.deadline.as_deref(), "5s")?;
+    if deadline.is_zero() {
+        return Err(bad("deadline", "expected a positive duration such as 5s"));
+    }
+
+    let consul = consul(path, raw.consul, env, read_token)?;
+
+    let vip = match raw.vip {
+        None => None,
+        Some(v) => {
+            let address = match v.address.as_deref() {
+                None => None,
+                Some(a) => Some(parse_vip(a).map_err(|why| bad("vip.address", &why))?),
+            };
+            if !is_interface_name(&v.interface) {
+                return Err(bad(
+                    "vip.interface",
+                    "expected a network interface name (1-15 characters, no '/' or spaces)",
+                ));
+            }
+            let gratuitous_arp = v.gratuitous_arp.unwrap_or(3);
+            if gratuitous_arp > 100 {
+                return Err(bad("vip.gratuitous_arp", "expected a count from 0 to 100"));
+            }
+            Some(VipConfig {
+                address,
+                interface: v.interface,
+                gratuitous_arp,
+                standby_leader: v.standby_leader.unwrap_or(false),
+            })
+        }
+    };
+
+    let pgbouncer = match raw.pgbouncer {
+        None => None,
+        Some(p) => {
+            if p.clusters.is_empty() {
+                return Err(bad("pgbouncer.clusters", "expected at least one cluster"));
+            }
+            let mut clusters = Vec::new();
+            let mut seen_db = std::collections::BTreeSet::new();
+            for (i, c) in p.clusters.into_iter().enumerate() {
+                if !is_plain_token(&c.scope) {
+                    return Err(bad(
+                        &format!("pgbouncer.clusters[{i}].scope"),
+                        "expected a Patroni scope name",
+                    ));
+                }
+                if c.databases.is_empty() {
+                    return Err(bad(
+                        &format!("pgbouncer.clusters[{i}].databases"),
+                        "expected at least one [databases] entry name",
+                    ));
+                }
+                for d in &c.databases {
+                    if d.is_empty() || d.chars().any(|ch| ch.is_control() || ch == '=') {
+                        return Err(bad(
+                            &format!("pgbouncer.clusters[{i}].databases"),
+                            &format!("expected [databases] entry names, got {d:?}"),
+                        ));
+                    }
+                    if !seen_db.insert(d.clone()) {
+                        return Err(bad(
+                            &format!("pgbouncer.clusters[{i}].databases"),
+                            &format!("entry {d:?} is managed by two clusters"),
+                        ));
+                    }
+                }
+                clusters.push(Cluster {
+                    scope: c.scope,
+                    databases: c.databases,
+                    target: c.target.unwrap_or(TargetKind::Leader),
+                });
+            }
+            Some(PgbouncerConfig {
+                ini: p.ini,
+                pidfile: p.pidfile,
+                clusters,
+            })
+        }
+    };
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        name,
+        scope: raw.scope,
+        deadline,
+        lock_file: raw
+            .lock_file
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCK_FILE)),
+        consul,
+        vip,
+        pgbouncer,
+    })
+}
+
+fn consul(
+    path: &Path,
+    raw: RawConsul,
+    env: &Env,
+    read_token: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<ConsulConfig> {
+    let bad = |key: &str, expected: &str| Error::config(path, key, expected);
+    let url = raw
+        .url
+        .unwrap_or_else(|| "http://127.0.0.1:8500".to_string());
+    let url = url.trim_end_matches('/').to_string();
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        r
+    } else if let Some(r) = url.strip_prefix("https://") {
+        if raw.ca_file.is_none() {
+            return Err(bad(
+                "consul.ca_file",
+                "expected a CA file when consul.url is https",
+            ));
+        }
+        r
+    } else {
+        return Err(bad(
+            "consul.url",
+            "expected an http:// or https:// URL such as http://127.0.0.1:8500",
+        ));
+    };
+    if rest.is_empty()
+        || rest.contains('/')
+        || rest.contains('@')
+        || rest.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(bad(
+            "consul.url",
+            "expected scheme://host[:port] with no path or user info",
+        ));
+    }
+    let namespace = raw.namespace.unwrap_or_else(|| "service".to_string());
+    let namespace = namespace.trim_matches('/').to_string();
+    if namespace.is_empty()
+        || namespace
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(bad(
+            "consul.namespace",
+            "expected Patroni's namespace, such as service",
+        ));
+    }
+    let token = match raw.token_file {
+        Some(tf) => {
+            let t = read_token(&tf).map_err(|e| {
+                Error::config(
+                    path,
+                    "consul.token_file",
+                    format!("cannot read {}: {e}", tf.display()),
+                )
+            })?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                return Err(Error::config(
+                    path,
+                    "consul.token_file",
+                    format!("{} is empty", tf.display()),
+                ));
+            }
+            if t.chars().any(|c| c.is_control()) {
+                return Err(Error::config(
+                    path,
+                    "consul.token_file",
+                    format!("{} holds control characters", tf.display()),
+                ));
+            }
+            Some(Secret(t))
+        }
+        None => env
+            .consul_http_token
+            .as_ref()
+            .map(|t| Secret(t.trim().to_string())),
+    };
+    if let Some(ca) = &raw.ca_file {
+        if ca.as_os_str().is_empty() {
+            return Err(bad("consul.ca_file", "expected a path to a PEM file"));
+        }
+    }
+    let timeout = duration(path, "consul.timeout", raw.timeout.as_deref(), "2s")?;
+    if timeout.is_zero() {
+        return Err(bad(
+            "consul.timeout",
+            "expected a positive duration such as 2s",
+        ));
+    }
+    Ok(ConsulConfig {
+        url,
+        namespace,
+        token,
+        ca_file: raw.ca_file,
+        timeout,
+    })
+}
+
+fn duration(path: &Path, key: &str, value: Option<&str>, default: &str) -> Result<Duration> {
+    let v = value.unwrap_or(default);
+    humantime::parse_duration(v.trim()).map_err(|_| {
+        Error::config(
+            path,
+            key,
+            format!("expected a duration such as 5s or 500ms, got {v:?}"),
+        )
+    })
+}
+
+/// Parses a VIP `address/prefix`; the prefix is required, the address must be
+/// a unicast host address. Used for config and for Consul's `floating-ip`.
+pub fn parse_vip(s: &str) -> std::result::Result<IpNet, String> {
+    let s = s.trim();
+    if !s.contains('/') {
+        return Err(format!(
+            "expected an address with prefix length such as 192.168.50.55/24, got {s:?}"
+        ));
+    }
+    let net: IpNet = s.parse().map_err(|_| {
+        format!("expected an address with prefix length such as 192.168.50.55/24, got {s:?}")
+    })?;
+    let ip = net.addr();
+    let unusable = ip.is_unspecified()
+        || ip.is_multicast()
+        || ip.is_loopback()
+        || matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    if unusable {
+        return Err(format!("{s:?} is not a unicast host address"));
+    }
+    Ok(net)
+}
+
+/// A Patroni name or scope: no '/', no whitespace, no control characters.
+fn is_plain_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && !s
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+}
+
+/// Linux interface names: 1..=15 bytes (IFNAMSIZ-1), no '/', ':' allowed only for aliases.
+fn is_interface_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && !s
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+}
+
+fn yaml_error(path: &Path, e: serde_path_to_error::Error<serde_yaml::Error>) -> Error {
+    let key = e.path().to_string();
+    let inner = e.into_inner();
+    let mut msg = inner.to_string();
+    // serde_yaml appends " at line L column C"; keep it, it helps, but keep one line.
+    if let Some(loc) = inner.location() {
+        if !msg.contains("line") {
+            msg = format!("{msg} at line {} column {}", loc.line(), loc.column());
+        }
+    }
+    if key == "." || key.is_empty() {
+        Error::usage(format!("{}: {msg}", path.display()))
+    } else {
+        Error::config(path, &key, msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env {
+        Env {
+            hostname: "pg1".into(),
+            consul_http_token: None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config> {
+        from_str(text, Path::new("/etc/ph.yml"), &env(), &|p: &Path| {
+            if p == Path::new("/tok") {
+                Ok("s3cret-token\n".into())
+            } else {
+                Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+            }
+        })
+    }
+
+    const FULL: &str = r#"
+name: pg-patroni1
+scope: postgres
+deadline: 5s
+consul:
+  url: http://127.0.0.1:8500
+  namespace: service
+  token_file: /tok
+  timeout: 2s
+vip:
+  address: 192.168.50.55/24
+  interface: eth1
+  gratuitous_arp: 3
+  standby_leader: false
+pgbouncer:
+  ini: /etc/pgbouncer/pgbouncer.ini
+  pidfile: /run/pgbouncer/pgbouncer.pid
+  clusters:
+    - scope: postgres
+      databases: [appdb]
+      target: leader
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = parse(FULL).unwrap();
+        assert_eq!(c.name, "pg-patroni1");
+        assert_eq!(c.scope.as_deref(), Some("postgres"));
+        assert_eq!(c.deadline, Duration::from_secs(5));
+        assert_eq!(c.consul.token.as_ref().unwrap().expose(), "s3cret-token");
+        let vip = c.vip.unwrap();
+        assert_eq!(vip.address.unwrap().to_string(), "192.168.50.55/24");
+        assert_eq!(vip.interface, "eth1");
+        let pgb = c.pgbouncer.unwrap();
+        assert_eq!(pgb.clusters[0].databases, vec!["appdb".to_string()]);
+        assert_eq!(pgb.clusters[0].target, TargetKind::Leader);
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse("{}").unwrap();
+        assert_eq!(c.name, "pg1");
+        assert_eq!(c.consul.url, "http://127.0.0.1:8500");
+        assert_eq!(c.consul.namespace, "service");
+        assert_eq!(c.consul.timeout, Duration::from_secs(2));
+        assert_eq!(c.deadline, Duration::from_secs(5));
+        assert!(c.vip.is_none() && c.pgbouncer.is_none());
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_the_file() {
+        let e = parse("vip:\n  interface: eth1\n  interfac: eth2\n").unwrap_err();
+        let m = e.to_string();
+        assert!(m.starts_with("/etc/ph.yml: vip"), "{m}");
+        assert!(m.contains("interfac"), "{m}");
+        assert_eq!(e.exit_code(), 2);
+        let e = parse("bogus: 1\n").unwrap_err().to_string();
+        assert!(e.contains("bogus") && e.contains("/etc/ph.yml"), "{e}");
+    }
+
+    #[test]
+    fn bad_cidr_names_vip_address() {
+        for bad in [
+            "192.168.50.55",
+            "192.168.50.300/24",
+            "nonsense",
+            "0.0.0.0/0",
+        ] {
+            let e = parse(&format!("vip:\n  interface: eth1\n  address: {bad}\n")).unwrap_err();
+            assert!(
+                e.to_string().starts_with("/etc/ph.yml: vip.address: "),
+                "{e}"
+            );
+        }
+        let ok = parse("vip:\n  interface: eth1\n  address: 2001:db8::100/64\n").unwrap();
+        assert_eq!(
+            ok.vip.unwrap().address.unwrap().to_string(),
+            "2001:db8::100/64"
+        );
+    }
+
+    #[test]
+    fn bad_durations_and_urls_are_named() {
+        let e = parse("deadline: soon\n").unwrap_err().to_string();
+        assert!(e.contains("deadline") && e.contains("soon"), "{e}");
+        let e = parse("consul:\n  url: ftp://x\n").unwrap_err().to_string();
+        assert!(e.contains("consul.url"), "{e}");
+        let e = parse("consul:\n  url: https://x:8501\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("consul.ca_file"), "{e}");
+        let e = parse("consul:\n  timeout: 0s\n").unwrap_err().to_string();
+        assert!(e.contains("consul.timeout"), "{e}");
+    }
+
+    #[test]
+    fn token_file_errors_never_show_the_token() {
+        let e = parse("consul:\n  token_file: /missing\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("consul.token_file") && e.contains("/missing"),
+            "{e}"
+        );
+        let c = parse("consul:\n  token_file: /tok\n").unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn env_token_is_used_without_token_file() {
+        let c = from_str(
+            "{}",
+            Path::new("/x"),
+            &Env {
+                hostname: "h".into(),
+                consul_http_token: Some("envtok".into()),
+            },
+            &|_: &Path| unreachable!(),
+        )
+        .unwrap();
+        assert_eq!(c.consul.token.unwrap().expose(), "envtok");
+    }
+
+    #[test]
+    fn pgbouncer_clusters_are_checked() {
+        let base = "pgbouncer:\n  ini: /i\n  pidfile: /p\n  clusters:\n";
+        let e = parse(&format!("{base}    - scope: a\n      databases: []\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pgbouncer.clusters[0].databases"), "{e}");
+        let e = parse(&format!(
+            "{base}    - scope: a\n      databases: [x]\n    - scope: b\n      databases: [x]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("two clusters"), "{e}");
+        let e = parse(&format!(
+            "{base}    - scope: a\n      databases: [x]\n      target: primary\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("target"), "{e}");
+        let c = parse(&format!(
+            "{base}    - scope: a\n      databases: [x]\n      target: vip\n"
+        ))
+        .unwrap();
+        assert_eq!(c.pgbouncer.unwrap().clusters[0].target, TargetKind::Vip);
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let e = parse("vip:\n  interface: eth1\n  gratuitous_arp: lots\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vip.gratuitous_arp"), "{e}");
+        let e = parse("vip:\n  address: 198.51.100.1/24\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("interface"), "{e}");
+    }
+}
