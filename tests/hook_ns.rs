@@ -1,0 +1,696 @@
+//! The Patroni callbacks end to end, in network namespaces, against the Consul
+//! double: the VIP on the interface (checked with `ip -j addr`), the
+//! `vip-holder` record, the peer's neighbour table (proof the announcement went
+//! out), the fence, the deadline, serialisation and SIGKILL.
+
+mod common;
+
+use common::netns::{self, Netns};
+use consul_double::{Options, Server};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SCOPE: &str = "batman";
+const V4: &str = "198.51.100.100";
+const V6: &str = "2001:db8::100";
+
+/// Two namespaces joined by a veth pair, the double reachable from "node".
+struct Fixture {
+    node: Netns,
+    peer: Netns,
+    consul: Server,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("patroni-hook")
+}
+
+impl Fixture {
+    /// `None` when the prerequisites are missing outside CI.
+    fn new(vip: &str) -> Option<Fixture> {
+        if !netns::require_root_and_ip() {
+            return None;
+        }
+        let node = Netns::new("node");
+        let peer = Netns::new("peer");
+        // DAD would hold the test's own IPv6 addresses tentative for a second.
+        for ns in [&node, &peer] {
+            ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
+            ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
+        }
+        netns::veth(&node, "eth1", &peer, "eth1");
+        node.ip(&["addr", "add", "198.51.100.11/24", "dev", "eth1"]);
+        peer.ip(&["addr", "add", "198.51.100.12/24", "dev", "eth1"]);
+        node.ip(&["addr", "add", "2001:db8::11/64", "dev", "eth1", "nodad"]);
+        peer.ip(&["addr", "add", "2001:db8::12/64", "dev", "eth1", "nodad"]);
+        let listener =
+            node.run(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind in node"));
+        let consul = Server::start_on(listener, Options::default()).expect("start the double");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yml");
+        let f = Fixture {
+            node,
+            peer,
+            consul,
+            dir,
+            config,
+        };
+        f.write_config(vip, "");
+        Some(f)
+    }
+
+    fn write_config(&self, vip: &str, extra: &str) {
+        std::fs::write(
+            &self.config,
+            format!(
+                "name: pg1\nscope: {SCOPE}\ndeadline: 3s\nlock_file: {}\n\
+                 consul:\n  url: {}\n  timeout: 1s\n\
+                 vip:\n  address: {vip}\n  interface: eth1\n  gratuitous_arp: 2\n{extra}",
+                self.dir.path().join("hook.lock").display(),
+                self.consul.url(),
+            ),
+        )
+        .unwrap();
+    }
+
+    fn key(&self, k: &str) -> String {
+        format!("service/{SCOPE}/{k}")
+    }
+
+    fn set_leader(&self, who: &str) {
+        self.consul.kv_put(&self.key("leader"), who.as_bytes());
+    }
+
+    /// Runs the hook inside the node namespace with this fixture's config.
+    fn hook(&self, args: &[&str]) -> Output {
+        self.hook_with(&self.config, args)
+    }
+
+    fn hook_with(&self, config: &Path, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", self.node.name()])
+            .arg(bin())
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("PATRONI_HOOK_LOG_STDERR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running patroni-hook")
+    }
+
+    fn vip_count(&self, ip: &str) -> usize {
+        self.node.addrs("eth1", ip).len()
+    }
+
+    fn holder(&self) -> Option<serde_json::Value> {
+        self.consul
+            .kv_get(&self.key("vip-holder"))
+            .map(|e| serde_json::from_slice(&e.value).expect("vip-holder is JSON"))
+    }
+
+    fn holder_index(&self) -> Option<u64> {
+        self.consul
+            .kv_get(&self.key("vip-holder"))
+            .map(|e| e.modify_index)
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn primary_adds_announces_and_records_ipv4() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    // A stale neighbour entry on the peer with a wrong MAC: only an announcement
+    // from the node can correct it.
+    f.peer.ip(&[
+        "neigh",
+        "replace",
+        V4,
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        "eth1",
+        "nud",
+        "stale",
+    ]);
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 1, "VIP on node eth1");
+    let h = f.holder().expect("vip-holder written");
+    assert_eq!(h["member"], "pg1");
+    assert_eq!(h["address"], format!("{V4}/24"));
+    assert_eq!(h["interface"], "eth1");
+    assert!(h["since"].as_str().unwrap().ends_with('Z'), "{h}");
+    let node_mac = f.node.mac("eth1");
+    netns::wait_for(
+        "the peer's neighbour entry to carry the node's MAC",
+        Duration::from_secs(3),
+        || f.peer.neighbour_mac("eth1", V4).as_deref() == Some(node_mac.as_str()),
+    );
+
+    // Idempotent: same callback again changes nothing and exits 0.
+    let idx = f.holder_index();
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 1);
+    assert_eq!(
+        f.holder_index(),
+        idx,
+        "second run must not rewrite vip-holder"
+    );
+}
+
+#[test]
+fn primary_adds_announces_and_records_ipv6() {
+    let Some(f) = Fixture::new(&format!("{V6}/64")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    f.peer.ip(&[
+        "neigh",
+        "replace",
+        V6,
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        "eth1",
+        "nud",
+        "stale",
+    ]);
+    let out = f.hook(&["on_start", "master", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let addrs = f.node.addrs("eth1", V6);
+    assert_eq!(addrs.len(), 1, "VIP on node eth1");
+    assert!(
+        addrs[0].get("tentative").is_none(),
+        "usable at once (no DAD): {}",
+        addrs[0]
+    );
+    let node_mac = f.node.mac("eth1");
+    netns::wait_for(
+        "the peer's IPv6 neighbour entry to carry the node's MAC",
+        Duration::from_secs(3),
+        || f.peer.neighbour_mac("eth1", V6).as_deref() == Some(node_mac.as_str()),
+    );
+    assert_eq!(f.holder().unwrap()["address"], format!("{V6}/64"));
+}
+
+#[test]
+fn replica_stop_and_start_replica_remove_the_vip_and_only_our_record() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    for release in [
+        &["on_role_change", "replica", SCOPE][..],
+        &["on_stop", "primary", SCOPE][..],
+        &["on_start", "replica", SCOPE][..],
+        &["on_role_change", "demoted", SCOPE][..],
+    ] {
+        let out = f.hook(&["on_role_change", "primary", SCOPE]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        assert_eq!(f.vip_count(V4), 1);
+        let out = f.hook(release);
+        assert_eq!(code(&out), 0, "{release:?}: {}", text(&out));
+        assert_eq!(f.vip_count(V4), 0, "{release:?} must remove the VIP");
+        assert!(f.holder().is_none(), "{release:?} must delete our record");
+        // Again: nothing to do, still 0.
+        let out = f.hook(release);
+        assert_eq!(code(&out), 0, "{release:?} repeated: {}", text(&out));
+    }
+    // A record naming another node is left alone.
+    let theirs = br#"{"member":"pg2","address":"198.51.100.100/24","interface":"eth1","since":"2026-01-01T00:00:00Z"}"#;
+    f.consul.kv_put(&f.key("vip-holder"), theirs);
+    let out = f.hook(&["on_stop", "replica", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.holder().unwrap()["member"], "pg2");
+}
+
+#[test]
+fn fence_refuses_when_another_member_holds_the_leader_key() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg2");
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pg2"),
+        "message names the holder: {}",
+        text(&out)
+    );
+    assert_eq!(f.vip_count(V4), 0, "no VIP without the leader lock");
+    assert!(f.holder().is_none());
+}
+
+#[test]
+fn no_leader_key_changes_nothing_and_exits_75() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 75, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 0);
+}
+
+#[test]
+fn consul_unreachable_adds_the_vip_and_exits_75_within_the_deadline() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    // A listener in the node namespace that accepts and never answers: the
+    // worst Consul, the one that would hang a run without timeouts.
+    let hang = f
+        .node
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let port = hang.local_addr().unwrap().port();
+    let cfg = f.dir.path().join("hang.yml");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&f.config)
+            .unwrap()
+            .replace(&f.consul.url(), &format!("http://127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = f.hook_with(&cfg, &["on_role_change", "primary", SCOPE]);
+    let took = started.elapsed();
+    assert_eq!(code(&out), 75, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 1, "trust Patroni: VIP added");
+    // deadline is 3 s in the fixture; the bound is the contract, with slack
+    // for process start on a loaded machine.
+    assert!(
+        took < Duration::from_secs(5),
+        "run took {took:?}, deadline 3s"
+    );
+
+    // Refused connections (the double stopped): same outcome, and quickly.
+    let Fixture { consul, .. } = &f;
+    let url = consul.url();
+    drop(hang);
+    let stopped_cfg = f.dir.path().join("stopped.yml");
+    std::fs::write(
+        &stopped_cfg,
+        std::fs::read_to_string(&f.config)
+            .unwrap()
+            .replace(&url, &format!("http://127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let out = f.hook_with(&stopped_cfg, &["on_role_change", "replica", SCOPE]);
+    assert_eq!(code(&out), 75, "removal done, record not: {}", text(&out));
+    assert_eq!(f.vip_count(V4), 0, "removal never waits on Consul");
+}
+
+#[test]
+fn concurrent_runs_end_in_the_state_of_the_last_one() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    let roles = ["primary", "replica"];
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            let role = roles[(i * 7 + i / 3) % 2];
+            let child = Command::new("ip")
+                .args(["netns", "exec", f.node.name()])
+                .arg(bin())
+                .arg("--config")
+                .arg(&f.config)
+                .args(["on_role_change", role, SCOPE])
+                .env("PATRONI_HOOK_LOG_STDERR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (role, child)
+        })
+        .collect();
+    // Each run logs its decision after taking the lock; the latest decision
+    // line is the last run, and the final state must be its state.
+    let mut last: Option<(String, &str)> = None;
+    for (role, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "{role}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let line = err
+            .lines()
+            .find(|l| l.contains("decision:"))
+            .unwrap_or_else(|| panic!("no decision line: {err}"));
+        let stamp = line.split_whitespace().next().unwrap().to_string();
+        if last.as_ref().is_none_or(|(s, _)| stamp > *s) {
+            last = Some((stamp, role));
+        }
+    }
+    let (_, last_role) = last.unwrap();
+    let expect = usize::from(last_role == "primary");
+    assert_eq!(f.vip_count(V4), expect, "last run was {last_role}");
+    assert_eq!(f.holder().is_some(), last_role == "primary");
+}
+
+#[test]
+fn a_run_killed_midway_leaves_a_state_the_next_run_converges_from() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    let spawn = |role: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", f.node.name()])
+            .arg(bin())
+            .arg("--config")
+            .arg(&f.config)
+            .args(["on_role_change", role, SCOPE])
+            .env("PATRONI_HOOK_LOG_STDERR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // Kill at a spread of moments through a run (process start, lock, fence
+    // read, address change, record write).
+    for (i, delay_us) in [0u64, 500, 1000, 2000, 3000, 4000, 6000, 8000, 12000, 20000]
+        .into_iter()
+        .enumerate()
+    {
+        let role = if i % 2 == 0 { "primary" } else { "replica" };
+        let mut child = spawn(role);
+        std::thread::sleep(Duration::from_micros(delay_us)); // the kill moment itself
+                                                             // `ip netns exec` execs the hook, so this pid is the hook's.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        // The next run converges: lock free, VIP and record as the role says.
+        for role in ["primary", "replica"] {
+            let out = f.hook(&["on_role_change", role, SCOPE]);
+            assert_eq!(
+                code(&out),
+                0,
+                "after kill at {delay_us}us, {role}: {}",
+                text(&out)
+            );
+            let holds = role == "primary";
+            assert_eq!(
+                f.vip_count(V4),
+                usize::from(holds),
+                "after kill at {delay_us}us, {role}"
+            );
+            assert_eq!(
+                f.holder().is_some(),
+                holds,
+                "after kill at {delay_us}us, {role}"
+            );
+        }
+    }
+}
+
+#[test]
+fn floating_ip_from_consul_and_removal_without_consul() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    // No vip.address: the address comes from <ns>/<scope>/floating-ip.
+    std::fs::write(
+        &f.config,
+        std::fs::read_to_string(&f.config)
+            .unwrap()
+            .replace(&format!("  address: {V4}/24\n"), ""),
+    )
+    .unwrap();
+    f.set_leader("pg1");
+    f.consul.kv_put(&f.key("floating-ip"), b"198.51.100.101/24");
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count("198.51.100.101"), 1);
+    // A bad floating-ip value is refused with a message naming the key.
+    f.consul.kv_put(&f.key("floating-ip"), b"not-an-address");
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("floating-ip"),
+        "{}",
+        text(&out)
+    );
+    // Consul gone: the remembered address is removed all the same.
+    let url = f.consul.url();
+    std::fs::write(
+        &f.config,
+        std::fs::read_to_string(&f.config)
+            .unwrap()
+            .replace(&url, "http://127.0.0.1:1"),
+    )
+    .unwrap();
+    let out = f.hook(&["on_stop", "primary", SCOPE]);
+    assert_eq!(code(&out), 75, "{}", text(&out));
+    assert_eq!(f.vip_count("198.51.100.101"), 0);
+}
+
+#[test]
+fn dry_run_prints_steps_and_changes_nothing() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    let out = f.hook(&["--dry-run", "on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("would add {V4}/24 to eth1")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("would write service/batman/vip-holder"),
+        "{stdout}"
+    );
+    assert_eq!(f.vip_count(V4), 0);
+    assert!(f.holder().is_none());
+}
+
+#[test]
+fn missing_interface_is_a_clear_error() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    std::fs::write(
+        &f.config,
+        std::fs::read_to_string(&f.config)
+            .unwrap()
+            .replace("interface: eth1", "interface: eth9"),
+    )
+    .unwrap();
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("eth9") && err.contains("no such interface"),
+        "{err}"
+    );
+}
+
+#[test]
+fn status_shows_the_holder_and_the_vip() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    assert_eq!(code(&f.hook(&["on_role_change", "primary", SCOPE])), 0);
+    let out = f.hook(&["status", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    assert_eq!(v["leader"], "pg1");
+    assert_eq!(v["vip"]["present"], true);
+    assert_eq!(v["vip_holder"]["member"], "pg1");
+}
+
+/// Patroni runs callbacks as its own user: the hook must work as `postgres`
+/// with file capabilities only (no root), and say which capability is missing
+/// when it has none.
+#[test]
+fn runs_as_postgres_with_file_capabilities() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    let missing: Vec<&str> = [
+        (
+            "postgres user",
+            Command::new("id")
+                .arg("postgres")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false),
+        ),
+        (
+            "setcap (libcap2-bin)",
+            Command::new("setcap").arg("-v").output().is_ok(),
+        ),
+        (
+            "runuser (util-linux)",
+            Command::new("runuser").arg("--help").output().is_ok(),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, ok)| !ok)
+    .map(|(what, _)| what)
+    .collect();
+    if !missing.is_empty() {
+        let msg = format!("this test needs {}", missing.join(", "));
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+        eprintln!("skipped: {msg}");
+        return;
+    }
+    f.set_leader("pg1");
+    // A copy the postgres user can reach, with capabilities on the file.
+    let d = f.dir.path();
+    let exe = d.join("patroni-hook");
+    std::fs::copy(bin(), &exe).unwrap();
+    let lockdir = d.join("run");
+    std::fs::create_dir(&lockdir).unwrap();
+    let chown = |p: &Path| {
+        let st = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    chown(&lockdir);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&f.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(
+        &f.config,
+        std::fs::read_to_string(&f.config).unwrap().replace(
+            &format!("{}", d.join("hook.lock").display()),
+            &format!("{}", lockdir.join("hook.lock").display()),
+        ),
+    )
+    .unwrap();
+    let as_postgres = |args: &[&str]| {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                f.node.name(),
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+            ])
+            .arg(&exe)
+            .arg("--config")
+            .arg(&f.config)
+            .args(args)
+            .env("PATRONI_HOOK_LOG_STDERR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Without capabilities: refused by the kernel, and the message says what is needed.
+    let out = as_postgres(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CAP_NET_ADMIN"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(f.vip_count(V4), 0);
+
+    let st = Command::new("setcap")
+        .arg("cap_net_admin,cap_net_raw+ep")
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(st.success(), "setcap");
+    f.peer.ip(&[
+        "neigh",
+        "replace",
+        V4,
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        "eth1",
+        "nud",
+        "stale",
+    ]);
+    let out = as_postgres(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 1);
+    assert_eq!(f.holder().unwrap()["member"], "pg1");
+    let node_mac = f.node.mac("eth1");
+    netns::wait_for(
+        "the announcement sent by the postgres user",
+        Duration::from_secs(3),
+        || f.peer.neighbour_mac("eth1", V4).as_deref() == Some(node_mac.as_str()),
+    );
+    let out = as_postgres(&["on_stop", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 0);
+    assert!(f.holder().is_none());
+}
+
+/// The safety net on a database node: `reconcile` converges the VIP to the
+/// leader key when no callback ran (Patroni killed, its PostgreSQL running on).
+#[test]
+fn reconcile_on_a_database_node_follows_the_leader_key() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    assert_eq!(code(&f.hook(&["on_role_change", "primary", SCOPE])), 0);
+    assert_eq!(f.vip_count(V4), 1);
+
+    // Another member took the lock and no callback ran here.
+    f.set_leader("pg2");
+    let out = f.hook(&["reconcile"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(
+        f.vip_count(V4),
+        0,
+        "VIP removed when the leader key names another member"
+    );
+    assert!(f.holder().is_none(), "our record dropped");
+
+    // No leader key: change nothing, exit 75.
+    f.node
+        .ip(&["addr", "add", &format!("{V4}/24"), "dev", "eth1"]);
+    f.consul.kv_delete(&f.key("leader"));
+    let out = f.hook(&["--reconcile"]);
+    assert_eq!(code(&out), 75, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 1, "nothing changed without a leader");
+    f.node
+        .ip(&["addr", "del", &format!("{V4}/24"), "dev", "eth1"]);
+
+    // The leader key names this node: added and recorded.
+    f.set_leader("pg1");
+    let out = f.hook(&["reconcile"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 1);
+    assert_eq!(f.holder().unwrap()["member"], "pg1");
+    // And once converged, a reconcile changes nothing.
+    let idx = f.holder_index();
+    let out = f.hook(&["reconcile"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.holder_index(), idx);
+}

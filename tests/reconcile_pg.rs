@@ -1,0 +1,352 @@
+//! `reconcile` on the PgBouncer host, with real PgBouncer in front of two real
+//! PostgreSQL 15 instances registered as two Patroni members in the Consul
+//! double: a client through PgBouncer follows the leader key.
+
+mod common;
+
+use common::pg::{self, Client, Pgbouncer, Postgres};
+use consul_double::{Options, Server};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const SCOPE: &str = "batman";
+
+struct Lab {
+    _dir: tempfile::TempDir,
+    a: Postgres,
+    b: Postgres,
+    pgb: Pgbouncer,
+    consul: Server,
+    config: PathBuf,
+}
+
+fn hook() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("patroni-hook")
+}
+
+fn member(port: u16) -> Vec<u8> {
+    // Patroni's member JSON; `role` deliberately lies: reconcile must not trust it.
+    format!(
+        r#"{{"conn_url":"postgres://127.0.0.1:{port}/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"replica","version":"4.1.4"}}"#
+    )
+    .into_bytes()
+}
+
+impl Lab {
+    fn new() -> Option<Lab> {
+        if !pg::require_pg_and_pgbouncer() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        pg::open_path_for_postgres(dir.path());
+        let a = Postgres::start(dir.path(), "A");
+        let b = Postgres::start(dir.path(), "B");
+        let pgb = Pgbouncer::start(dir.path(), a.port);
+        let consul = Server::start(Options::default()).unwrap();
+        consul.kv_put(&format!("service/{SCOPE}/members/pg-a"), &member(a.port));
+        consul.kv_put(&format!("service/{SCOPE}/members/pg-b"), &member(b.port));
+        consul.kv_put(&format!("service/{SCOPE}/leader"), b"pg-a");
+        let config = dir.path().join("hook.yml");
+        let lab = Lab {
+            config,
+            a,
+            b,
+            pgb,
+            consul,
+            _dir: dir,
+        };
+        lab.write_config(&lab.consul.url(), &lab.pgb.pidfile.clone());
+        Some(lab)
+    }
+
+    fn write_config(&self, url: &str, pidfile: &Path) {
+        std::fs::write(
+            &self.config,
+            format!(
+                "lock_file: {}\nconsul:\n  url: {url}\n  timeout: 1s\npgbouncer:\n  ini: {}\n  pidfile: {}\n  clusters:\n    - scope: {SCOPE}\n      databases: [appdb]\n",
+                self._dir.path().join("hook.lock").display(),
+                self.pgb.ini.display(),
+                pidfile.display()
+            ),
+        )
+        .unwrap();
+    }
+
+    fn reconcile(&self) -> Output {
+        Command::new(hook())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("reconcile")
+            .env("PATRONI_HOOK_LOG_STDERR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn set_leader(&self, who: &str) {
+        self.consul
+            .kv_put(&format!("service/{SCOPE}/leader"), who.as_bytes());
+    }
+
+    fn ini(&self) -> Vec<u8> {
+        std::fs::read(&self.pgb.ini).unwrap()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn pgbouncer_follows_the_leader_key() {
+    let Some(lab) = Lab::new() else { return };
+    let mut client = Client::connect(lab.pgb.port, "appdb");
+    assert_eq!(client.query_line("SELECT name FROM marker;"), "A");
+
+    // Already pointing at A: nothing to write, no reload.
+    let before = lab.ini();
+    let reloads = lab.pgb.reloads();
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(lab.ini(), before);
+    assert_eq!(lab.pgb.reloads(), reloads);
+
+    lab.set_leader("pg-b");
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let after = String::from_utf8(lab.ini()).unwrap();
+    // Only the managed entry's port changed; everything else byte for byte.
+    let expected = String::from_utf8(before.clone()).unwrap().replacen(
+        &format!("appdb = host=127.0.0.1 port={} dbname=postgres", lab.a.port),
+        &format!("appdb = host=127.0.0.1 port={} dbname=postgres", lab.b.port),
+        1,
+    );
+    assert_eq!(after, expected);
+    // The same client's next transaction reads B.
+    pg::wait_until(
+        "PgBouncer to log the reload",
+        Duration::from_secs(10),
+        || lab.pgb.reloads() > reloads,
+    );
+    assert_eq!(client.query_line("SELECT name FROM marker;"), "B");
+
+    // A second reconcile changes nothing: same mtime, no reload.
+    let mtime = std::fs::metadata(&lab.pgb.ini).unwrap().modified().unwrap();
+    let reloads = lab.pgb.reloads();
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        std::fs::metadata(&lab.pgb.ini).unwrap().modified().unwrap(),
+        mtime
+    );
+    assert_eq!(lab.pgb.reloads(), reloads);
+    // Owner kept (the file belongs to postgres; reconcile ran as root).
+    use std::os::unix::fs::MetadataExt;
+    let pg_uid = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    assert_eq!(std::fs::metadata(&lab.pgb.ini).unwrap().uid(), pg_uid);
+    // The unmanaged entry still goes to A.
+    let mut other = Client::connect(lab.pgb.port, "other");
+    assert_eq!(other.query_line("SELECT current_database();"), "template1");
+    let _ = &lab.b;
+}
+
+#[test]
+fn no_leader_or_no_consul_keeps_the_file_and_exits_75() {
+    let Some(lab) = Lab::new() else { return };
+    let before = lab.ini();
+    lab.consul.kv_delete(&format!("service/{SCOPE}/leader"));
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    assert_eq!(lab.ini(), before);
+    // The double stopped: connection refused.
+    // Consul down: nothing listens on port 1, the connection is refused.
+    lab.write_config("http://127.0.0.1:1", &lab.pgb.pidfile);
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    assert_eq!(lab.ini(), before);
+}
+
+#[test]
+fn stale_pidfile_is_an_error_naming_it_and_the_new_file_stays() {
+    let Some(lab) = Lab::new() else { return };
+    let stale = lab._dir.path().join("stale.pid");
+    // A pid that is not running: one past the max pid is never a process.
+    let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(&stale, format!("{}\n", max + 1)).unwrap();
+    lab.write_config(&lab.consul.url(), &stale);
+    lab.set_leader("pg-b");
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(stale.to_str().unwrap()),
+        "{}",
+        text(&out)
+    );
+    let ini = String::from_utf8(lab.ini()).unwrap();
+    assert!(
+        ini.contains(&format!("port={}", lab.b.port)),
+        "new file stays in place: {ini}"
+    );
+}
+
+#[test]
+fn injection_through_conn_url_leaves_the_file_byte_identical() {
+    let Some(lab) = Lab::new() else { return };
+    let before = lab.ini();
+    let evil = [
+        "postgres://127.0.0.1\n[pgbouncer]\nadmin_users=evil:5432/postgres",
+        "postgres://127.0.0.1 auth_user=evil:5432/postgres",
+        "postgres://host=evil:5432/postgres",
+        "postgres://'evil':5432/postgres",
+        "postgres://[pgbouncer]:5432/postgres",
+        "postgres://127.0.0.1:0/postgres",
+        "postgres://127.0.0.1:65536/postgres",
+    ];
+    let long = format!("postgres://{}:5432/postgres", "a".repeat(300));
+    for url in evil.iter().map(|s| s.to_string()).chain([long]) {
+        let json = serde_json::json!({ "conn_url": url, "role": "primary" }).to_string();
+        lab.consul
+            .kv_put(&format!("service/{SCOPE}/members/pg-b"), json.as_bytes());
+        lab.set_leader("pg-b");
+        let out = lab.reconcile();
+        assert_eq!(out.status.code(), Some(1), "{url:?}: {}", text(&out));
+        assert_eq!(lab.ini(), before, "{url:?} changed the file");
+        // The message is one line per problem and names the member key.
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("members/pg-b"),
+            "{}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn reconcile_does_not_hang_on_watch_json_on_stdin() {
+    let Some(lab) = Lab::new() else { return };
+    lab.set_leader("pg-b");
+    let mut child = Command::new(hook())
+        .arg("--config")
+        .arg(&lab.config)
+        .arg("--reconcile")
+        .env("PATRONI_HOOK_LOG_STDERR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // What a Consul key watch writes; the pipe stays open (like a handler's
+    // parent that has not closed it yet).
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"Key\":\"service/batman/leader\",\"CreateIndex\":5,\"ModifyIndex\":9,\"LockIndex\":1,\"Flags\":0,\"Value\":\"cGctYg==\",\"Session\":\"x\"}\n")
+        .unwrap();
+    pg::wait_until(
+        "reconcile to exit with stdin still open",
+        Duration::from_secs(10),
+        || child.try_wait().unwrap().is_some(),
+    );
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8(lab.ini())
+        .unwrap()
+        .contains(&format!("port={}", lab.b.port)));
+}
+
+/// The immediate trigger: the double's `--watch` runs reconcile on a leader
+/// change, as a Consul agent `watches` entry would; nothing else triggers it.
+#[test]
+fn watch_handler_moves_pgbouncer_on_a_leader_change() {
+    let Some(lab) = Lab::new() else { return };
+    // A separate double process with the watch (the in-process one holds the members).
+    let port = pg::free_port();
+    let handler = format!(
+        "{} --config {} reconcile",
+        hook().display(),
+        lab.config.display()
+    );
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _double = Kill(
+        Command::new(assert_cmd::cargo::cargo_bin("consul-double"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--watch"])
+            .arg(format!("service/{SCOPE}/leader={handler}"))
+            .env("PATRONI_HOOK_LOG_STDERR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting consul-double"),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    pg::wait_until("consul-double to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let put = |key: &str, body: &[u8]| {
+        let st = Command::new("curl")
+            .args([
+                "-sf",
+                "-X",
+                "PUT",
+                "--data-binary",
+                "@-",
+                &format!("{url}/v1/kv/{key}"),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(body)?;
+                c.wait()
+            })
+            .unwrap();
+        assert!(st.success(), "PUT {key}");
+    };
+    lab.write_config(&url, &lab.pgb.pidfile);
+    put(
+        &format!("service/{SCOPE}/members/pg-a"),
+        &member(lab.a.port),
+    );
+    put(
+        &format!("service/{SCOPE}/members/pg-b"),
+        &member(lab.b.port),
+    );
+    put(&format!("service/{SCOPE}/leader"), b"pg-b");
+    let want = format!("port={}", lab.b.port);
+    pg::wait_until(
+        "the watch handler to point pgbouncer.ini at B",
+        Duration::from_secs(15),
+        || String::from_utf8(lab.ini()).unwrap().contains(&want),
+    );
+    let mut client = Client::connect(lab.pgb.port, "appdb");
+    pg::wait_until("PgBouncer to serve B", Duration::from_secs(10), || {
+        client.query_line("SELECT name FROM marker;") == "B"
+    });
+    put(&format!("service/{SCOPE}/leader"), b"pg-a");
+    let want = format!("port={}", lab.a.port);
+    pg::wait_until(
+        "the watch handler to point pgbouncer.ini back at A",
+        Duration::from_secs(15),
+        || String::from_utf8(lab.ini()).unwrap().contains(&want),
+    );
+}
