@@ -1,0 +1,54 @@
+# shellcheck shell=bash
+# Shared by scripts/test.sh and scripts/lab.sh: checks for root and installs
+# what the tests and the lab need, only what is missing, so a second run is fast.
+
+PATRONI_VENV="${PATRONI_VENV:-/opt/patroni-hook-test/venv}"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+
+need_root() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: run as root (sudo $0): the tests create network namespaces and run PostgreSQL as the postgres user" >&2
+        exit 2
+    fi
+}
+
+missing_debs() {
+    local want=()
+    [ -x "$PG_BIN/postgres" ] || want+=(postgresql-15)
+    command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || want+=(pgbouncer)
+    command -v ip >/dev/null 2>&1 || want+=(iproute2)
+    command -v setcap >/dev/null 2>&1 || [ -x /usr/sbin/setcap ] || want+=(libcap2-bin)
+    command -v curl >/dev/null 2>&1 || want+=(curl)
+    command -v arping >/dev/null 2>&1 || want+=(iputils-arping)
+    command -v shellcheck >/dev/null 2>&1 || want+=(shellcheck)
+    command -v runuser >/dev/null 2>&1 || want+=(util-linux)
+    /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3-venv)
+    echo "${want[@]:-}"
+}
+
+install_prereqs() {
+    local want
+    want="$(missing_debs)"
+    if [ -n "$want" ]; then
+        echo "==> installing Debian packages: $want"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        # shellcheck disable=SC2086
+        apt-get install -y -qq --no-install-recommends $want >/dev/null
+    fi
+    # The Debian packages start a cluster and a pgbouncer service on install;
+    # the tests start their own on other ports, so the packaged ones are left alone.
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "error: cargo not found: install a Rust toolchain (rustup) first" >&2
+        exit 2
+    fi
+    if ! "$PATRONI_VENV/bin/patroni" --version >/dev/null 2>&1; then
+        echo "==> creating the Patroni virtualenv at $PATRONI_VENV"
+        mkdir -p "$(dirname "$PATRONI_VENV")"
+        # Debian's python, not one under /root: the postgres user must be able to run it.
+        /usr/bin/python3 -m venv "$PATRONI_VENV"
+        "$PATRONI_VENV/bin/pip" install -q --disable-pip-version-check 'patroni[consul]>=4,<5' 'psycopg[binary]>=3'
+    fi
+    chmod -R a+rX "$(dirname "$PATRONI_VENV")"
+}
