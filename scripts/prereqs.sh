@@ -19,6 +19,7 @@ missing_debs() {
     command -v ip >/dev/null 2>&1 || want+=(iproute2)
     command -v setcap >/dev/null 2>&1 || [ -x /usr/sbin/setcap ] || want+=(libcap2-bin)
     command -v curl >/dev/null 2>&1 || want+=(curl)
+    command -v openssl >/dev/null 2>&1 || want+=(openssl)
     command -v arping >/dev/null 2>&1 || want+=(iputils-arping)
     command -v shellcheck >/dev/null 2>&1 || want+=(shellcheck)
     command -v runuser >/dev/null 2>&1 || want+=(util-linux)

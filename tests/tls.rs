@@ -1,0 +1,185 @@
+//! https to Consul with `consul.ca_file`: the hook trusts exactly that CA.
+//!
+//! `openssl s_server -www` stands in for a TLS endpoint on loopback: it answers
+//! any GET with an HTML status page, so a run that got through the handshake
+//! fails later with "unexpected answer" (exit 1), while a run that does not
+//! trust the certificate never gets an answer (exit 75).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn have_openssl() -> bool {
+    if Command::new("openssl").arg("version").output().is_ok() {
+        return true;
+    }
+    let msg = "this test needs the openssl command (Debian package openssl)";
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+    eprintln!("skipped: {msg}");
+    false
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn https_consul_is_trusted_through_ca_file_only() {
+    if !have_openssl() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+            ],
+        );
+    }
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = Server(
+        Command::new("openssl")
+            .current_dir(dir)
+            .args([
+                "s_server",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+                "-cert",
+                "srv.pem",
+                "-key",
+                "srv.key",
+                "-www",
+                "-quiet",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for openssl s_server on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(
+        dir.join("pgbouncer.ini"),
+        "[databases]\nappdb = host=198.51.100.11 port=5432\n",
+    )
+    .unwrap();
+    let run = |ca: &str| {
+        let cfg = dir.join("c.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "lock_file: {d}/l\nconsul:\n  url: https://127.0.0.1:{port}\n  ca_file: {d}/{ca}\n  timeout: 2s\npgbouncer:\n  ini: {d}/pgbouncer.ini\n  pidfile: {d}/p.pid\n  clusters:\n    - scope: batman\n      databases: [appdb]\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        Command::new(assert_cmd::cargo::cargo_bin("patroni-hook"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("reconcile")
+            .env("PATRONI_HOOK_LOG_STDERR", "1")
+            .output()
+            .unwrap()
+    };
+    // Trusted: the handshake succeeds and the (non-Consul) answer is refused.
+    let out = run("ca.pem");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("unexpected answer"), "{err}");
+    // Another CA: no answer is accepted; temporary, the file kept.
+    let out = run("other-ca.pem");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // A CA file that is not there: a configuration error naming it.
+    let out = run("missing.pem");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("consul.ca_file") && err.contains("missing.pem"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("pgbouncer.ini")).unwrap(),
+        "[databases]\nappdb = host=198.51.100.11 port=5432\n"
+    );
+}
