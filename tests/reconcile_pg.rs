@@ -4,8 +4,8 @@
 
 mod common;
 
+use common::consul::Consul;
 use common::pg::{self, Client, Pgbouncer, Postgres};
-use consul_double::{Options, Server};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -17,7 +17,7 @@ struct Lab {
     a: Postgres,
     b: Postgres,
     pgb: Pgbouncer,
-    consul: Server,
+    consul: Consul,
     config: PathBuf,
 }
 
@@ -43,10 +43,16 @@ impl Lab {
         let a = Postgres::start(dir.path(), "A");
         let b = Postgres::start(dir.path(), "B");
         let pgb = Pgbouncer::start(dir.path(), a.port);
-        let consul = Server::start(Options::default()).unwrap();
-        consul.kv_put(&format!("service/{SCOPE}/members/pg-a"), &member(a.port));
-        consul.kv_put(&format!("service/{SCOPE}/members/pg-b"), &member(b.port));
-        consul.kv_put(&format!("service/{SCOPE}/leader"), b"pg-a");
+        let consul = Consul::start();
+        consul.put(
+            &consul.key(&format!("{SCOPE}/members/pg-a")),
+            &member(a.port),
+        );
+        consul.put(
+            &consul.key(&format!("{SCOPE}/members/pg-b")),
+            &member(b.port),
+        );
+        consul.put(&consul.key(&format!("{SCOPE}/leader")), b"pg-a");
         let config = dir.path().join("hook.yml");
         let lab = Lab {
             config,
@@ -64,10 +70,11 @@ impl Lab {
         std::fs::write(
             &self.config,
             format!(
-                "lock_file: {}\nconsul:\n  url: {url}\n  timeout: 1s\npgbouncer:\n  ini: {}\n  pidfile: {}\n  clusters:\n    - scope: {SCOPE}\n      databases: [appdb]\n",
+                "lock_file: {}\nconsul:\n  url: {url}\n  namespace: {ns}\n  timeout: 1s\npgbouncer:\n  ini: {}\n  pidfile: {}\n  clusters:\n    - scope: {SCOPE}\n      databases: [appdb]\n",
                 self._dir.path().join("hook.lock").display(),
                 self.pgb.ini.display(),
-                pidfile.display()
+                pidfile.display(),
+                ns = self.consul.namespace(),
             ),
         )
         .unwrap();
@@ -86,7 +93,7 @@ impl Lab {
 
     fn set_leader(&self, who: &str) {
         self.consul
-            .kv_put(&format!("service/{SCOPE}/leader"), who.as_bytes());
+            .put(&self.consul.key(&format!("{SCOPE}/leader")), who.as_bytes());
     }
 
     fn ini(&self) -> Vec<u8> {
@@ -164,7 +171,8 @@ fn pgbouncer_follows_the_leader_key() {
 fn no_leader_or_no_consul_keeps_the_file_and_exits_75() {
     let Some(lab) = Lab::new() else { return };
     let before = lab.ini();
-    lab.consul.kv_delete(&format!("service/{SCOPE}/leader"));
+    lab.consul
+        .delete(&lab.consul.key(&format!("{SCOPE}/leader")));
     let out = lab.reconcile();
     assert_eq!(out.status.code(), Some(75), "{}", text(&out));
     assert_eq!(lab.ini(), before);
@@ -219,8 +227,10 @@ fn injection_through_conn_url_leaves_the_file_byte_identical() {
     let long = format!("postgres://{}:5432/postgres", "a".repeat(300));
     for url in evil.iter().map(|s| s.to_string()).chain([long]) {
         let json = serde_json::json!({ "conn_url": url, "role": "primary" }).to_string();
-        lab.consul
-            .kv_put(&format!("service/{SCOPE}/members/pg-b"), json.as_bytes());
+        lab.consul.put(
+            &lab.consul.key(&format!("{SCOPE}/members/pg-b")),
+            json.as_bytes(),
+        );
         lab.set_leader("pg-b");
         let out = lab.reconcile();
         assert_eq!(out.status.code(), Some(1), "{url:?}: {}", text(&out));
@@ -270,6 +280,7 @@ fn reconcile_does_not_hang_on_watch_json_on_stdin() {
 
 /// The immediate trigger: the double's `--watch` runs reconcile on a leader
 /// change, as a Consul agent `watches` entry would; nothing else triggers it.
+/// Always against the double: the watch runner under test is its own.
 #[test]
 fn watch_handler_moves_pgbouncer_on_a_leader_change() {
     let Some(lab) = Lab::new() else { return };
@@ -323,6 +334,11 @@ fn watch_handler_moves_pgbouncer_on_a_leader_change() {
         assert!(st.success(), "PUT {key}");
     };
     lab.write_config(&url, &lab.pgb.pidfile);
+    let text = std::fs::read_to_string(&lab.config).unwrap().replace(
+        &format!("namespace: {}", lab.consul.namespace()),
+        "namespace: service",
+    );
+    std::fs::write(&lab.config, text).unwrap();
     put(
         &format!("service/{SCOPE}/members/pg-a"),
         &member(lab.a.port),

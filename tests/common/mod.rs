@@ -2,5 +2,6 @@
 // Each test file is its own crate and uses a different part of these helpers.
 #![allow(dead_code)]
 
+pub mod consul;
 pub mod netns;
 pub mod pg;

@@ -1,0 +1,149 @@
+//! The Consul a test talks to: a real agent when `CONSUL_HTTP_ADDR` names one
+//! (LAB.md), else the in-repo double started in this process.
+//!
+//! With a real agent, every test works under its own KV namespace
+//! (`phk-<pid>-<n>`), so runs never see each other's keys, and removes it at
+//! the end. Tests whose hook runs inside a private network namespace cannot
+//! reach a host agent and use the double (`Consul::double_on`).
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A Consul for one test.
+pub enum Consul {
+    /// The in-repo double.
+    Double(consul_double::Server),
+    /// A real agent at this base URL, under a private namespace.
+    External {
+        /// Base URL.
+        url: String,
+        /// KV namespace private to this test.
+        namespace: String,
+    },
+}
+
+impl Consul {
+    /// A real agent if `CONSUL_HTTP_ADDR` is set, else a double on 127.0.0.1.
+    pub fn start() -> Consul {
+        match consul_double::external_consul() {
+            Some(url) => Consul::External {
+                url,
+                namespace: format!(
+                    "phk-{}-{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::SeqCst)
+                ),
+            },
+            None => Consul::Double(
+                consul_double::Server::start(consul_double::Options::default())
+                    .expect("starting the Consul double"),
+            ),
+        }
+    }
+
+    /// Base URL for the hook's `consul.url`.
+    pub fn url(&self) -> String {
+        match self {
+            Consul::Double(s) => s.url(),
+            Consul::External { url, .. } => url.clone(),
+        }
+    }
+
+    /// The hook's `consul.namespace` for this test (Patroni's default with the double).
+    pub fn namespace(&self) -> String {
+        match self {
+            Consul::Double(_) => "service".into(),
+            Consul::External { namespace, .. } => namespace.clone(),
+        }
+    }
+
+    /// `<namespace>/<rest>`.
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.namespace())
+    }
+
+    /// Plain PUT.
+    pub fn put(&self, key: &str, value: &[u8]) {
+        match self {
+            Consul::Double(s) => s.kv_put(key, value),
+            Consul::External { url, .. } => {
+                let out = curl(
+                    &[
+                        "-X",
+                        "PUT",
+                        "--data-binary",
+                        "@-",
+                        &format!("{url}/v1/kv/{key}"),
+                    ],
+                    value,
+                );
+                assert_eq!(out.trim(), "true", "PUT {key}");
+            }
+        }
+    }
+
+    /// Value and ModifyIndex of a key.
+    pub fn get(&self, key: &str) -> Option<(Vec<u8>, u64)> {
+        match self {
+            Consul::Double(s) => s.kv_get(key).map(|e| (e.value, e.modify_index)),
+            Consul::External { url, .. } => {
+                let out = curl(&[&format!("{url}/v1/kv/{key}")], b"");
+                if out.trim().is_empty() {
+                    return None;
+                }
+                let v: serde_json::Value = serde_json::from_str(&out).expect("Consul KV JSON");
+                let e = &v[0];
+                let value = match e["Value"].as_str() {
+                    None => Vec::new(),
+                    Some(b) => {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD.decode(b).unwrap()
+                    }
+                };
+                Some((value, e["ModifyIndex"].as_u64().unwrap()))
+            }
+        }
+    }
+
+    /// Plain DELETE.
+    pub fn delete(&self, key: &str) {
+        match self {
+            Consul::Double(s) => s.kv_delete(key),
+            Consul::External { url, .. } => {
+                curl(&["-X", "DELETE", &format!("{url}/v1/kv/{key}")], b"");
+            }
+        }
+    }
+}
+
+impl Drop for Consul {
+    fn drop(&mut self) {
+        if let Consul::External { url, namespace } = self {
+            curl(
+                &["-X", "DELETE", &format!("{url}/v1/kv/{namespace}/?recurse")],
+                b"",
+            );
+        }
+    }
+}
+
+/// Runs curl with the agent's token from the environment, feeding `body`.
+fn curl(args: &[&str], body: &[u8]) -> String {
+    use std::io::Write;
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "5"]);
+    if let Ok(t) = std::env::var("CONSUL_HTTP_TOKEN") {
+        cmd.args(["-H", &format!("X-Consul-Token: {t}")]);
+    }
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl (scripts/test.sh installs it)");
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
