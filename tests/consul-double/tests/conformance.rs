@@ -1013,6 +1013,11 @@ fn watch_handler_that_ignores_stdin_does_not_block_the_watch() {
         ..Options::default()
     })
     .expect("start double");
+    // The first run (key absent, `null`) must be seen before the change,
+    // or the watch's first read may already see the value and run only once.
+    wait_for("the first handler run", Duration::from_secs(10), || {
+        (!log_lines(&log).is_empty()).then_some(())
+    });
     // Larger than a pipe buffer, so a naive write-then-wait would block.
     s.kv_put("big", &vec![b'a'; 300 * 1024]);
     wait_for("two handler runs", Duration::from_secs(10), || {
