@@ -366,3 +366,80 @@ fn watch_handler_moves_pgbouncer_on_a_leader_change() {
         || String::from_utf8(lab.ini()).unwrap().contains(&want),
     );
 }
+
+/// Several clusters behind one PgBouncer, one of them through its VIP: one
+/// reconcile points each managed entry at its own cluster's leader (or VIP),
+/// leaves the unmanaged entry alone, and refuses only the cluster whose
+/// Consul data is bad.
+#[test]
+fn several_clusters_and_a_vip_target() {
+    let Some(lab) = Lab::new() else { return };
+    let ini = String::from_utf8(lab.ini()).unwrap().replacen(
+        "[databases]\n",
+        "[databases]\nreports = host=127.0.0.1 port=1 dbname=postgres\nbilling = dbname=postgres host=127.0.0.1 port=1 pool_size=5\n",
+        1,
+    );
+    std::fs::write(&lab.pgb.ini, &ini).unwrap();
+    let c = &lab.consul;
+    c.put(&c.key("robin/members/r1"), &member(lab.b.port));
+    c.put(&c.key("robin/leader"), b"r1");
+    c.put(&c.key("joker/members/j1"), &member(lab.a.port));
+    c.put(&c.key("joker/leader"), b"j1");
+    c.put(&c.key("joker/floating-ip"), b"198.51.100.100/24");
+    let text = std::fs::read_to_string(&lab.config).unwrap().replace(
+        "      databases: [appdb]\n",
+        "      databases: [appdb]\n    - scope: robin\n      databases: [reports]\n    - scope: joker\n      databases: [billing]\n      target: vip\n",
+    );
+    std::fs::write(&lab.config, text).unwrap();
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+    let expected = ini
+        .replace(
+            "reports = host=127.0.0.1 port=1 dbname",
+            &format!("reports = host=127.0.0.1 port={} dbname", lab.b.port),
+        )
+        .replace(
+            "billing = dbname=postgres host=127.0.0.1 port=1 pool_size=5",
+            &format!(
+                "billing = dbname=postgres host=198.51.100.100 port={} pool_size=5",
+                lab.a.port
+            ),
+        );
+    assert_eq!(String::from_utf8(lab.ini()).unwrap(), expected);
+    // reports now reaches B through PgBouncer.
+    let mut client = Client::connect(lab.pgb.port, "reports");
+    assert_eq!(client.query_line("SELECT name FROM marker;"), "B");
+
+    // Bad data in one cluster: that cluster is refused (exit 1), the others still follow.
+    c.put(
+        &c.key("robin/members/r1"),
+        br#"{"conn_url":"postgres://bad host:5432/x"}"#,
+    );
+    lab.set_leader("pg-b");
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cluster robin"),
+        "{}",
+        text_of(&out)
+    );
+    let now = String::from_utf8(lab.ini()).unwrap();
+    assert!(
+        now.contains(&format!(
+            "appdb = host=127.0.0.1 port={} dbname",
+            lab.b.port
+        )),
+        "{now}"
+    );
+    assert!(
+        now.contains(&format!(
+            "reports = host=127.0.0.1 port={} dbname",
+            lab.b.port
+        )),
+        "{now}"
+    );
+}
+
+fn text_of(o: &Output) -> String {
+    text(o)
+}
