@@ -57,6 +57,43 @@ pub fn acquire(path: &Path, deadline: Instant) -> Result<HostLock> {
     }
 }
 
+/// The callback generation: a counter beside the lock that every callback
+/// bumps while it holds the lock. Reconcile reads Consul before taking the
+/// lock (so a callback never waits behind a reconcile that waits on Consul),
+/// and drops its VIP decision if the counter moved meanwhile: a callback ran
+/// after that read and its decision is newer.
+pub fn generation_path(lock_file: &Path) -> PathBuf {
+    lock_file.with_extension("generation")
+}
+
+/// Reads the callback generation (0 when never written).
+pub fn read_generation(lock_file: &Path) -> u64 {
+    std::fs::read_to_string(generation_path(lock_file))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bumps the callback generation; call with the lock held.
+pub fn bump_generation(lock_file: &Path) -> Result<()> {
+    let path = generation_path(lock_file);
+    let next = read_generation(lock_file).wrapping_add(1);
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        std::fs::write(&tmp, format!("{next}\n"))?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::failed(format!("writing {}", path.display()), e)
+    })
+}
+
+/// The mark of a pgbouncer.ini rewritten but not yet followed by a reload.
+pub fn reload_pending_path(lock_file: &Path) -> PathBuf {
+    lock_file.with_extension("reload-pending")
+}
+
 /// Where the address of a scope's VIP is remembered: beside the lock file.
 pub fn cache_path(lock_file: &Path, scope: &str) -> PathBuf {
     let dir = lock_file.parent().unwrap_or_else(|| Path::new("/"));
@@ -114,6 +151,16 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("/nonexistent-dir/x.lock"), "{e}");
+    }
+
+    #[test]
+    fn generation_counts_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = dir.path().join("x.lock");
+        assert_eq!(read_generation(&l), 0);
+        bump_generation(&l).unwrap();
+        bump_generation(&l).unwrap();
+        assert_eq!(read_generation(&l), 2);
     }
 
     #[test]

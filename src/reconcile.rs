@@ -25,12 +25,17 @@ pub async fn run(cfg: &Config, dry_run: bool, deadline: Instant) -> i32 {
         )));
         return report.exit_code();
     }
-    let consul = match Consul::new(&cfg.consul, deadline) {
-        Ok(c) => c,
-        Err(e) => {
-            report.fail(e);
-            return report.exit_code();
+    let consul = Consul::new(&cfg.consul, deadline);
+    // The VIP part reads Consul before taking the lock, so that a callback
+    // (a demotion, say) never waits behind a reconcile that waits on Consul;
+    // the callback generation tells whether a callback ran meanwhile.
+    let vip_read = match (&cfg.vip, &cfg.scope) {
+        (Some(_), Some(scope)) => {
+            let generation = lock::read_generation(&cfg.lock_file);
+            let keys = vip::Keys::new(&cfg.consul.namespace, scope);
+            Some((generation, consul.list(&keys.prefix, true).await))
         }
+        _ => None,
     };
     let _lock = if dry_run {
         None
@@ -44,20 +49,25 @@ pub async fn run(cfg: &Config, dry_run: bool, deadline: Instant) -> i32 {
         }
     };
     if let Some(v) = &cfg.vip {
-        match &cfg.scope {
-            Some(scope) => {
-                vip::converge(
-                    cfg,
-                    v,
-                    scope,
-                    &consul,
-                    Mode::Reconcile,
-                    dry_run,
-                    &mut report,
-                )
-                .await
+        match (&cfg.scope, vip_read) {
+            (Some(scope), Some((generation, read))) => {
+                if !dry_run && lock::read_generation(&cfg.lock_file) != generation {
+                    note!("a callback ran while Consul was being read; its decision on the VIP stands");
+                } else {
+                    vip::converge(
+                        cfg,
+                        v,
+                        scope,
+                        &consul,
+                        Mode::Reconcile,
+                        Some(read),
+                        dry_run,
+                        &mut report,
+                    )
+                    .await
+                }
             }
-            None => report.fail(Error::config(
+            _ => report.fail(Error::config(
                 &cfg.path,
                 "scope",
                 "expected the Patroni scope: reconcile of the VIP needs it",
@@ -267,8 +277,23 @@ async fn pgbouncer_host(
             format!("no [databases] entry named {}", edited.missing.join(", ")),
         ));
     }
+    // Present from the moment a new file is about to be written until
+    // PgBouncer took the SIGHUP: a run killed in between, or a failed reload,
+    // is finished by the next run although the file is already current.
+    let pending = lock::reload_pending_path(&cfg.lock_file);
     if edited.output == input {
-        note!("{} already points at the leaders", p.ini.display());
+        if pending.exists() && !dry_run {
+            note!(
+                "a previous run rewrote {} but did not reload pgbouncer; reloading",
+                p.ini.display()
+            );
+            reload(&p.pidfile, &pending, report);
+        } else {
+            note!("{} already points at the leaders", p.ini.display());
+            if dry_run {
+                println!("pgbouncer.ini: nothing to do");
+            }
+        }
         return;
     }
     let summary = targets
@@ -285,12 +310,26 @@ async fn pgbouncer_host(
         );
         return;
     }
+    if let Err(e) = std::fs::write(&pending, b"") {
+        crate::warn_line!(
+            "cannot create {}: {e}; a failed reload would not be retried",
+            pending.display()
+        );
+    }
     if let Err(e) = pgbouncer::write_atomic(&p.ini, &edited.output) {
         return report.fail(e);
     }
     note!("rewrote {}: {summary}", p.ini.display());
-    match pgbouncer::reload(&p.pidfile) {
-        Ok(pid) => note!("reloaded pgbouncer (pid {pid})"),
+    reload(&p.pidfile, &pending, report);
+}
+
+/// SIGHUP to PgBouncer; clears the pending mark once it was sent.
+fn reload(pidfile: &std::path::Path, pending: &std::path::Path, report: &mut Report) {
+    match pgbouncer::reload(pidfile) {
+        Ok(pid) => {
+            note!("reloaded pgbouncer (pid {pid})");
+            let _ = std::fs::remove_file(pending);
+        }
         Err(e) => report.fail(e),
     }
 }
