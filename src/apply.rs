@@ -89,6 +89,7 @@ impl<'a> Effects<'a> {
         if self.dry_run {
             match step {
                 Step::AddVip => println!("would add {addr} to {ifname}"),
+                Step::Announce if self.vip.gratuitous_arp == 0 => {}
                 Step::Announce => println!(
                     "would announce {} on {ifname} ({} packets)",
                     addr.addr(),

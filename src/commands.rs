@@ -76,6 +76,9 @@ pub fn main(inv: Invocation) -> i32 {
             }
         }
     });
+    // Dropping a runtime waits for its blocking threads, and reqwest resolves
+    // host names on one: a hung DNS lookup would outlive the deadline.
+    rt.shutdown_background();
     crate::debug_line!("finished in {:?} with exit code {code}", started.elapsed());
     code
 }
@@ -108,18 +111,19 @@ async fn callback(
         note!("no vip section in {}; nothing to do", cfg.path.display());
         return 0;
     };
-    let consul = match Consul::new(&cfg.consul, deadline) {
-        Ok(c) => c,
-        Err(e) => {
-            report.fail(e);
-            return report.exit_code();
-        }
-    };
+    let consul = Consul::new(&cfg.consul, deadline);
     let _lock = if dry_run {
         None
     } else {
         match lock::acquire(&cfg.lock_file, deadline) {
-            Ok(l) => Some(l),
+            Ok(l) => {
+                // Tell a reconcile that read Consul before this callback that
+                // its view is older than this decision.
+                if let Err(e) = lock::bump_generation(&cfg.lock_file) {
+                    crate::warn_line!("{e}");
+                }
+                Some(l)
+            }
             Err(e) => {
                 report.fail(e);
                 return report.exit_code();
@@ -133,6 +137,7 @@ async fn callback(
         scope,
         &consul,
         Mode::Callback(want),
+        None,
         dry_run,
         &mut report,
     )
@@ -147,13 +152,7 @@ async fn status(cfg: &Config, scope: Option<&str>, json: bool, deadline: Instant
     let mut bump = |k: Kind| worst = Some(worst.map_or(k, |w: Kind| w.max(k)));
     out.insert("node".into(), cfg.name.clone().into());
     out.insert("config".into(), cfg.path.display().to_string().into());
-    let consul = match Consul::new(&cfg.consul, deadline) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("patroni-hook: {e}");
-            return e.exit_code();
-        }
-    };
+    let consul = Consul::new(&cfg.consul, deadline);
     if let Some(scope) = scope {
         out.insert("scope".into(), scope.into());
         let keys = vip::Keys::new(&cfg.consul.namespace, scope);
@@ -293,8 +292,19 @@ async fn check_config(cfg: &Config) -> i32 {
         }
     }
     warnings.extend(reconcile::check(cfg));
+    if cfg.vip.as_ref().is_some_and(|v| v.address.is_none()) {
+        warnings.push(
+            "vip.address is not set: the VIP comes from Consul's floating-ip; a node can remove it without Consul only once it has held it".to_string(),
+        );
+    }
     for w in &warnings {
         println!("warning: {w}");
+    }
+    // The token and CA files are read when Consul is first called; check them now.
+    let consul = Consul::new(&cfg.consul, Instant::now() + cfg.deadline);
+    if let Some(e) = consul.setup_error() {
+        eprintln!("patroni-hook: {e}");
+        return e.exit_code();
     }
     0
 }

@@ -64,8 +64,9 @@ pub struct ConsulConfig {
     pub url: String,
     /// Patroni's namespace, without slashes at either end.
     pub namespace: String,
-    /// ACL token, from `token_file` or `$CONSUL_HTTP_TOKEN`.
-    pub token: Option<Secret>,
+    /// ACL token, from `token_file` or `$CONSUL_HTTP_TOKEN`; an unreadable
+    /// token file is an error reported by the first Consul call.
+    pub token: Result<Option<Secret>, Error>,
     /// CA bundle for https.
     pub ca_file: Option<PathBuf>,
     /// Per HTTP call.
@@ -384,36 +385,41 @@ fn consul(
             "expected Patroni's namespace, such as service",
         ));
     }
+    // A token file that cannot be read is kept as an error for the first
+    // Consul call rather than refused here: a release must still remove the
+    // VIP (it needs no Consul) when the token file is briefly unreadable
+    // during a rotation. check-config reports it.
     let token = match raw.token_file {
-        Some(tf) => {
-            let t = read_token(&tf).map_err(|e| {
+        Some(tf) => read_token(&tf)
+            .map_err(|e| {
                 Error::config(
                     path,
                     "consul.token_file",
                     format!("cannot read {}: {e}", tf.display()),
                 )
-            })?;
-            let t = t.trim().to_string();
-            if t.is_empty() {
-                return Err(Error::config(
-                    path,
-                    "consul.token_file",
-                    format!("{} is empty", tf.display()),
-                ));
-            }
-            if t.chars().any(|c| c.is_control()) {
-                return Err(Error::config(
-                    path,
-                    "consul.token_file",
-                    format!("{} holds control characters", tf.display()),
-                ));
-            }
-            Some(Secret(t))
-        }
-        None => env
+            })
+            .and_then(|t| {
+                let t = t.trim().to_string();
+                if t.is_empty() {
+                    Err(Error::config(
+                        path,
+                        "consul.token_file",
+                        format!("{} is empty", tf.display()),
+                    ))
+                } else if t.chars().any(|c| c.is_control()) {
+                    Err(Error::config(
+                        path,
+                        "consul.token_file",
+                        format!("{} holds control characters", tf.display()),
+                    ))
+                } else {
+                    Ok(Some(Secret(t)))
+                }
+            }),
+        None => Ok(env
             .consul_http_token
             .as_ref()
-            .map(|t| Secret(t.trim().to_string())),
+            .map(|t| Secret(t.trim().to_string()))),
     };
     if let Some(ca) = &raw.ca_file {
         if ca.as_os_str().is_empty() {
@@ -557,7 +563,10 @@ pgbouncer:
         assert_eq!(c.name, "pg-patroni1");
         assert_eq!(c.scope.as_deref(), Some("postgres"));
         assert_eq!(c.deadline, Duration::from_secs(5));
-        assert_eq!(c.consul.token.as_ref().unwrap().expose(), "s3cret-token");
+        assert_eq!(
+            c.consul.token.as_ref().unwrap().as_ref().unwrap().expose(),
+            "s3cret-token"
+        );
         let vip = c.vip.unwrap();
         assert_eq!(vip.address.unwrap().to_string(), "192.168.50.55/24");
         assert_eq!(vip.interface, "eth1");
@@ -625,7 +634,11 @@ pgbouncer:
 
     #[test]
     fn token_file_errors_never_show_the_token() {
+        // Kept for the first Consul call, so a release can still remove the VIP.
         let e = parse("consul:\n  token_file: /missing\n")
+            .unwrap()
+            .consul
+            .token
             .unwrap_err()
             .to_string();
         assert!(
@@ -648,7 +661,7 @@ pgbouncer:
             &|_: &Path| unreachable!(),
         )
         .unwrap();
-        assert_eq!(c.consul.token.unwrap().expose(), "envtok");
+        assert_eq!(c.consul.token.unwrap().unwrap().expose(), "envtok");
     }
 
     #[test]

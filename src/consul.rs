@@ -44,11 +44,17 @@ pub struct Consul {
     token: Option<reqwest::header::HeaderValue>,
     timeout: Duration,
     deadline: Instant,
+    /// Why no call can be made (unreadable token or CA file, bad client
+    /// setup). Kept rather than returned by `new`, so that work that needs no
+    /// Consul (removing the VIP) still happens; every call returns it.
+    broken: Option<Error>,
 }
 
 impl Consul {
-    /// Builds the client; `deadline` is when the whole run must end.
-    pub fn new(cfg: &ConsulConfig, deadline: Instant) -> Result<Self> {
+    /// Builds the client; `deadline` is when the whole run must end. Setup
+    /// errors surface on the first call.
+    pub fn new(cfg: &ConsulConfig, deadline: Instant) -> Self {
+        let mut broken = None;
         let mut builder = reqwest::Client::builder()
             // The agent is local; a proxy from the environment must not be used.
             .no_proxy()
@@ -56,39 +62,54 @@ impl Consul {
             .pool_max_idle_per_host(1)
             .user_agent(concat!("patroni-hook/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| {
-                Error::usage(format!("reading consul.ca_file {}: {e}", ca.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::usage(format!(
-                    "consul.ca_file {}: not a PEM bundle: {e}",
-                    ca.display()
-                ))
-            })?;
-            for c in certs {
-                builder = builder.add_root_certificate(c);
+            match read_ca(ca) {
+                Ok(certs) => {
+                    for c in certs {
+                        builder = builder.add_root_certificate(c);
+                    }
+                }
+                Err(e) => broken = Some(e),
             }
         }
-        let client = builder
-            .build()
-            .map_err(|e| Error::failed("building the Consul HTTP client", e))?;
-        let token = match &cfg.token {
-            None => None,
-            Some(t) => {
-                let mut v = reqwest::header::HeaderValue::from_str(t.expose()).map_err(|_| {
-                    Error::usage("the Consul token holds characters not allowed in an HTTP header")
-                })?;
-                v.set_sensitive(true);
-                Some(v)
+        let client = match builder.build() {
+            Ok(c) => c,
+            Err(e) => {
+                broken.get_or_insert(Error::failed("building the Consul HTTP client", e));
+                reqwest::Client::new()
             }
         };
-        Ok(Consul {
+        let token = match &cfg.token {
+            Ok(None) => None,
+            Err(e) => {
+                broken.get_or_insert(e.clone());
+                None
+            }
+            Ok(Some(t)) => match reqwest::header::HeaderValue::from_str(t.expose()) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    Some(v)
+                }
+                Err(_) => {
+                    broken.get_or_insert(Error::usage(
+                        "the Consul token holds characters not allowed in an HTTP header",
+                    ));
+                    None
+                }
+            },
+        };
+        Consul {
             client,
             base: cfg.url.clone(),
             token,
             timeout: cfg.timeout,
             deadline,
-        })
+            broken,
+        }
+    }
+
+    /// The setup error every call would return, if any (for check-config).
+    pub fn setup_error(&self) -> Option<&Error> {
+        self.broken.as_ref()
     }
 
     /// The agent's base URL (for messages).
@@ -119,6 +140,19 @@ impl Consul {
             .send(reqwest::Method::GET, key, query, None, &what)
             .await?;
         let status = resp.status();
+        // Consul hides keys the token may not read from a recursive read and
+        // says so in this header; a fence that cannot see the leader key must
+        // not take "no leader" for an answer.
+        let filtered = resp
+            .headers()
+            .get("X-Consul-Results-Filtered-By-ACLs")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        if filtered {
+            return Err(Error::failed(
+                &what,
+                "some keys are hidden by Consul ACLs (the token needs key_prefix read on this prefix)",
+            ));
+        }
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(Vec::new());
         }
@@ -200,6 +234,9 @@ impl Consul {
         body: Option<Vec<u8>>,
         what: &str,
     ) -> Result<reqwest::Response> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
         let timeout = self.call_timeout(what)?;
         let url = format!("{}/v1/kv/{}{}", self.base, encode_key(key), query);
         let mut req = self.client.request(method, url).timeout(timeout);
@@ -229,6 +266,18 @@ impl Consul {
             Ok(Ok(b)) => Ok(b.to_vec()),
         }
     }
+}
+
+/// Reads a PEM bundle of CA certificates.
+fn read_ca(ca: &std::path::Path) -> Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(ca)
+        .map_err(|e| Error::usage(format!("reading consul.ca_file {}: {e}", ca.display())))?;
+    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        Error::usage(format!(
+            "consul.ca_file {}: not a PEM bundle: {e}",
+            ca.display()
+        ))
+    })
 }
 
 fn check_status(status: reqwest::StatusCode, body: &[u8], what: &str) -> Result<()> {

@@ -180,6 +180,9 @@ pub struct VipPlan {
     pub verdict: Verdict,
     /// Whether the VIP should be on this node afterwards (decides the record step).
     pub holds: bool,
+    /// Whether the `vip-holder` record may be touched at all: not while nobody
+    /// holds the leader lock, when a write could only guess.
+    pub record: bool,
 }
 
 /// When a run re-announces a VIP that is already present.
@@ -208,6 +211,7 @@ pub fn plan_vip(want: Want, leader: &Leader, present: bool, reannounce: Reannoun
             steps,
             verdict,
             holds: true,
+            record: true,
         }
     };
     let release = |verdict: Verdict| VipPlan {
@@ -218,6 +222,7 @@ pub fn plan_vip(want: Want, leader: &Leader, present: bool, reannounce: Reannoun
         },
         verdict,
         holds: false,
+        record: true,
     };
     match want {
         Want::Release => release(Verdict::Ok),
@@ -238,6 +243,7 @@ pub fn plan_vip(want: Want, leader: &Leader, present: bool, reannounce: Reannoun
                 steps: vec![],
                 verdict: Verdict::Temporary("no leader key in Consul; VIP left as it is".into()),
                 holds: present,
+                record: false,
             },
         },
     }
@@ -331,6 +337,7 @@ mod tests {
                         match (w, l) {
                             (Want::Release, _) => {
                                 assert_eq!(p.verdict, Verdict::Ok, "{ctx}");
+                                assert!(p.record, "{ctx}");
                                 assert!(!p.holds, "{ctx}");
                                 let exp = if present {
                                     vec![Step::RemoveVip]
@@ -364,6 +371,7 @@ mod tests {
                             (Want::Hold, Leader::NoKey) => {
                                 assert!(p.steps.is_empty(), "{ctx}");
                                 assert_eq!(p.holds, present, "{ctx}");
+                                assert!(!p.record, "{ctx}: no record without a lock holder");
                                 assert!(matches!(p.verdict, Verdict::Temporary(_)), "{ctx}");
                             }
                         }

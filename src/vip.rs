@@ -13,7 +13,7 @@ use crate::consul::{Consul, Entry};
 use crate::error::{Error, Kind};
 use crate::lock;
 use crate::plan::{self, Holder, Leader, Reannounce, Want};
-use crate::{debug_line, note};
+use crate::{debug_line, note, warn_line};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -99,12 +99,18 @@ pub fn holder_of(entry: Option<&Entry>, addr: IpNet, interface: &str) -> Holder 
 }
 
 /// Converges the VIP of `scope` on this host. Errors and verdicts go into `report`.
+///
+/// `pre_read` is the consistent read of `<ns>/<scope>/` when the caller made it
+/// already (reconcile reads before taking the lock); otherwise a hold reads it
+/// here and a release reads nothing before removing.
+#[allow(clippy::too_many_arguments)]
 pub async fn converge(
     cfg: &Config,
     vip: &VipConfig,
     scope: &str,
     consul: &Consul,
     mode: Mode,
+    pre_read: Option<Result<Vec<Entry>, Error>>,
     dry_run: bool,
     report: &mut Report,
 ) {
@@ -116,16 +122,23 @@ pub async fn converge(
     };
 
     // A hold (or a reconcile) needs the fence first: one consistent read.
-    let mut scope_read: Option<Result<Vec<Entry>, Error>> = None;
-    if mode != Mode::Callback(Want::Release) {
-        scope_read = Some(consul.list(&keys.prefix, true).await);
-    }
+    let scope_read = match (mode, pre_read) {
+        (_, Some(r)) => Some(r),
+        (Mode::Callback(Want::Release), None) => None,
+        (_, None) => Some(consul.list(&keys.prefix, true).await),
+    };
     let leader = match &scope_read {
         None => Leader::Unreachable, // not consulted for a release
         Some(Ok(entries)) => leader_of(entries, &keys, &cfg.name),
-        Some(Err(e)) => {
+        Some(Err(e)) if e.kind() == Kind::Temporary => {
             report.fail(e.clone().context("fence"));
             Leader::Unreachable
+        }
+        // Consul answered but not usefully (403, a malformed answer, an
+        // unreadable token): that is not "unreachable", so Patroni is not
+        // trusted blindly and the VIP is left as it is.
+        Some(Err(e)) => {
+            return report.fail(e.clone().context("fence: VIP left as it is"));
         }
     };
     let want = match mode {
@@ -138,6 +151,9 @@ pub async fn converge(
                     _ => "Consul unreachable; VIP left as it is",
                 };
                 note!("{why}");
+                if dry_run {
+                    println!("VIP: nothing to do ({why})");
+                }
                 return report.set(Kind::Temporary);
             }
         },
@@ -146,51 +162,69 @@ pub async fn converge(
         debug_line!("leader key {} names {who}", keys.leader);
     }
 
-    // The address: config, else Consul's floating-ip, else the one remembered
-    // from the last run (so a release, or a hold without Consul, still knows it).
-    let addr = match resolve_address(vip, &keys, scope_read.as_ref(), consul, want, &cache).await {
+    // The addresses: a hold takes one; a release removes every address this
+    // node may carry: the configured or Consul one, and the one remembered
+    // from when it last held the VIP (Consul's floating-ip may have changed
+    // since, or be out of reach).
+    let addrs = match addresses(vip, &keys, scope_read.as_ref(), consul, want, &cache).await {
         Ok(a) => a,
-        Err(e) => return report.fail(e),
-    };
-
-    let present = match fx.has_vip(addr).await {
-        Ok(p) => p,
         Err(e) => return report.fail(e),
     };
     let reannounce = match mode {
         Mode::Callback(_) => Reannounce::Always,
         Mode::Reconcile => Reannounce::OnlyWhenAdded,
     };
-    let vp = plan::plan_vip(want, &leader, present, reannounce);
-    note!(
-        "decision: want={} leader={} vip {} {} on {}; steps: {}",
-        match want {
-            Want::Hold => "hold",
-            Want::Release => "release",
-        },
-        leader_text(&leader),
-        addr,
-        if present { "present" } else { "absent" },
-        vip.interface,
-        steps_text(&vp.steps)
-    );
-    let mut vip_ok = true;
-    for step in &vp.steps {
-        if let Err(e) = fx.apply_vip(*step, addr).await {
-            report.fail(e);
-            vip_ok = false;
-            break;
+    let mut plans = Vec::new();
+    for addr in &addrs {
+        let present = match fx.has_vip(*addr).await {
+            Ok(p) => p,
+            Err(e) => return report.fail(e),
+        };
+        let vp = plan::plan_vip(want, &leader, present, reannounce);
+        note!(
+            "decision: want={} leader={} vip {} {} on {}; steps: {}",
+            match want {
+                Want::Hold => "hold",
+                Want::Release => "release",
+            },
+            leader_text(&leader),
+            addr,
+            if present { "present" } else { "absent" },
+            vip.interface,
+            steps_text(&vp.steps)
+        );
+        if dry_run && vp.steps.is_empty() {
+            println!(
+                "VIP: nothing to do ({addr} {} on {})",
+                if present { "present" } else { "absent" },
+                vip.interface
+            );
         }
-        if *step == plan::Step::AddVip && !dry_run {
-            if let Err(e) = lock::write_cached_vip(&cache, addr) {
-                // Only a convenience for later releases; the VIP is in place.
-                debug_line!("{e}");
+        plans.push((*addr, vp));
+    }
+    let mut vip_ok = true;
+    for (addr, vp) in &plans {
+        for step in &vp.steps {
+            if let Err(e) = fx.apply_vip(*step, *addr).await {
+                report.fail(e);
+                vip_ok = false;
+                break;
+            }
+        }
+        report.verdict(&vp.verdict);
+        if vip_ok && vp.holds && !dry_run {
+            // Remembered whenever this node holds it, added now or found in
+            // place (say, by the glue this tool replaces), so that a later
+            // release can remove it without Consul.
+            if let Err(e) = lock::write_cached_vip(&cache, *addr) {
+                warn_line!("{e}; a release without Consul may not find the VIP address");
             }
         }
     }
-    report.verdict(&vp.verdict);
-    if !vip_ok {
-        // The VIP is not where the plan wanted it: do not claim or drop the record.
+    let (addr, vp) = &plans[0];
+    if !vip_ok || !vp.record {
+        // The VIP is not where the plan wanted it, or nobody holds the leader
+        // lock: do not claim or drop the record.
         return;
     }
 
@@ -204,73 +238,91 @@ pub async fn converge(
             .map_err(|e| report.fail(e)),
     };
     let holder = match &holder_entry {
-        Ok(e) => holder_of(e.as_ref(), addr, &vip.interface),
+        Ok(e) => holder_of(e.as_ref(), *addr, &vip.interface),
         Err(()) => Holder::Unreachable,
     };
     let (step, verdict) = plan::plan_record(vp.holds, &cfg.name, &holder);
     report.verdict(&verdict);
-    if let Some(step) = step {
-        let record = HolderRecord {
-            member: cfg.name.clone(),
-            address: addr.to_string(),
-            interface: vip.interface.clone(),
-            since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        };
-        if let Err(e) = fx.apply_record(step, consul, &keys.holder, &record).await {
-            report.fail(e);
+    match step {
+        Some(step) => {
+            let record = HolderRecord {
+                member: cfg.name.clone(),
+                address: addr.to_string(),
+                interface: vip.interface.clone(),
+                since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            };
+            if let Err(e) = fx.apply_record(step, consul, &keys.holder, &record).await {
+                report.fail(e);
+            }
         }
+        None if dry_run => println!("vip-holder: nothing to do"),
+        None => {}
     }
 }
 
-async fn resolve_address(
+/// The VIP addresses to act on, the primary one first.
+async fn addresses(
     vip: &VipConfig,
     keys: &Keys,
     scope_read: Option<&Result<Vec<Entry>, Error>>,
     consul: &Consul,
     want: Want,
     cache: &std::path::Path,
-) -> Result<IpNet, Error> {
-    if let Some(a) = vip.address {
-        return Ok(a);
-    }
+) -> Result<Vec<IpNet>, Error> {
+    let cached = lock::read_cached_vip(cache);
     let parse = |e: &Entry| {
         let s = String::from_utf8_lossy(&e.value);
         parse_vip(&s).map_err(|why| Error::failed(format!("Consul key {}", keys.floating_ip), why))
     };
-    let cached = lock::read_cached_vip(cache);
-    match scope_read {
-        Some(Ok(entries)) => match entries.iter().find(|e| e.key == keys.floating_ip) {
-            Some(e) => parse(e),
-            None => Err(Error::failed(
-                "finding the VIP address",
-                format!(
-                    "vip.address is not set and Consul has no key {}",
-                    keys.floating_ip
-                ),
-            )),
-        },
-        Some(Err(_)) => cached.ok_or_else(|| {
-            Error::temporary(
+    let no_key = || {
+        Error::failed(
+            "finding the VIP address",
+            format!(
+                "vip.address is not set and Consul has no key {}",
+                keys.floating_ip
+            ),
+        )
+    };
+    // What config or Consul says now, if that can be known without waiting.
+    let current = match (vip.address, scope_read) {
+        (Some(a), _) => Some(Ok(a)),
+        (None, Some(Ok(entries))) => Some(
+            entries
+                .iter()
+                .find(|e| e.key == keys.floating_ip)
+                .map_or_else(|| Err(no_key()), parse),
+        ),
+        (None, Some(Err(_))) | (None, None) => None,
+    };
+    match want {
+        Want::Hold => match (current, cached) {
+            (Some(r), _) => r.map(|a| vec![a]),
+            (None, Some(a)) => Ok(vec![a]),
+            (None, None) => Err(Error::temporary(
                 "finding the VIP address",
                 "vip.address is not set, Consul is unreachable and no address is remembered",
-            )
-        }),
-        None => {
-            // A release: the remembered address first, so removal never waits on Consul.
+            )),
+        },
+        Want::Release => {
+            let mut out = Vec::new();
+            match current {
+                Some(Ok(a)) => out.push(a),
+                Some(Err(e)) if cached.is_none() => return Err(e),
+                Some(Err(_)) => {}
+                // Removal never waits on Consul: ask it only when nothing
+                // is configured or remembered.
+                None if cached.is_none() => match consul.get(&keys.floating_ip, false).await? {
+                    Some(e) => out.push(parse(&e)?),
+                    None => return Err(no_key()),
+                },
+                None => {}
+            }
             if let Some(a) = cached {
-                return Ok(a);
+                if !out.contains(&a) {
+                    out.push(a);
+                }
             }
-            debug_assert_eq!(want, Want::Release);
-            match consul.get(&keys.floating_ip, false).await? {
-                Some(e) => parse(&e),
-                None => Err(Error::failed(
-                    "finding the VIP address",
-                    format!(
-                        "vip.address is not set and Consul has no key {}",
-                        keys.floating_ip
-                    ),
-                )),
-            }
+            Ok(out)
         }
     }
 }

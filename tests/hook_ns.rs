@@ -694,3 +694,189 @@ fn reconcile_on_a_database_node_follows_the_leader_key() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(f.holder_index(), idx);
 }
+
+/// A VIP this node holds (even one put there by other tooling) is remembered,
+/// so removal works with Consul unreachable, and a release removes the old
+/// address too when Consul's floating-ip changed meanwhile.
+#[test]
+fn release_without_consul_removes_every_address_this_node_held() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    std::fs::write(
+        &f.config,
+        std::fs::read_to_string(&f.config)
+            .unwrap()
+            .replace(&format!("  address: {V4}/24\n"), ""),
+    )
+    .unwrap();
+    f.set_leader("pg1");
+    f.consul
+        .kv_put(&f.key("floating-ip"), format!("{V4}/24").as_bytes());
+    // Put there by the glue this tool replaces, not by the hook.
+    f.node
+        .ip(&["addr", "add", &format!("{V4}/24"), "dev", "eth1"]);
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // The operator moves the floating IP; the node takes the new one too.
+    f.consul.kv_put(&f.key("floating-ip"), b"198.51.100.101/24");
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count("198.51.100.101"), 1);
+    // Consul gone, then demoted: both addresses removed, exit 75 for the record.
+    let url = f.consul.url();
+    std::fs::write(
+        &f.config,
+        std::fs::read_to_string(&f.config)
+            .unwrap()
+            .replace(&url, "http://127.0.0.1:1"),
+    )
+    .unwrap();
+    let out = f.hook(&["on_role_change", "demoted", SCOPE]);
+    assert_eq!(code(&out), 75, "{}", text(&out));
+    assert_eq!(f.vip_count("198.51.100.101"), 0, "{}", text(&out));
+    // The first address was remembered before the floating-ip moved; the
+    // remembered one is the last held, so reconcile with Consul back cleans up.
+    std::fs::write(
+        &f.config,
+        std::fs::read_to_string(&f.config)
+            .unwrap()
+            .replace("http://127.0.0.1:1", &url),
+    )
+    .unwrap();
+    f.set_leader("pg2");
+    let out = f.hook(&["reconcile"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count("198.51.100.101"), 0);
+}
+
+/// A Consul that answers but refuses (403: a token it does not know) is not
+/// "unreachable": the fence does not fall back to trusting Patroni, and the
+/// VIP is not added.
+#[test]
+fn consul_refusing_the_token_does_not_open_the_fence() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    let listener = f
+        .node
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let acl = Server::start_on(
+        listener,
+        Options {
+            acl_token: Some("the-right-token".into()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    acl.kv_put("service/batman/leader", b"pg1");
+    let cfg = f.dir.path().join("acl.yml");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&f.config)
+            .unwrap()
+            .replace(&f.consul.url(), &acl.url()),
+    )
+    .unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", f.node.name()])
+        .arg(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["on_role_change", "primary", SCOPE])
+        .env("PATRONI_HOOK_LOG_STDERR", "1")
+        .env("CONSUL_HTTP_TOKEN", "a-wrong-token")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("403"), "{}", text(&out));
+    assert!(!err.contains("a-wrong-token"), "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 0, "no VIP without a fence answer");
+}
+
+/// An unreadable token file stops Consul calls, not the removal of the VIP.
+#[test]
+fn unreadable_token_file_still_lets_a_release_remove_the_vip() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    assert_eq!(code(&f.hook(&["on_role_change", "primary", SCOPE])), 0);
+    let text_cfg = std::fs::read_to_string(&f.config).unwrap().replace(
+        "  timeout: 1s\n",
+        "  timeout: 1s\n  token_file: /nonexistent/consul.token\n",
+    );
+    std::fs::write(&f.config, text_cfg).unwrap();
+    let out = f.hook(&["on_stop", "primary", SCOPE]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("consul.token_file"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        f.vip_count(V4),
+        0,
+        "removed although Consul could not be called"
+    );
+    // check-config reports the file.
+    let out = f.hook(&["check-config"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+}
+
+/// A reconcile waiting on an unresponsive Consul does not hold the lock, so a
+/// demotion callback is not kept waiting behind it.
+#[test]
+fn a_reconcile_waiting_on_consul_does_not_delay_a_demotion() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    assert_eq!(code(&f.hook(&["on_role_change", "primary", SCOPE])), 0);
+    let hang = f
+        .node
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let cfg = f.dir.path().join("hang.yml");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&f.config).unwrap().replace(
+            &f.consul.url(),
+            &format!("http://{}", hang.local_addr().unwrap()),
+        ),
+    )
+    .unwrap();
+    let mut reconcile = Command::new("ip")
+        .args(["netns", "exec", f.node.name()])
+        .arg(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("reconcile")
+        .env("PATRONI_HOOK_LOG_STDERR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the reconcile is connected to the silent Consul.
+    let (conn, _) = hang.accept().expect("reconcile connects to Consul");
+    let out = f.hook(&["on_role_change", "demoted", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 0);
+    assert!(
+        reconcile.try_wait().unwrap().is_none(),
+        "the demotion finished while the reconcile was still waiting on Consul"
+    );
+    drop(conn);
+    let done = reconcile.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    // It saw that a callback ran meanwhile and left the callback's decision
+    // alone (0), or its Consul read failed (75); either way the VIP stays gone.
+    assert!(matches!(done.status.code(), Some(0 | 75)), "{err}");
+    assert_eq!(
+        f.vip_count(V4),
+        0,
+        "the reconcile did not undo the demotion"
+    );
+}

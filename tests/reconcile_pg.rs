@@ -209,6 +209,20 @@ fn stale_pidfile_is_an_error_naming_it_and_the_new_file_stays() {
         ini.contains(&format!("port={}", lab.b.port)),
         "new file stays in place: {ini}"
     );
+    // With the pidfile right again, the next run reloads although the file is current.
+    let reloads = lab.pgb.reloads();
+    lab.write_config(&lab.consul.url(), &lab.pgb.pidfile);
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    pg::wait_until(
+        "the missed reload to happen",
+        Duration::from_secs(10),
+        || lab.pgb.reloads() > reloads,
+    );
+    let reloads = lab.pgb.reloads();
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(lab.pgb.reloads(), reloads, "only once");
 }
 
 #[test]
