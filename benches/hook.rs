@@ -9,9 +9,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::netns::{self, Netns};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,16 +49,6 @@ fn measure_in(ns: &Netns, cmd: &mut Command) -> (Duration, i64, i32) {
     ns.run(|| measure_here(cmd))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 struct Row {
     what: String,
     wall_ms: f64,
@@ -74,12 +65,12 @@ fn series(what: &str, runs: usize, mut one: impl FnMut(usize) -> (Duration, i64,
         walls.push(d.as_secs_f64() * 1000.0);
         rss.push(r as f64);
     }
-    let max_ms = walls.iter().cloned().fold(0.0, f64::max);
+    let max_ms = support::max(&walls);
     Row {
         what: what.to_string(),
-        wall_ms: median(walls),
+        wall_ms: support::median(walls),
         max_ms,
-        rss_kib: median(rss),
+        rss_kib: support::median(rss),
     }
 }
 
@@ -87,16 +78,8 @@ fn main() {
     if !netns::require_root_and_ip() {
         return;
     }
-    let runs: usize = std::env::var("HOOK_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
-    let hook = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/patroni-hook");
-    assert!(
-        hook.exists(),
-        "build the release binary first: cargo build --release ({})",
-        hook.display()
-    );
+    let runs = support::env_count("HOOK_BENCH_RUNS", 50);
+    let hook = support::release_hook();
     for tool in ["arping", "curl"] {
         let ok = Command::new("sh")
             .arg("-c")

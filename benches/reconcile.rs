@@ -15,25 +15,16 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::pg::{self, Client, Pgbouncer, Postgres};
 use consul_double::{Options, Server};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn member(port: u16) -> Vec<u8> {
     format!(r#"{{"conn_url":"postgres://127.0.0.1:{port}/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"replica","version":"4.1.4"}}"#).into_bytes()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn time_ms(cmd: &mut Command) -> f64 {
@@ -52,8 +43,7 @@ fn time_ms(cmd: &mut Command) -> f64 {
 struct Row(String, f64, f64);
 
 fn row(what: &str, v: Vec<f64>) -> Row {
-    let max = v.iter().cloned().fold(0.0, f64::max);
-    Row(what.into(), median(v), max)
+    Row(what.into(), support::median(v.clone()), support::max(&v))
 }
 
 /// Writes a hook config for `clusters` scopes c0..cN-1 with entries db0..dbN-1.
@@ -74,20 +64,9 @@ fn main() {
     if !pg::require_pg_and_pgbouncer() {
         return;
     }
-    let runs: usize = std::env::var("RECONCILE_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
-    let samples: usize = std::env::var("RECONCILE_BENCH_WATCH_SAMPLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    let hook = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/patroni-hook");
-    assert!(
-        hook.exists(),
-        "build the release binary first: cargo build --release ({})",
-        hook.display()
-    );
+    let runs = support::env_count("RECONCILE_BENCH_RUNS", 50);
+    let samples = support::env_count("RECONCILE_BENCH_WATCH_SAMPLES", 20);
+    let hook = support::release_hook();
 
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::text;
+
 use common::netns::{self, Netns};
 use consul_double::{Options, Server};
 use std::path::{Path, PathBuf};
@@ -76,6 +78,35 @@ impl Fixture {
         .unwrap();
     }
 
+    /// Rewrites this fixture's config in place, replacing `from` with `to`.
+    fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "config has no {from:?}");
+        std::fs::write(&self.config, text.replace(from, to)).unwrap();
+    }
+
+    /// A copy of this fixture's config named `name`, with `from` replaced by `to`.
+    fn config_variant(&self, name: &str, from: &str, to: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "config has no {from:?}");
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        path
+    }
+
+    /// The hook inside the node namespace, not yet started.
+    fn command(&self, config: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", self.node.name()])
+            .arg(bin())
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("PATRONI_HOOK_LOG_STDERR", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
     fn key(&self, k: &str) -> String {
         format!("service/{SCOPE}/{k}")
     }
@@ -90,16 +121,26 @@ impl Fixture {
     }
 
     fn hook_with(&self, config: &Path, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", self.node.name()])
-            .arg(bin())
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .env("PATRONI_HOOK_LOG_STDERR", "1")
-            .stdin(Stdio::null())
+        self.command(config, args)
             .output()
             .expect("running patroni-hook")
+    }
+
+    /// A stale neighbour entry for `ip` on the peer with a wrong MAC: only an
+    /// announcement from the node can correct it.
+    fn stale_peer_entry(&self, ip: &str) {
+        let wrong = "02:00:00:00:00:99";
+        self.peer.ip(&[
+            "neigh", "replace", ip, "lladdr", wrong, "dev", "eth1", "nud", "stale",
+        ]);
+    }
+
+    /// Waits until the peer's entry for `ip` carries the node's MAC.
+    fn wait_announced(&self, ip: &str, what: &str) {
+        let node_mac = self.node.mac("eth1");
+        netns::wait_for(what, Duration::from_secs(3), || {
+            self.peer.neighbour_mac("eth1", ip).as_deref() == Some(node_mac.as_str())
+        });
     }
 
     fn vip_count(&self, ip: &str) -> usize {
@@ -123,15 +164,6 @@ fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn primary_adds_announces_and_records_ipv4() {
     let Some(f) = Fixture::new(&format!("{V4}/24")) else {
@@ -140,17 +172,7 @@ fn primary_adds_announces_and_records_ipv4() {
     f.set_leader("pg1");
     // A stale neighbour entry on the peer with a wrong MAC: only an announcement
     // from the node can correct it.
-    f.peer.ip(&[
-        "neigh",
-        "replace",
-        V4,
-        "lladdr",
-        "02:00:00:00:00:99",
-        "dev",
-        "eth1",
-        "nud",
-        "stale",
-    ]);
+    f.stale_peer_entry(V4);
     let out = f.hook(&["on_role_change", "primary", SCOPE]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(f.vip_count(V4), 1, "VIP on node eth1");
@@ -159,12 +181,7 @@ fn primary_adds_announces_and_records_ipv4() {
     assert_eq!(h["address"], format!("{V4}/24"));
     assert_eq!(h["interface"], "eth1");
     assert!(h["since"].as_str().unwrap().ends_with('Z'), "{h}");
-    let node_mac = f.node.mac("eth1");
-    netns::wait_for(
-        "the peer's neighbour entry to carry the node's MAC",
-        Duration::from_secs(3),
-        || f.peer.neighbour_mac("eth1", V4).as_deref() == Some(node_mac.as_str()),
-    );
+    f.wait_announced(V4, "the peer's neighbour entry to carry the node's MAC");
 
     // Idempotent: same callback again changes nothing and exits 0.
     let idx = f.holder_index();
@@ -184,17 +201,7 @@ fn primary_adds_announces_and_records_ipv6() {
         return;
     };
     f.set_leader("pg1");
-    f.peer.ip(&[
-        "neigh",
-        "replace",
-        V6,
-        "lladdr",
-        "02:00:00:00:00:99",
-        "dev",
-        "eth1",
-        "nud",
-        "stale",
-    ]);
+    f.stale_peer_entry(V6);
     let out = f.hook(&["on_start", "master", SCOPE]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let addrs = f.node.addrs("eth1", V6);
@@ -204,11 +211,9 @@ fn primary_adds_announces_and_records_ipv6() {
         "usable at once (no DAD): {}",
         addrs[0]
     );
-    let node_mac = f.node.mac("eth1");
-    netns::wait_for(
+    f.wait_announced(
+        V6,
         "the peer's IPv6 neighbour entry to carry the node's MAC",
-        Duration::from_secs(3),
-        || f.peer.neighbour_mac("eth1", V6).as_deref() == Some(node_mac.as_str()),
     );
     assert_eq!(f.holder().unwrap()["address"], format!("{V6}/64"));
 }
@@ -282,14 +287,11 @@ fn consul_unreachable_adds_the_vip_and_exits_75_within_the_deadline() {
         .node
         .run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let port = hang.local_addr().unwrap().port();
-    let cfg = f.dir.path().join("hang.yml");
-    std::fs::write(
-        &cfg,
-        std::fs::read_to_string(&f.config)
-            .unwrap()
-            .replace(&f.consul.url(), &format!("http://127.0.0.1:{port}")),
-    )
-    .unwrap();
+    let cfg = f.config_variant(
+        "hang.yml",
+        &f.consul.url(),
+        &format!("http://127.0.0.1:{port}"),
+    );
     let started = Instant::now();
     let out = f.hook_with(&cfg, &["on_role_change", "primary", SCOPE]);
     let took = started.elapsed();
@@ -306,14 +308,7 @@ fn consul_unreachable_adds_the_vip_and_exits_75_within_the_deadline() {
     let Fixture { consul, .. } = &f;
     let url = consul.url();
     drop(hang);
-    let stopped_cfg = f.dir.path().join("stopped.yml");
-    std::fs::write(
-        &stopped_cfg,
-        std::fs::read_to_string(&f.config)
-            .unwrap()
-            .replace(&url, &format!("http://127.0.0.1:{port}")),
-    )
-    .unwrap();
+    let stopped_cfg = f.config_variant("stopped.yml", &url, &format!("http://127.0.0.1:{port}"));
     let out = f.hook_with(&stopped_cfg, &["on_role_change", "replica", SCOPE]);
     assert_eq!(code(&out), 75, "removal done, record not: {}", text(&out));
     assert_eq!(f.vip_count(V4), 0, "removal never waits on Consul");
@@ -329,14 +324,8 @@ fn concurrent_runs_end_in_the_state_of_the_last_one() {
     let children: Vec<_> = (0..20)
         .map(|i| {
             let role = roles[(i * 7 + i / 3) % 2];
-            let child = Command::new("ip")
-                .args(["netns", "exec", f.node.name()])
-                .arg(bin())
-                .arg("--config")
-                .arg(&f.config)
-                .args(["on_role_change", role, SCOPE])
-                .env("PATRONI_HOOK_LOG_STDERR", "1")
-                .stdin(Stdio::null())
+            let child = f
+                .command(&f.config, &["on_role_change", role, SCOPE])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -373,14 +362,7 @@ fn a_run_killed_midway_leaves_a_state_the_next_run_converges_from() {
     };
     f.set_leader("pg1");
     let spawn = |role: &str| {
-        Command::new("ip")
-            .args(["netns", "exec", f.node.name()])
-            .arg(bin())
-            .arg("--config")
-            .arg(&f.config)
-            .args(["on_role_change", role, SCOPE])
-            .env("PATRONI_HOOK_LOG_STDERR", "1")
-            .stdin(Stdio::null())
+        f.command(&f.config, &["on_role_change", role, SCOPE])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -431,13 +413,7 @@ fn floating_ip_from_consul_and_removal_without_consul() {
         return;
     };
     // No vip.address: the address comes from <ns>/<scope>/floating-ip.
-    std::fs::write(
-        &f.config,
-        std::fs::read_to_string(&f.config)
-            .unwrap()
-            .replace(&format!("  address: {V4}/24\n"), ""),
-    )
-    .unwrap();
+    f.edit_config(&format!("  address: {V4}/24\n"), "");
     f.set_leader("pg1");
     f.consul.kv_put(&f.key("floating-ip"), b"198.51.100.101/24");
     let out = f.hook(&["on_role_change", "primary", SCOPE]);
@@ -454,13 +430,7 @@ fn floating_ip_from_consul_and_removal_without_consul() {
     );
     // Consul gone: the remembered address is removed all the same.
     let url = f.consul.url();
-    std::fs::write(
-        &f.config,
-        std::fs::read_to_string(&f.config)
-            .unwrap()
-            .replace(&url, "http://127.0.0.1:1"),
-    )
-    .unwrap();
+    f.edit_config(&url, "http://127.0.0.1:1");
     let out = f.hook(&["on_stop", "primary", SCOPE]);
     assert_eq!(code(&out), 75, "{}", text(&out));
     assert_eq!(f.vip_count("198.51.100.101"), 0);
@@ -493,13 +463,7 @@ fn missing_interface_is_a_clear_error() {
         return;
     };
     f.set_leader("pg1");
-    std::fs::write(
-        &f.config,
-        std::fs::read_to_string(&f.config)
-            .unwrap()
-            .replace("interface: eth1", "interface: eth9"),
-    )
-    .unwrap();
+    f.edit_config("interface: eth1", "interface: eth9");
     let out = f.hook(&["on_role_change", "primary", SCOPE]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -579,14 +543,10 @@ fn runs_as_postgres_with_file_capabilities() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&f.config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(
-        &f.config,
-        std::fs::read_to_string(&f.config).unwrap().replace(
-            &format!("{}", d.join("hook.lock").display()),
-            &format!("{}", lockdir.join("hook.lock").display()),
-        ),
-    )
-    .unwrap();
+    f.edit_config(
+        &format!("{}", d.join("hook.lock").display()),
+        &format!("{}", lockdir.join("hook.lock").display()),
+    );
     let as_postgres = |args: &[&str]| {
         Command::new("ip")
             .args([
@@ -623,27 +583,12 @@ fn runs_as_postgres_with_file_capabilities() {
         .status()
         .unwrap();
     assert!(st.success(), "setcap");
-    f.peer.ip(&[
-        "neigh",
-        "replace",
-        V4,
-        "lladdr",
-        "02:00:00:00:00:99",
-        "dev",
-        "eth1",
-        "nud",
-        "stale",
-    ]);
+    f.stale_peer_entry(V4);
     let out = as_postgres(&["on_role_change", "primary", SCOPE]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(f.vip_count(V4), 1);
     assert_eq!(f.holder().unwrap()["member"], "pg1");
-    let node_mac = f.node.mac("eth1");
-    netns::wait_for(
-        "the announcement sent by the postgres user",
-        Duration::from_secs(3),
-        || f.peer.neighbour_mac("eth1", V4).as_deref() == Some(node_mac.as_str()),
-    );
+    f.wait_announced(V4, "the announcement sent by the postgres user");
     let out = as_postgres(&["on_stop", "primary", SCOPE]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(f.vip_count(V4), 0);
@@ -703,13 +648,7 @@ fn release_without_consul_removes_every_address_this_node_held() {
     let Some(f) = Fixture::new(&format!("{V4}/24")) else {
         return;
     };
-    std::fs::write(
-        &f.config,
-        std::fs::read_to_string(&f.config)
-            .unwrap()
-            .replace(&format!("  address: {V4}/24\n"), ""),
-    )
-    .unwrap();
+    f.edit_config(&format!("  address: {V4}/24\n"), "");
     f.set_leader("pg1");
     f.consul
         .kv_put(&f.key("floating-ip"), format!("{V4}/24").as_bytes());
@@ -725,25 +664,13 @@ fn release_without_consul_removes_every_address_this_node_held() {
     assert_eq!(f.vip_count("198.51.100.101"), 1);
     // Consul gone, then demoted: both addresses removed, exit 75 for the record.
     let url = f.consul.url();
-    std::fs::write(
-        &f.config,
-        std::fs::read_to_string(&f.config)
-            .unwrap()
-            .replace(&url, "http://127.0.0.1:1"),
-    )
-    .unwrap();
+    f.edit_config(&url, "http://127.0.0.1:1");
     let out = f.hook(&["on_role_change", "demoted", SCOPE]);
     assert_eq!(code(&out), 75, "{}", text(&out));
     assert_eq!(f.vip_count("198.51.100.101"), 0, "{}", text(&out));
     // The first address was remembered before the floating-ip moved; the
     // remembered one is the last held, so reconcile with Consul back cleans up.
-    std::fs::write(
-        &f.config,
-        std::fs::read_to_string(&f.config)
-            .unwrap()
-            .replace("http://127.0.0.1:1", &url),
-    )
-    .unwrap();
+    f.edit_config("http://127.0.0.1:1", &url);
     f.set_leader("pg2");
     let out = f.hook(&["reconcile"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
@@ -770,23 +697,10 @@ fn consul_refusing_the_token_does_not_open_the_fence() {
     )
     .unwrap();
     acl.kv_put("service/batman/leader", b"pg1");
-    let cfg = f.dir.path().join("acl.yml");
-    std::fs::write(
-        &cfg,
-        std::fs::read_to_string(&f.config)
-            .unwrap()
-            .replace(&f.consul.url(), &acl.url()),
-    )
-    .unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", f.node.name()])
-        .arg(bin())
-        .arg("--config")
-        .arg(&cfg)
-        .args(["on_role_change", "primary", SCOPE])
-        .env("PATRONI_HOOK_LOG_STDERR", "1")
+    let cfg = f.config_variant("acl.yml", &f.consul.url(), &acl.url());
+    let out = f
+        .command(&cfg, &["on_role_change", "primary", SCOPE])
         .env("CONSUL_HTTP_TOKEN", "a-wrong-token")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(code(&out), 1, "{}", text(&out));
@@ -838,23 +752,13 @@ fn a_reconcile_waiting_on_consul_does_not_delay_a_demotion() {
     let hang = f
         .node
         .run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-    let cfg = f.dir.path().join("hang.yml");
-    std::fs::write(
-        &cfg,
-        std::fs::read_to_string(&f.config).unwrap().replace(
-            &f.consul.url(),
-            &format!("http://{}", hang.local_addr().unwrap()),
-        ),
-    )
-    .unwrap();
-    let mut reconcile = Command::new("ip")
-        .args(["netns", "exec", f.node.name()])
-        .arg(bin())
-        .arg("--config")
-        .arg(&cfg)
-        .arg("reconcile")
-        .env("PATRONI_HOOK_LOG_STDERR", "1")
-        .stdin(Stdio::null())
+    let cfg = f.config_variant(
+        "hang.yml",
+        &f.consul.url(),
+        &format!("http://{}", hang.local_addr().unwrap()),
+    );
+    let mut reconcile = f
+        .command(&cfg, &["reconcile"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

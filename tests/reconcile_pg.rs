@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::text;
+
 use common::consul::Consul;
 use common::pg::{self, Client, Pgbouncer, Postgres};
 use std::path::{Path, PathBuf};
@@ -99,15 +101,6 @@ impl Lab {
     fn ini(&self) -> Vec<u8> {
         std::fs::read(&self.pgb.ini).unwrap()
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]
@@ -348,11 +341,11 @@ fn watch_handler_moves_pgbouncer_on_a_leader_change() {
         assert!(st.success(), "PUT {key}");
     };
     lab.write_config(&url, &lab.pgb.pidfile);
-    let text = std::fs::read_to_string(&lab.config).unwrap().replace(
+    let config = std::fs::read_to_string(&lab.config).unwrap().replace(
         &format!("namespace: {}", lab.consul.namespace()),
         "namespace: service",
     );
-    std::fs::write(&lab.config, text).unwrap();
+    std::fs::write(&lab.config, config).unwrap();
     put(
         &format!("service/{SCOPE}/members/pg-a"),
         &member(lab.a.port),
@@ -400,13 +393,13 @@ fn several_clusters_and_a_vip_target() {
     c.put(&c.key("joker/members/j1"), &member(lab.a.port));
     c.put(&c.key("joker/leader"), b"j1");
     c.put(&c.key("joker/floating-ip"), b"198.51.100.100/24");
-    let text = std::fs::read_to_string(&lab.config).unwrap().replace(
+    let config = std::fs::read_to_string(&lab.config).unwrap().replace(
         "      databases: [appdb]\n",
         "      databases: [appdb]\n    - scope: robin\n      databases: [reports]\n    - scope: joker\n      databases: [billing]\n      target: vip\n",
     );
-    std::fs::write(&lab.config, text).unwrap();
+    std::fs::write(&lab.config, config).unwrap();
     let out = lab.reconcile();
-    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let expected = ini
         .replace(
             "reports = host=127.0.0.1 port=1 dbname",
@@ -431,11 +424,11 @@ fn several_clusters_and_a_vip_target() {
     );
     lab.set_leader("pg-b");
     let out = lab.reconcile();
-    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cluster robin"),
         "{}",
-        text_of(&out)
+        text(&out)
     );
     let now = String::from_utf8(lab.ini()).unwrap();
     assert!(
@@ -452,8 +445,4 @@ fn several_clusters_and_a_vip_target() {
         )),
         "{now}"
     );
-}
-
-fn text_of(o: &Output) -> String {
-    text(o)
 }
