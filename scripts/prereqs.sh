@@ -23,6 +23,11 @@ missing_debs() {
     command -v arping >/dev/null 2>&1 || want+=(iputils-arping)
     command -v shellcheck >/dev/null 2>&1 || want+=(shellcheck)
     command -v runuser >/dev/null 2>&1 || want+=(util-linux)
+    # tests/examples.rs: units (systemd-analyze verify), sudoers (visudo -c), Vagrantfile (vagrant validate, ruby -c)
+    command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
+    command -v visudo >/dev/null 2>&1 || [ -x /usr/sbin/visudo ] || want+=(sudo)
+    command -v vagrant >/dev/null 2>&1 || want+=(vagrant)
+    command -v vip-manager >/dev/null 2>&1 || want+=(vip-manager)
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3-venv)
     echo "${want[@]:-}"
 }

@@ -29,6 +29,7 @@ cargo build --release --bins
 
 step "shellcheck"
 shellcheck -x scripts/*.sh
+shellcheck -x scripts/provision/*.sh
 
 step "cargo test"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"

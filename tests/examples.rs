@@ -1,0 +1,895 @@
+//! Every example in patroni-conf/ and the Vagrant lab, checked with the real
+//! tools that will read them, and run where they can run here:
+//!
+//! - the patroni-hook configs with `check-config`;
+//! - patroni.yml with `patroni --validate-config` (Patroni 4 from the test
+//!   virtualenv), and its callback command lines run exactly as Patroni runs
+//!   them (`<command> <action> <role> <scope>`), as the postgres user with the
+//!   binary's file capabilities, moving the VIP on `eth1` of a private network
+//!   namespace;
+//! - the reconcile unit's command line run the way the unit runs it (User=,
+//!   AmbientCapabilities=, NoNewPrivileges= reproduced with setpriv);
+//! - pgbouncer.ini by starting the real PgBouncer on it and asking it
+//!   `SHOW CONFIG`; then the Consul watch of consul-client.json, run by the
+//!   Consul double as Consul runs it, rewrites that ini and reloads PgBouncer;
+//! - the systemd units with `systemd-analyze verify`; the sudoers rule with
+//!   `visudo -c`; the Vagrantfile with `vagrant validate` and `ruby -c`.
+//!
+//! What each test substitutes in its temporary copy (paths of this machine,
+//! free ports, the double's address) is named where it happens; everything
+//! else is the file as shipped.
+
+mod common;
+
+use common::netns::{self, Netns};
+use common::pg::{self, wait_until};
+use consul_double::{Options, Server};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/patroni-conf");
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// The command line every Patroni callback is configured with in patroni.yml.
+const CALLBACK: &str = "/usr/local/bin/patroni-hook --config /etc/patroni-hook/config.yml";
+const SCOPE: &str = "postgres";
+const VIP: &str = "198.51.100.50";
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(Path::new(CONF).join(name))
+        .unwrap_or_else(|e| panic!("reading patroni-conf/{name}: {e}"))
+}
+
+/// Replaces each `from` with `to`, failing if a `from` is not in the text:
+/// a substitution that silently matches nothing would test the wrong file.
+fn subst(text: &str, pairs: &[(&str, &str)]) -> String {
+    let mut s = text.to_string();
+    for (from, to) in pairs {
+        assert!(s.contains(from), "expected {from:?} in the example");
+        s = s.replace(from, to);
+    }
+    s
+}
+
+/// LAB.md: a missing prerequisite fails under CI=true, else the test skips
+/// saying exactly what is missing.
+fn require(needs: &[(&str, bool)]) -> bool {
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(w, _)| *w)
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("this test needs {}", missing.join(", "));
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}");
+    }
+    let _ = writeln!(std::io::stderr(), "skipped: {msg}");
+    false
+}
+
+fn have(prog: &str) -> bool {
+    pg::which(prog).is_some()
+}
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("patroni-hook")
+}
+
+fn patroni_venv() -> PathBuf {
+    PathBuf::from(
+        std::env::var("PATRONI_VENV").unwrap_or_else(|_| "/opt/patroni-hook-test/venv".into()),
+    )
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+/// A temporary directory the postgres user can enter (tempfile makes 0700 ones).
+fn open_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    pg::open_path_for_postgres(dir.path());
+    dir
+}
+
+fn hook(config: &Path, args: &[&str]) -> Output {
+    run(Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("PATRONI_HOOK_LOG_STDERR", "1")
+        .env_remove("CONSUL_HTTP_TOKEN"))
+}
+
+fn member_json(host: &str, port: u16) -> Vec<u8> {
+    format!(
+        r#"{{"conn_url":"postgres://{host}:{port}/postgres","api_url":"http://{host}:8008/patroni","state":"running","role":"primary","version":"4.1.5"}}"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn hook_configs_pass_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("run/patroni-hook.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    // Substituted: lock_file (its directory exists here), and on the PgBouncer
+    // host the ini path (the shipped pgbouncer.ini example, copied).
+    let ini = dir.path().join("pgbouncer.ini");
+    std::fs::write(&ini, read("pgbouncer.ini")).unwrap();
+    let lock_line = format!("lock_file: {}", lock.display());
+    let ini_line = format!("ini: {}", ini.display());
+    for (name, extra) in [
+        ("config.yml", vec![]),
+        ("patroni-hook-db.yml", vec![]),
+        (
+            "patroni-hook-pgbouncer.yml",
+            vec![("ini: /etc/pgbouncer/pgbouncer.ini", ini_line.as_str())],
+        ),
+    ] {
+        let mut pairs = vec![(
+            "lock_file: /run/patroni-hook/patroni-hook.lock",
+            lock_line.as_str(),
+        )];
+        pairs.extend(extra);
+        let cfg = dir.path().join(name);
+        std::fs::write(&cfg, subst(&read(name), &pairs)).unwrap();
+        let out = hook(&cfg, &["check-config"]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("configuration OK"), "{name}: {stdout}");
+        for line in stdout.lines().filter(|l| l.starts_with("warning:")) {
+            // eth1 is the lab's interface; this machine need not have one.
+            assert!(
+                name == "patroni-hook-db.yml" && line.contains("vip.interface"),
+                "{name}: unexpected {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn patroni_yaml_validates_with_patroni_and_has_the_callbacks() {
+    let patroni = patroni_venv().join("bin/patroni");
+    if !require(&[
+        (
+            "Patroni in the test virtualenv ($PATRONI_VENV/bin/patroni)",
+            patroni.exists(),
+        ),
+        (
+            "PostgreSQL 15 binaries (patroni.yml's bin_dir)",
+            Path::new(pg::PG_BIN).join("postgres").exists(),
+        ),
+    ]) {
+        return;
+    }
+    let yaml = read("patroni.yml");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(
+        doc["consul"]["register_service"],
+        serde_yaml::Value::Bool(true)
+    );
+    assert_eq!(doc["scope"].as_str(), Some(SCOPE));
+    assert_eq!(doc["namespace"].as_str(), Some("/service/"));
+    for cb in [
+        "on_start",
+        "on_stop",
+        "on_role_change",
+        "on_restart",
+        "on_reload",
+    ] {
+        assert_eq!(
+            doc["postgresql"]["callbacks"][cb].as_str(),
+            Some(CALLBACK),
+            "postgresql.callbacks.{cb}"
+        );
+    }
+    // Validation connects to consul.host: substituted with the double's address.
+    let consul = Server::start(Options::default()).expect("starting the Consul double");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("patroni.yml");
+    let host = format!("host: {}", consul.addr());
+    std::fs::write(&file, subst(&yaml, &[("host: 127.0.0.1:8500", &host)])).unwrap();
+    let out = run(Command::new(&patroni).arg("--validate-config").arg(&file));
+    assert!(
+        out.status.success(),
+        "patroni --validate-config: {}",
+        text(&out)
+    );
+
+    // And it does fail on a broken file, so the check above means something.
+    let broken = dir.path().join("broken.yml");
+    std::fs::write(
+        &broken,
+        subst(
+            &yaml,
+            &[("host: 127.0.0.1:8500", &host), ("ttl: 30", "ttl: soon")],
+        ),
+    )
+    .unwrap();
+    let out = run(Command::new(&patroni).arg("--validate-config").arg(&broken));
+    assert!(!out.status.success(), "a broken ttl passed: {}", text(&out));
+}
+
+/// A node namespace with `eth1`, the double listening inside it, and a copy
+/// of the binary with the file capabilities scripts/install.sh sets.
+struct DbNode {
+    ns: Netns,
+    consul: Server,
+    /// Holds the config, the lock directory and the binary until the test ends.
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    capbin: PathBuf,
+}
+
+impl DbNode {
+    fn new() -> Option<DbNode> {
+        if !netns::require_root_and_ip() {
+            return None;
+        }
+        if !require(&[
+            ("setcap (libcap2-bin)", have("setcap")),
+            ("setpriv (util-linux)", have("setpriv")),
+            ("runuser (util-linux)", have("runuser")),
+            (
+                "the postgres user",
+                nix::unistd::User::from_name("postgres")
+                    .ok()
+                    .flatten()
+                    .is_some(),
+            ),
+        ]) {
+            return None;
+        }
+        let ns = Netns::new("db");
+        ns.ip(&[
+            "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
+        ]);
+        ns.ip(&["link", "set", "eth1", "up"]);
+        ns.ip(&["link", "set", "eth1p", "up"]);
+        ns.ip(&["addr", "add", "198.51.100.21/24", "dev", "eth1"]);
+        let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind in ns"));
+        let consul = Server::start_on(listener, Options::default()).expect("start the double");
+        let dir = open_tempdir();
+        let run_dir = pg::postgres_dir(dir.path(), "run");
+        let capbin = dir.path().join("patroni-hook");
+        std::fs::copy(bin(), &capbin).unwrap();
+        let out = run(Command::new("setcap")
+            .arg("cap_net_admin,cap_net_raw+ep")
+            .arg(&capbin));
+        assert!(out.status.success(), "setcap: {}", text(&out));
+        // Substituted: the agent's address (the double) and the lock directory.
+        let config = dir.path().join("config.yml");
+        let url = format!("url: {}", consul.url());
+        let lock = format!("lock_file: {}/patroni-hook.lock", run_dir.display());
+        std::fs::write(
+            &config,
+            subst(
+                &read("patroni-hook-db.yml"),
+                &[
+                    ("url: http://127.0.0.1:8500", &url),
+                    ("lock_file: /run/patroni-hook/patroni-hook.lock", &lock),
+                ],
+            ),
+        )
+        .unwrap();
+        Some(DbNode {
+            ns,
+            consul,
+            _dir: dir,
+            config,
+            capbin,
+        })
+    }
+
+    /// A configured command line with the installed paths replaced by this
+    /// test's binary and config.
+    fn argv(&self, configured: &str) -> Vec<String> {
+        configured
+            .split_whitespace()
+            .map(|a| match a {
+                "/usr/local/bin/patroni-hook" => self.capbin.display().to_string(),
+                "/etc/patroni-hook/config.yml" => self.config.display().to_string(),
+                other => other.to_string(),
+            })
+            .collect()
+    }
+
+    /// Runs `prefix... argv...` inside the namespace.
+    fn exec(&self, prefix: &[&str], argv: &[String]) -> Output {
+        run(Command::new("ip")
+            .args(["netns", "exec", self.ns.name()])
+            .args(prefix)
+            .args(argv)
+            .env("PATRONI_HOOK_LOG_STDERR", "1"))
+    }
+
+    /// As Patroni runs a callback: shlex.split(command) + [action, role, scope],
+    /// as the postgres user (patroni.service's User=).
+    fn patroni_callback(&self, action: &str, role: &str) -> Output {
+        let mut argv = self.argv(CALLBACK);
+        argv.extend([action.to_string(), role.to_string(), SCOPE.to_string()]);
+        self.exec(&["runuser", "-u", "postgres", "--"], &argv)
+    }
+
+    fn has_vip(&self) -> bool {
+        !self.ns.addrs("eth1", VIP).is_empty()
+    }
+}
+
+/// `User=`, `AmbientCapabilities=`, `CapabilityBoundingSet=` and
+/// `NoNewPrivileges=` of the shipped unit, as setpriv arguments.
+fn unit_setpriv(unit: &str) -> Vec<String> {
+    let get = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key}= missing in the unit"))
+            .trim()
+            .to_string()
+    };
+    let user = get("User");
+    let caps: Vec<String> = get("AmbientCapabilities")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let bounding: Vec<String> = get("CapabilityBoundingSet")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    assert_eq!(get("NoNewPrivileges"), "yes");
+    let mut v = vec![
+        "setpriv".to_string(),
+        format!("--reuid={user}"),
+        format!("--regid={}", get("Group")),
+        "--init-groups".into(),
+        format!("--bounding-set=-all,{}", bounding.join(",")),
+        "--no-new-privs".into(),
+    ];
+    v.push(format!("--inh-caps={}", caps.join(",")));
+    v.push(format!("--ambient-caps={}", caps.join(",")));
+    v.push("--".into());
+    v
+}
+
+#[test]
+fn patroni_callbacks_and_the_reconcile_unit_move_the_vip() {
+    let Some(node) = DbNode::new() else {
+        return;
+    };
+    node.consul
+        .kv_put(&format!("service/{SCOPE}/leader"), b"pg-patroni1");
+    node.consul.kv_put(
+        &format!("service/{SCOPE}/members/pg-patroni1"),
+        &member_json("198.51.100.21", 5432),
+    );
+
+    // Patroni promotes this node: the callback adds the VIP and records it.
+    let out = node.patroni_callback("on_start", "primary");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "on_start primary: {}",
+        text(&out)
+    );
+    assert!(node.has_vip(), "VIP not on eth1 after on_start primary");
+    let holder = node
+        .consul
+        .kv_get(&format!("service/{SCOPE}/vip-holder"))
+        .expect("vip-holder written");
+    let holder: serde_json::Value = serde_json::from_slice(&holder.value).unwrap();
+    assert_eq!(holder["member"], "pg-patroni1");
+
+    let out = node.patroni_callback("on_role_change", "replica");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "on_role_change replica: {}",
+        text(&out)
+    );
+    assert!(!node.has_vip(), "VIP still on eth1 after demotion");
+
+    // The timer's unit, run the way systemd runs it.
+    let unit = read("patroni-hook-reconcile.service");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart=");
+    let argv = node.argv(exec);
+
+    // NoNewPrivileges=yes: file capabilities are not to be relied on (prctl(2)
+    // says no_new_privs renders them non-functional; some kernels still grant
+    // them), so the unit grants CAP_NET_ADMIN and CAP_NET_RAW as ambient ones.
+    // Run with the plain binary (no file capabilities): the unit alone suffices.
+    let argv: Vec<String> = argv
+        .into_iter()
+        .map(|a| {
+            if Path::new(&a) == node.capbin {
+                bin().display().to_string()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let prefix = unit_setpriv(&unit);
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let out = node.exec(&prefix, &argv);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "unit's reconcile: {}",
+        text(&out)
+    );
+    assert!(
+        node.has_vip(),
+        "reconcile did not add the VIP for the leader"
+    );
+
+    // Patroni was killed and another node took the leader key: the timer removes it.
+    node.consul
+        .kv_put(&format!("service/{SCOPE}/leader"), b"pg-patroni2");
+    let out = node.exec(&prefix, &argv);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "reconcile, other leader: {}",
+        text(&out)
+    );
+    assert!(!node.has_vip(), "VIP kept while another node leads");
+
+    let out = node.patroni_callback("on_stop", "replica");
+    assert_eq!(out.status.code(), Some(0), "on_stop: {}", text(&out));
+}
+
+/// A PgBouncer started on the example pgbouncer.ini, stopped by pid on drop.
+struct ExamplePgbouncer {
+    port: u16,
+    ini: PathBuf,
+    pidfile: PathBuf,
+    log: PathBuf,
+    child: Child,
+}
+
+const ADMIN_PASSWORD: &str = "test-secret";
+
+impl ExamplePgbouncer {
+    fn start(dir: &Path) -> ExamplePgbouncer {
+        let d = pg::postgres_dir(dir, "pgbouncer");
+        let port = pg::free_port();
+        let ini = d.join("pgbouncer.ini");
+        let pidfile = d.join("pgbouncer.pid");
+        let log = d.join("pgbouncer.log");
+        let auth = d.join("userlist.txt");
+        std::fs::write(&auth, format!("\"postgres\" \"{ADMIN_PASSWORD}\"\n")).unwrap();
+        pg::chown_postgres(&auth);
+        // Substituted: where it listens (loopback, a free port), and the paths
+        // of this machine. The [databases] entry stays as shipped: nothing
+        // connects to it before the watch points it at loopback.
+        let listen_port = format!("listen_port = {port}");
+        let socket = format!("unix_socket_dir = {}", d.display());
+        let logfile = format!("logfile = {}", log.display());
+        let pid = format!("pidfile = {}", pidfile.display());
+        let auth_file = format!("auth_file = {}", auth.display());
+        let text = subst(
+            &read("pgbouncer.ini"),
+            &[
+                ("listen_addr = *", "listen_addr = 127.0.0.1"),
+                ("listen_port = 6432", &listen_port),
+                ("unix_socket_dir = /run/postgresql", &socket),
+                ("logfile = /var/log/postgresql/pgbouncer.log", &logfile),
+                ("pidfile = /run/postgresql/pgbouncer.pid", &pid),
+                ("auth_file = /etc/pgbouncer/userlist.txt", &auth_file),
+            ],
+        );
+        std::fs::write(&ini, text).unwrap();
+        pg::chown_postgres(&ini);
+        let child = pg::as_postgres(pg::which("pgbouncer").unwrap().to_str().unwrap())
+            .arg(&ini)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut p = ExamplePgbouncer {
+            port,
+            ini,
+            pidfile,
+            log,
+            child,
+        };
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if p.pidfile.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            if let Ok(Some(st)) = p.child.try_wait() {
+                panic!(
+                    "PgBouncer refused the example pgbouncer.ini ({st}): {}",
+                    std::fs::read_to_string(&p.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "timed out waiting for PgBouncer to listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+
+    /// `psql` on the admin console (database `pgbouncer`), rows as `a|b|c`.
+    fn admin(&self, sql: &str) -> String {
+        let out = run(Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "pgbouncer", "-Atc", sql])
+            .env("PGPASSWORD", ADMIN_PASSWORD));
+        assert!(out.status.success(), "psql {sql}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn setting(&self, key: &str) -> String {
+        let rows = self.admin("SHOW CONFIG");
+        rows.lines()
+            .find_map(|l| {
+                let mut f = l.split('|');
+                (f.next() == Some(key)).then(|| f.next().unwrap_or("").to_string())
+            })
+            .unwrap_or_else(|| panic!("{key} not in SHOW CONFIG: {rows}"))
+    }
+}
+
+impl Drop for ExamplePgbouncer {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn watch_of(client: &serde_json::Value) -> (&str, Vec<String>) {
+    let watches = client["watches"].as_array().expect("watches: a list");
+    assert_eq!(watches.len(), 1, "one watch");
+    let w = &watches[0];
+    assert_eq!(w["type"], "key");
+    assert_eq!(w["handler_type"], "script");
+    let args = w["args"]
+        .as_array()
+        .expect("args: a list")
+        .iter()
+        .map(|a| a.as_str().expect("args are strings").to_string())
+        .collect();
+    (w["key"].as_str().expect("key"), args)
+}
+
+#[test]
+fn consul_configs_have_the_expected_shape() {
+    let client: serde_json::Value = serde_json::from_str(&read("consul-client.json")).unwrap();
+    let server: serde_json::Value = serde_json::from_str(&read("consul-server.json")).unwrap();
+    assert_eq!(client["server"], false);
+    assert_eq!(server["server"], true);
+    assert_eq!(server["bootstrap_expect"], 3);
+    let servers = serde_json::json!(["198.51.100.11", "198.51.100.12", "198.51.100.13"]);
+    assert_eq!(client["retry_join"], servers);
+    assert_eq!(server["retry_join"], servers);
+    assert_eq!(client["client_addr"], "127.0.0.1");
+    let (key, args) = watch_of(&client);
+    assert_eq!(key, format!("service/{SCOPE}/leader"));
+    assert_eq!(
+        args,
+        [
+            "/usr/bin/sudo",
+            "-n",
+            "-u",
+            "postgres",
+            "/usr/local/bin/patroni-hook",
+            "--config",
+            "/etc/patroni-hook/config.yml",
+            "reconcile"
+        ]
+    );
+    // The sudoers rule allows exactly this command line, as postgres, for consul.
+    let sudoers = read("patroni-hook.sudoers");
+    let rule = sudoers
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .expect("a rule");
+    assert_eq!(
+        rule,
+        format!("consul ALL=(postgres) NOPASSWD: {}", args[4..].join(" "))
+    );
+}
+
+#[test]
+fn sudoers_rule_passes_visudo() {
+    if !require(&[("visudo (Debian package sudo)", have("visudo"))]) {
+        return;
+    }
+    let out = run(Command::new(pg::which("visudo").unwrap())
+        .args(["-c", "-f"])
+        .arg(Path::new(CONF).join("patroni-hook.sudoers")));
+    assert!(out.status.success(), "visudo: {}", text(&out));
+}
+
+#[test]
+fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
+    if !pg::require_pg_and_pgbouncer() {
+        return;
+    }
+    let dir = open_tempdir();
+    let pgb = ExamplePgbouncer::start(dir.path());
+    assert_eq!(pgb.setting("server_login_retry"), "1");
+    assert_eq!(pgb.setting("pool_mode"), "transaction");
+    assert_eq!(pgb.setting("server_connect_timeout"), "3");
+
+    // The PgBouncer host's patroni-hook config, with this machine's paths and
+    // the double's address substituted.
+    let run_dir = pg::postgres_dir(dir.path(), "run");
+    let write_config = |consul_url: &str| {
+        let cfg = dir.path().join("config.yml");
+        let url = format!("url: {consul_url}");
+        let lock = format!("lock_file: {}/patroni-hook.lock", run_dir.display());
+        let ini = format!("ini: {}", pgb.ini.display());
+        let pid = format!("pidfile: {}", pgb.pidfile.display());
+        std::fs::write(
+            &cfg,
+            subst(
+                &read("patroni-hook-pgbouncer.yml"),
+                &[
+                    ("url: http://127.0.0.1:8500", &url),
+                    ("lock_file: /run/patroni-hook/patroni-hook.lock", &lock),
+                    ("ini: /etc/pgbouncer/pgbouncer.ini", &ini),
+                    ("pidfile: /run/postgresql/pgbouncer.pid", &pid),
+                ],
+            ),
+        )
+        .unwrap();
+        pg::chown_postgres(&cfg);
+        cfg
+    };
+
+    // The watch exactly as consul-client.json declares it, run by the double
+    // the way a Consul agent runs it: sudo -n -u postgres becomes runuser -u
+    // postgres (no sudo needed when the agent is root), installed paths
+    // become this test's binary and config.
+    let client: serde_json::Value = serde_json::from_str(&read("consul-client.json")).unwrap();
+    let (key, args) = watch_of(&client);
+    assert_eq!(args[..4], ["/usr/bin/sudo", "-n", "-u", "postgres"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let cfg = write_config(&url);
+    let mut handler = vec![
+        "runuser".to_string(),
+        "-u".into(),
+        "postgres".into(),
+        "--".into(),
+    ];
+    handler.extend(args[4..].iter().map(|a| match a.as_str() {
+        "/usr/local/bin/patroni-hook" => bin().display().to_string(),
+        "/etc/patroni-hook/config.yml" => cfg.display().to_string(),
+        other => other.to_string(),
+    }));
+    let consul = Server::start_on(
+        listener,
+        Options {
+            watches: vec![(key.to_string(), handler)],
+            ..Options::default()
+        },
+    )
+    .expect("starting the Consul double");
+
+    // check-config on the example pair: no server_login_retry warning, the
+    // managed entry exists.
+    let out = hook(&cfg, &["check-config"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("warning"), "check-config warned: {stdout}");
+
+    // A new leader: the watch fires, reconcile rewrites appdb and reloads PgBouncer.
+    let backend = pg::free_port();
+    consul.kv_put(
+        &format!("service/{SCOPE}/members/pg-patroni2"),
+        &member_json("127.0.0.1", backend),
+    );
+    consul.kv_put(&format!("service/{SCOPE}/leader"), b"pg-patroni2");
+    let want = format!("appdb = host=127.0.0.1 port={backend} dbname=appdb");
+    wait_until(
+        "the watch's reconcile to point appdb at the new leader",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&pgb.ini)
+                .unwrap_or_default()
+                .contains(&want)
+        },
+    );
+    wait_until(
+        "PgBouncer to reload and serve appdb from the new leader",
+        Duration::from_secs(20),
+        || {
+            pgb.admin("SHOW DATABASES")
+                .lines()
+                .any(|l| l.starts_with(&format!("appdb|127.0.0.1|{backend}|")))
+        },
+    );
+    // Everything but host= and port= of appdb is byte for byte the example.
+    let shipped = read("pgbouncer.ini");
+    let now = std::fs::read_to_string(&pgb.ini).unwrap();
+    assert_eq!(
+        now.lines().count(),
+        shipped.lines().count(),
+        "line count changed"
+    );
+    assert!(std::fs::read_to_string(&pgb.log)
+        .unwrap_or_default()
+        .contains("SIGHUP"));
+    consul.stop();
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let patroni = patroni_venv().join("bin/patroni");
+    if !require(&[
+        (
+            "systemd-analyze (Debian package systemd)",
+            have("systemd-analyze"),
+        ),
+        (
+            "Patroni in the test virtualenv (patroni.service's ExecStart)",
+            patroni.exists(),
+        ),
+    ]) {
+        return;
+    }
+    // verify checks that ExecStart= is executable: substituted with this
+    // build's binary and the test virtualenv's Patroni. --man=no: the man
+    // pages are not installed here (tests/install.rs verifies with them).
+    let dir = tempfile::tempdir().unwrap();
+    let hook_bin = bin().display().to_string();
+    let patroni_bin = patroni.display().to_string();
+    let mut files = Vec::new();
+    for (name, from, to) in [
+        (
+            "patroni-hook-reconcile.service",
+            "/usr/local/bin/patroni-hook",
+            hook_bin.as_str(),
+        ),
+        ("patroni-hook-reconcile.timer", "", ""),
+        (
+            "patroni.service",
+            "/opt/patroni/venv/bin/patroni",
+            patroni_bin.as_str(),
+        ),
+    ] {
+        let body = read(name);
+        let body = if from.is_empty() {
+            body
+        } else {
+            subst(&body, &[(from, to)])
+        };
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        files.push(p);
+    }
+    let out = run(Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&files)
+        .env("SYSTEMD_LOG_LEVEL", "notice"));
+    // verify exits 0 on a line it cannot parse and only says so on stderr.
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        text(&out)
+    );
+
+    // The check can fail: a misspelled directive is reported.
+    let bad = dir.path().join("bad.service");
+    std::fs::write(
+        &bad,
+        subst(
+            &std::fs::read_to_string(&files[0]).unwrap(),
+            &[("Type=oneshot", "Type=oneshots")],
+        ),
+    )
+    .unwrap();
+    let out = run(Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&bad));
+    assert!(!out.stderr.is_empty(), "a bad Type= passed: {}", text(&out));
+}
+
+#[test]
+fn vagrantfile_validates() {
+    let vagrantfile = Path::new(REPO).join("vagrant/Vagrantfile");
+    if !require(&[
+        ("vagrant (Debian package vagrant)", have("vagrant")),
+        ("ruby", have("ruby")),
+    ]) {
+        return;
+    }
+    let out = run(Command::new("ruby").arg("-c").arg(&vagrantfile));
+    assert!(out.status.success(), "ruby -c: {}", text(&out));
+    // --ignore-provider: no VirtualBox or libvirt here. It still checks every
+    // machine's settings and that each provisioning script exists. Vagrant's
+    // state goes to a temporary directory, never into the work tree.
+    let state = tempfile::tempdir().unwrap();
+    let out = run(Command::new("vagrant")
+        .args(["validate", "--ignore-provider"])
+        .current_dir(vagrantfile.parent().unwrap())
+        .env("VAGRANT_HOME", state.path().join("home"))
+        .env("VAGRANT_DOTFILE_PATH", state.path().join("dot"))
+        .env("VAGRANT_CHECKPOINT_DISABLE", "1"));
+    assert!(out.status.success(), "vagrant validate: {}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    for m in [
+        "consul-01",
+        "consul-02",
+        "consul-03",
+        "pg-patroni1",
+        "pg-patroni2",
+        "pg-patroni3",
+        "pgbouncer",
+    ] {
+        assert!(s.contains(m), "machine {m} not defined: {s}");
+    }
+}
+
+/// LAB.md: documentation ranges only, never a private range, also in what
+/// operators copy. The lab plan is the same in every example.
+#[test]
+fn examples_use_documentation_addresses_only() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(CONF)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.push(Path::new(REPO).join("vagrant/Vagrantfile"));
+    for e in std::fs::read_dir(Path::new(REPO).join("scripts/provision")).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for word in text.split(|c: char| !(c.is_ascii_digit() || c == '.')) {
+            let parts: Vec<u32> = word.split('.').filter_map(|p| p.parse().ok()).collect();
+            if parts.len() != 4 || word.split('.').count() != 4 {
+                continue;
+            }
+            let private = parts[0] == 10
+                || (parts[0] == 172 && (16..32).contains(&parts[1]))
+                || (parts[0] == 192 && parts[1] == 168);
+            assert!(!private, "{}: private address {word}", f.display());
+        }
+    }
+    let vagrantfile = std::fs::read_to_string(Path::new(REPO).join("vagrant/Vagrantfile")).unwrap();
+    for (host, ip) in [
+        ("consul-01", "198.51.100.11"),
+        ("pg-patroni1", "198.51.100.21"),
+        ("pgbouncer", "198.51.100.30"),
+    ] {
+        assert!(
+            vagrantfile.contains(&format!("\"{host}\" => \"{ip}\"")),
+            "Vagrantfile: {host} is not {ip}"
+        );
+    }
+    assert!(read("patroni.yml").contains("connect_address: 198.51.100.21:5432"));
+    assert!(read("patroni-hook-db.yml").contains(&format!("address: {VIP}/24")));
+}
