@@ -23,8 +23,8 @@ mod common;
 
 use common::netns::{self, Netns};
 use common::pg::{self, wait_until};
+use common::{require_all, text};
 use consul_double::{Options, Server};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -52,25 +52,6 @@ fn subst(text: &str, pairs: &[(&str, &str)]) -> String {
     s
 }
 
-/// LAB.md: a missing prerequisite fails under CI=true, else the test skips
-/// saying exactly what is missing.
-fn require(needs: &[(&str, bool)]) -> bool {
-    let missing: Vec<&str> = needs
-        .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(w, _)| *w)
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("this test needs {}", missing.join(", "));
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}");
-    }
-    let _ = writeln!(std::io::stderr(), "skipped: {msg}");
-    false
-}
-
 fn have(prog: &str) -> bool {
     pg::which(prog).is_some()
 }
@@ -82,15 +63,6 @@ fn bin() -> PathBuf {
 fn patroni_venv() -> PathBuf {
     PathBuf::from(
         std::env::var("PATRONI_VENV").unwrap_or_else(|_| "/opt/patroni-hook-test/venv".into()),
-    )
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
     )
 }
 
@@ -168,7 +140,7 @@ fn hook_configs_pass_check_config() {
 #[test]
 fn patroni_yaml_validates_with_patroni_and_has_the_callbacks() {
     let patroni = patroni_venv().join("bin/patroni");
-    if !require(&[
+    if !require_all(&[
         (
             "Patroni in the test virtualenv ($PATRONI_VENV/bin/patroni)",
             patroni.exists(),
@@ -244,7 +216,7 @@ impl DbNode {
         if !netns::require_root_and_ip() {
             return None;
         }
-        if !require(&[
+        if !require_all(&[
             ("setcap (libcap2-bin)", have("setcap")),
             ("setpriv (util-linux)", have("setpriv")),
             ("runuser (util-linux)", have("runuser")),
@@ -623,7 +595,7 @@ fn consul_configs_have_the_expected_shape() {
 
 #[test]
 fn sudoers_rule_passes_visudo() {
-    if !require(&[("visudo (Debian package sudo)", have("visudo"))]) {
+    if !require_all(&[("visudo (Debian package sudo)", have("visudo"))]) {
         return;
     }
     let out = run(Command::new(pg::which("visudo").unwrap())
@@ -749,7 +721,7 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
 #[test]
 fn systemd_units_pass_systemd_analyze_verify() {
     let patroni = patroni_venv().join("bin/patroni");
-    if !require(&[
+    if !require_all(&[
         (
             "systemd-analyze (Debian package systemd)",
             have("systemd-analyze"),
@@ -821,7 +793,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
 #[test]
 fn vagrantfile_validates() {
     let vagrantfile = Path::new(REPO).join("vagrant/Vagrantfile");
-    if !require(&[
+    if !require_all(&[
         ("vagrant (Debian package vagrant)", have("vagrant")),
         ("ruby", have("ruby")),
     ]) {

@@ -3,6 +3,10 @@
 //! mtime; --uninstall leaves the root as it found it), and once for real on /
 //! followed by --uninstall, leaving this machine clean.
 
+mod common;
+
+use common::pg::which;
+use common::{require_all, text};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -10,33 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-/// LAB.md: a missing prerequisite fails under CI=true, else the test skips.
-fn require(needs: &[(&str, bool)]) -> bool {
-    let missing: Vec<&str> = needs
-        .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(w, _)| *w)
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("this test needs {}", missing.join(", "));
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}");
-    }
-    let _ = writeln!(std::io::stderr(), "skipped: {msg}");
-    false
-}
-
-fn which(prog: &str) -> Option<PathBuf> {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .map(|d| Path::new(d).join(prog))
-        .find(|p| p.exists())
-}
 
 fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("patroni-hook")
@@ -53,7 +30,7 @@ fn gen_docs() -> PathBuf {
 }
 
 fn prerequisites() -> bool {
-    require(&[
+    require_all(&[
         ("root", nix::unistd::geteuid().is_root()),
         (
             "setcap and getcap (libcap2-bin)",
@@ -71,15 +48,6 @@ fn prerequisites() -> bool {
             gen_docs().exists(),
         ),
     ])
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The generated completions and man pages, as `--docs`.

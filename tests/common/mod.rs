@@ -15,3 +15,30 @@ pub fn text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// LAB.md: a missing prerequisite fails the test under `CI=true`; elsewhere
+/// the test skips, printing exactly what is missing. True when nothing is.
+pub fn require(missing: &[String]) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!("this test needs {}", missing.join(", "));
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{message}");
+    }
+    // Straight to the process's stderr: libtest captures `eprintln!` and shows
+    // it only for failing tests, and a skip must be seen.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {message}");
+    false
+}
+
+/// `require` over (what, present) pairs.
+pub fn require_all(needs: &[(&str, bool)]) -> bool {
+    let missing: Vec<String> = needs
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(what, _)| what.to_string())
+        .collect();
+    require(&missing)
+}

@@ -8,7 +8,6 @@
 //! 198.51.100.0/24 and 2001:db8::/32.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,17 +40,7 @@ pub fn require_root_and_ip() -> bool {
     if !std::path::Path::new("/proc/self/ns/net").exists() {
         missing.push("network namespace support (/proc/self/ns/net is absent)".into());
     }
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!("this test needs {}", missing.join(", "));
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{message}");
-    }
-    // Straight to the process's stderr: libtest captures `eprintln!` and shows
-    // it only for failing tests, and a skip must be seen.
-    let _ = writeln!(std::io::stderr(), "skipped: {message}");
-    false
+    super::require(&missing)
 }
 
 /// A network namespace that exists while this value lives.
