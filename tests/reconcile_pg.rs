@@ -14,13 +14,14 @@ use std::time::Duration;
 
 const SCOPE: &str = "batman";
 
+/// Fields drop in order: the servers stop (by pid) before their directory goes.
 struct Lab {
-    _dir: tempfile::TempDir,
     a: Postgres,
     b: Postgres,
     pgb: Pgbouncer,
     consul: Consul,
     config: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 fn hook() -> PathBuf {

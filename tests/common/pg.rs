@@ -234,6 +234,7 @@ pub struct Pgbouncer {
     /// The log file.
     pub log: PathBuf,
     child: Child,
+    pid: i32,
 }
 
 impl Pgbouncer {
@@ -273,23 +274,35 @@ impl Pgbouncer {
         )
         .unwrap();
         chown_postgres(&ini);
-        let child = as_postgres(which("pgbouncer").unwrap().to_str().unwrap())
+        // setpriv execs PgBouncer in place (runuser would fork), so the child
+        // we hold is PgBouncer itself and dies with a kill of its pid.
+        let child = Command::new("setpriv")
+            .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+            .arg(which("pgbouncer").unwrap())
             .arg(&ini)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let pgb = Pgbouncer {
+        let pid = child.id() as i32;
+        let mut pgb = Pgbouncer {
             port,
             ini,
             pidfile,
             log,
             child,
+            pid,
         };
         wait_until(
             "pgbouncer to write its pidfile and listen",
             Duration::from_secs(20),
-            || pgb.pidfile.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            || {
+                if let Ok(Some(st)) = pgb.child.try_wait() {
+                    let log = std::fs::read_to_string(&pgb.log).unwrap_or_default();
+                    panic!("pgbouncer exited with {st}: {log}");
+                }
+                pgb.pidfile.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            },
         );
         pgb
     }
@@ -306,16 +319,12 @@ impl Pgbouncer {
 
 impl Drop for Pgbouncer {
     fn drop(&mut self) {
-        // runuser forwards the signal to PgBouncer; also kill by the pidfile's pid.
-        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        let _ = self.child.kill();
+        // By the pid we started (setpriv exec'd PgBouncer in place); the
+        // directory with the pidfile may be gone already.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = self.child.wait();
     }
 }
