@@ -29,7 +29,7 @@ cargo build --release --bins
 
 step "shellcheck"
 shellcheck -x scripts/*.sh
-shellcheck -x scripts/provision/*.sh
+shellcheck -x scripts/provision/*.sh scripts/lab/*.sh
 
 step "cargo test"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"
