@@ -276,6 +276,13 @@ auth_file = $d/userlist.txt
 pool_mode = transaction
 ; PRODUCT.md: the default 15 turns a 3 s switchover into a 15 s stall.
 server_login_retry = 1
+; After a SIGKILL of Patroni alone, its PostgreSQL runs on as a primary whose
+; synchronous standby has just been promoted elsewhere: a COMMIT there waits
+; for that standby forever (statement_timeout ends before the commit's wait).
+; The reload marks the server connection for closing, but only when it is
+; released, which a stuck commit never does. query_timeout makes PgBouncer
+; cancel it, so the client's next transaction goes to the new primary.
+query_timeout = 3
 max_client_conn = 200
 default_pool_size = 20
 logfile = $RUN/logs/pgbouncer.log
