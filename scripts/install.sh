@@ -7,7 +7,7 @@
 #   sudo scripts/install.sh --uninstall
 #
 # What it installs (DESTDIR = --root, PREFIX = --prefix, default /usr/local):
-#   PREFIX/bin/patroni-hook                     mode 0755, file capabilities cap_net_admin,cap_net_raw+ep
+#   PREFIX/bin/patroni-hook                     mode 0750 root:USER's group, file capabilities cap_net_admin,cap_net_raw+ep
 #   /etc/patroni-hook/config.yml                a skeleton, only when absent (never overwritten)
 #   /usr/lib/tmpfiles.d/patroni-hook.conf       d /run/patroni-hook 0750 USER USER -  (then applied)
 #   /etc/systemd/system/patroni-hook-reconcile.{service,timer}   (--unitdir to change)
@@ -230,7 +230,9 @@ do_install() {
 
     # CAP_NET_ADMIN to add and remove the VIP, CAP_NET_RAW for gratuitous ARP;
     # Patroni's callbacks run as $user and get them from the file, nothing else.
-    put "$binary" "$bin_path" 755 root root cap_net_admin,cap_net_raw+ep
+    # Executable by root and $user's group only: with its own --config any
+    # other user could point it at a Consul of their own and move addresses.
+    put "$binary" "$bin_path" 750 root "$group" cap_net_admin,cap_net_raw+ep
     if ! getcap "$root$bin_path" | grep -q 'cap_net_admin,cap_net_raw=ep'; then
         setcap cap_net_admin,cap_net_raw+ep "$root$bin_path"
         say "capabilities set: $bin_path cap_net_admin,cap_net_raw+ep"
@@ -270,7 +272,13 @@ do_install() {
 
     local before=$changed u
     changed=0
-    for u in "${units[@]}"; do put "$conf/$u" "$unitdir/$u" 644 root root; done
+    for u in "${units[@]}"; do
+        # The units run as the Patroni user: --user rewrites User=/Group=.
+        tmp="$(mktemp)"
+        sed -e "s/^User=.*/User=$user/" -e "s/^Group=.*/Group=$group/" "$conf/$u" >"$tmp"
+        put "$tmp" "$unitdir/$u" 644 root root
+        rm -f "$tmp"
+    done
     if [ "$changed" -eq 1 ] && systemd_running; then
         systemctl daemon-reload
         say "systemctl daemon-reload"

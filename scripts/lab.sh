@@ -696,7 +696,9 @@ cmd_demo() {
 # support refuse --dcs-type consul at start-up, before touching any address.
 vip_manager_has_consul() {
     local out
-    out="$(timeout 5 vip-manager --ip 198.51.100.100 --netmask 24 --interface lo --trigger-key probe \
+    # In a fresh, empty network namespace (unshare -n): a build with Consul
+    # support would act on that namespace's lo, never on the host's.
+    out="$(unshare --net timeout 5 vip-manager --ip 198.51.100.100 --netmask 24 --interface lo --trigger-key probe \
         --trigger-value probe --dcs-type consul --dcs-endpoints http://127.0.0.1:9 --interval 1000 2>&1 || true)"
     ! grep -q "given endpoint type not supported" <<<"$out"
 }
@@ -740,7 +742,15 @@ main() {
     local cmd="$1"
     shift
     case "$cmd" in
-    up) cmd_up ;;
+    up)
+        # A failed `up` takes its partial lab down (LAB.md: clean up on
+        # failure), except when a test stops it on purpose to exercise `down`.
+        if [ -z "${LAB_FAIL_AFTER:-}" ]; then
+            trap 'rc=$?; if [ "$rc" -ne 0 ]; then say "up failed; taking the partial lab down"; cmd_down || true; fi' EXIT
+        fi
+        cmd_up
+        trap - EXIT
+        ;;
     status) cmd_status ;;
     switchover | failover | kill-patroni | stop-primary) cmd_event "$cmd" ;;
     use-vip-manager) cmd_use_vip_manager ;;

@@ -3,6 +3,8 @@
 # what the tests and the lab need, only what is missing, so a second run is fast.
 
 PATRONI_VENV="${PATRONI_VENV:-/opt/patroni-hook-test/venv}"
+# pgbouncer, setcap and visudo live in sbin, which `su` without `-` leaves off PATH.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 
 need_root() {
@@ -41,6 +43,11 @@ install_prereqs() {
         apt-get update -qq
         # shellcheck disable=SC2086
         apt-get install -y -qq --no-install-recommends $want >/dev/null
+        # The package enables a vip-manager service with an empty configuration;
+        # the lab starts its own, in its namespaces, and this one must not run.
+        if [ -d /run/systemd/system ] && systemctl list-unit-files vip-manager.service >/dev/null 2>&1; then
+            systemctl disable --now vip-manager.service >/dev/null 2>&1 || true
+        fi
     fi
     # The Debian packages start a cluster and a pgbouncer service on install;
     # the tests start their own on other ports, so the packaged ones are left alone.
@@ -56,5 +63,9 @@ install_prereqs() {
         /usr/bin/python3 -m venv "$PATRONI_VENV"
         "$PATRONI_VENV/bin/pip" install -q --disable-pip-version-check 'patroni[consul]>=4,<5' 'psycopg[binary]>=3'
     fi
-    chmod -R a+rX "$(dirname "$PATRONI_VENV")"
+    # The postgres user runs Patroni from it: readable, and its parents traversable.
+    chmod -R a+rX "$PATRONI_VENV"
+    local d
+    d="$(dirname "$PATRONI_VENV")"
+    while [ "$d" != / ]; do chmod a+x "$d"; d="$(dirname "$d")"; done
 }

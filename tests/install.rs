@@ -151,7 +151,8 @@ fn check_installed(root: &Path, user: &str, group: &str) {
         assert!(root.join(f).is_file(), "{f} not installed");
     }
     let b = root.join("usr/local/bin/patroni-hook");
-    assert_eq!(mode_owner(&b), (0o755, "root".into(), "root".into()));
+    // Only root and the Patroni user's group may run a binary that moves addresses.
+    assert_eq!(mode_owner(&b), (0o750, "root".into(), group.to_string()));
     assert!(
         getcap(&b).contains("cap_net_admin,cap_net_raw=ep"),
         "capabilities: {}",
@@ -303,6 +304,15 @@ fn user_option_owns_the_lock_directory() {
         "nobody",
     ]);
     check_installed(&root, "nobody", &group);
+    // The timer's service runs as that user too, or it could not take the lock.
+    let unit =
+        std::fs::read_to_string(root.join("etc/systemd/system/patroni-hook-reconcile.service"))
+            .unwrap();
+    assert!(unit.lines().any(|l| l == "User=nobody"), "{unit}");
+    assert!(
+        unit.lines().any(|l| l == format!("Group={group}")),
+        "{unit}"
+    );
 }
 
 #[test]

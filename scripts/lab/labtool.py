@@ -189,7 +189,13 @@ def cmd_sample(a):
     next_t = time.time()
     while not stop.is_set():
         now = time.time()
-        holders = sorted(name for name, s in socks if a.vip in s.ipv4())
+        try:
+            holders = sorted(name for name, s in socks if a.vip in s.ipv4())
+        except OSError as e:  # socket.timeout included: note it and go on sampling
+            emit(f"{now:.6f} note sampling failed: {e}")
+            next_t += a.interval
+            time.sleep(max(0.0, next_t - time.time()))
+            continue
         samples += 1
         if last_t is not None:
             max_gap = max(max_gap, now - last_t)

@@ -23,9 +23,9 @@ fi
 install -o postgres -g postgres -m 0640 "$CONF/pgbouncer.ini" /etc/pgbouncer/pgbouncer.ini
 # The application's role, as created on pg-patroni1 (plain text here so that
 # PgBouncer can log in to PostgreSQL with SCRAM on the client's behalf).
-printf '"app" "CHANGE-ME-app"\n"postgres" "CHANGE-ME-superuser"\n' >/etc/pgbouncer/userlist.txt
-chown postgres:postgres /etc/pgbouncer/userlist.txt
-chmod 0640 /etc/pgbouncer/userlist.txt
+# Created 0640 from the start: never readable by others, not even for a moment.
+printf '"app" "CHANGE-ME-app"\n"postgres" "CHANGE-ME-superuser"\n' |
+    install -o postgres -g postgres -m 0640 /dev/stdin /etc/pgbouncer/userlist.txt
 
 install_patroni_hook
 install -o root -g postgres -m 0640 "$CONF/patroni-hook-pgbouncer.yml" /etc/patroni-hook/config.yml
