@@ -53,7 +53,13 @@ install_prereqs() {
     # the tests start their own on other ports, so the packaged ones are left alone.
     id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
     if ! command -v cargo >/dev/null 2>&1; then
-        echo "error: cargo not found: install a Rust toolchain (rustup) first" >&2
+        echo "error: cargo not found: install a Rust toolchain >= 1.85 with rustup; if it is installed for your user, run: sudo env \"PATH=\$PATH\" $0" >&2
+        exit 2
+    fi
+    local minor
+    minor="$(cargo --version | sed -n 's/^cargo 1\.\([0-9]*\).*/\1/p')"
+    if [ -n "$minor" ] && [ "$minor" -lt 85 ]; then
+        echo "error: $(cargo --version) is too old: the build needs Rust 1.85 or newer (rustup)" >&2
         exit 2
     fi
     if ! "$PATRONI_VENV/bin/patroni" --version >/dev/null 2>&1; then
