@@ -146,6 +146,17 @@ def http_json(hostport, path, timeout=2.0):
 
 # ---- sampler ---------------------------------------------------------------
 
+def pace(next_t, interval, stop):
+    """Waits for the next tick of a fixed-rate loop (or until stopped); a loop
+    that fell behind starts again from now instead of bursting to catch up."""
+    next_t += interval
+    delay = next_t - time.time()
+    if delay > 0:
+        stop.wait(delay)
+        return next_t
+    return time.time()
+
+
 def cmd_sample(a):
     """Every `interval`: which database namespaces hold the VIP; and, from a
     blocking query, every change of the leader key. Logs only changes (plus
@@ -193,8 +204,7 @@ def cmd_sample(a):
             holders = sorted(name for name, s in socks if a.vip in s.ipv4())
         except OSError as e:  # socket.timeout included: note it and go on sampling
             emit(f"{now:.6f} note sampling failed: {e}")
-            next_t += a.interval
-            time.sleep(max(0.0, next_t - time.time()))
+            next_t = pace(next_t, a.interval, stop)
             continue
         samples += 1
         if last_t is not None:
@@ -203,12 +213,7 @@ def cmd_sample(a):
         if holders != prev:
             emit(f"{now:.6f} vip {','.join(holders) or '-'}")
             prev = holders
-        next_t += a.interval
-        delay = next_t - time.time()
-        if delay > 0:
-            stop.wait(delay)
-        else:
-            next_t = time.time()
+        next_t = pace(next_t, a.interval, stop)
     emit(f"{time.time():.6f} end samples={samples} max_gap_ms={max_gap * 1000:.1f}")
 
 
@@ -290,12 +295,7 @@ def cmd_load(a):
                     except Exception:
                         pass
                     conn = None
-            next_t += a.interval
-            delay = next_t - time.time()
-            if delay > 0:
-                stop.wait(delay)
-            else:
-                next_t = time.time()
+            next_t = pace(next_t, a.interval, stop)
         if conn is not None:
             try:
                 conn.close()

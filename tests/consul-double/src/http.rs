@@ -254,6 +254,16 @@ fn auth(shared: &Shared, r: &Req) -> Auth {
     }
 }
 
+/// For list reads (§3.2, §5 item 6): whether the anonymous token's results are
+/// filtered to nothing, or the 403 of an unknown token.
+fn list_filter(shared: &Shared, r: &Req) -> Result<bool, Reply> {
+    match auth(shared, r) {
+        Auth::Allowed => Ok(false),
+        Auth::NotFound => Err(acl_not_found()),
+        Auth::Anonymous => Ok(true),
+    }
+}
+
 fn acl_not_found() -> Reply {
     Reply::text(StatusCode::FORBIDDEN, "ACL not found")
 }
@@ -604,10 +614,9 @@ async fn session(shared: &Arc<Shared>, r: &Req, rest: &str) -> Reply {
                 Ok(q) => q,
                 Err(e) => return e,
             };
-            let filtered = match auth(shared, r) {
-                Auth::Allowed => false,
-                Auth::NotFound => return acl_not_found(),
-                Auth::Anonymous => true,
+            let filtered = match list_filter(shared, r) {
+                Ok(f) => f,
+                Err(reply) => return reply,
             };
             let arg = arg.unwrap_or("").to_string();
             if verb == "info" && arg.is_empty() {
@@ -866,10 +875,9 @@ struct AgentService<'a> {
 }
 
 fn agent_services(shared: &Arc<Shared>, r: &Req) -> Reply {
-    let filtered = match auth(shared, r) {
-        Auth::Allowed => false,
-        Auth::NotFound => return acl_not_found(),
-        Auth::Anonymous => true,
+    let filtered = match list_filter(shared, r) {
+        Ok(f) => f,
+        Err(reply) => return reply,
     };
     let st = shared.read();
     let map: BTreeMap<&str, AgentService<'_>> = st
@@ -1035,10 +1043,9 @@ async fn health_service(shared: &Arc<Shared>, r: &Req, name: &str) -> Reply {
         Ok(q) => q,
         Err(e) => return e,
     };
-    let filtered = match auth(shared, r) {
-        Auth::Allowed => false,
-        Auth::NotFound => return acl_not_found(),
-        Auth::Anonymous => true,
+    let filtered = match list_filter(shared, r) {
+        Ok(f) => f,
+        Err(reply) => return reply,
     };
     let passing = r.has("passing");
     let tags: Vec<&str> = r
