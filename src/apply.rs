@@ -1,17 +1,19 @@
-//! Runs planned steps against the kernel and Consul, and collects how the run ends.
+//! Runs planned steps against the kernel, the state files and Consul, and
+//! collects how the run ends.
 //!
-//! No policy here: `plan` decided. In `--dry-run` each step is printed on
-//! stdout as one line and nothing is changed.
+//! No policy here: `plan` decided. In `--dry-run` nothing is carried out;
+//! the verb prints the plan instead.
 
 use crate::announce;
 use crate::config::VipConfig;
 use crate::consul::Consul;
 use crate::error::{exit_code, Error, Kind};
+use crate::keys::HolderRecord;
 use crate::netlink::Netlink;
-use crate::plan::{Step, Verdict};
-use crate::vip::HolderRecord;
+use crate::plan::{Owned, Present, RecordStep, Verdict, VipStep};
+use crate::state;
 use crate::{error_line, note, warn_line};
-use ipnet::IpNet;
+use std::path::Path;
 
 /// How a run is ending: the worst kind seen so far.
 #[derive(Debug, Default)]
@@ -37,12 +39,9 @@ impl Report {
     /// Logs a plan's verdict and remembers its kind.
     pub fn verdict(&mut self, v: &Verdict) {
         match v {
-            Verdict::Ok => {}
-            Verdict::Refused(why) => self.fail(Error::new(Kind::Failed, format!("fence: {why}"))),
-            Verdict::Temporary(why) => {
-                warn_line!("{why}");
-                self.set(Kind::Temporary);
-            }
+            Verdict::Temporary(why) => self.fail(Error::new(Kind::Temporary, why.clone())),
+            Verdict::Failed(why) => self.fail(Error::new(Kind::Failed, why.clone())),
+            Verdict::Config(why) => self.fail(Error::new(Kind::Usage, why.clone())),
         }
     }
 
@@ -57,133 +56,150 @@ impl Report {
     }
 }
 
-/// The effects a VIP run needs, bound to one interface.
-pub struct Effects<'a> {
-    vip: &'a VipConfig,
+/// The local effects of a VIP run: netlink and the remembered set.
+pub struct Local<'a> {
     netlink: Netlink,
-    ifindex: u32,
-    dry_run: bool,
+    vip: &'a VipConfig,
+    lock_file: &'a Path,
+    scope: &'a str,
 }
 
-impl<'a> Effects<'a> {
-    /// Opens netlink and looks the interface up (a missing interface is an error here).
-    pub async fn open(vip: &'a VipConfig, dry_run: bool) -> Result<Effects<'a>, Error> {
+impl<'a> Local<'a> {
+    /// Opens netlink; the configured interface must exist.
+    pub async fn open(
+        vip: &'a VipConfig,
+        lock_file: &'a Path,
+        scope: &'a str,
+    ) -> Result<Local<'a>, Error> {
         let netlink = Netlink::open().await?;
-        let ifindex = netlink.link_index(&vip.interface).await?;
-        Ok(Effects {
-            vip,
+        netlink.link_index(&vip.interface).await?;
+        Ok(Local {
             netlink,
-            ifindex,
-            dry_run,
+            vip,
+            lock_file,
+            scope,
         })
     }
 
-    /// Whether the VIP is on the interface now.
-    pub async fn has_vip(&self, addr: IpNet) -> Result<bool, Error> {
-        self.netlink.has_addr(&self.vip.interface, addr).await
+    /// What this host remembers adding, oldest first.
+    pub fn remembered(&self) -> Result<Vec<Owned>, Error> {
+        state::read_owned(self.lock_file, self.scope, &self.vip.interface)
     }
 
-    /// Carries out a VIP step.
-    pub async fn apply_vip(&self, step: Step, addr: IpNet) -> Result<(), Error> {
-        let ifname = &self.vip.interface;
-        if self.dry_run {
-            match step {
-                Step::AddVip => println!("would add {addr} to {ifname}"),
-                Step::Announce if self.vip.gratuitous_arp == 0 => {}
-                Step::Announce => println!(
-                    "would announce {} on {ifname} ({} packets)",
-                    addr.addr(),
-                    self.vip.gratuitous_arp
-                ),
-                Step::RemoveVip => println!("would remove {addr} from {ifname}"),
-                other => println!("would {other}"),
+    /// The addresses on the configured interface and on every interface in
+    /// `remembered` (an interface that is gone has none).
+    pub async fn present(&self, remembered: &[Owned]) -> Result<Vec<Present>, Error> {
+        let mut names = vec![self.vip.interface.as_str()];
+        for r in remembered {
+            if !names.contains(&r.interface.as_str()) {
+                names.push(&r.interface);
             }
-            return Ok(());
         }
+        let mut out = Vec::new();
+        for name in names {
+            match self.netlink.addresses(name).await? {
+                Some(found) => out.extend(found),
+                None if name == self.vip.interface => {
+                    return Err(Error::failed(
+                        format!("interface {name}"),
+                        "no such interface",
+                    ))
+                }
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Carries out one VIP step.
+    pub async fn apply(&self, step: &VipStep) -> Result<(), Error> {
         match step {
-            Step::AddVip => {
-                if self.netlink.add_addr(ifname, addr).await? {
-                    note!("added {addr} to {ifname}");
-                } else {
-                    note!("{addr} already on {ifname}");
+            VipStep::Remember(o) => {
+                let mut set = self.remembered()?;
+                if !set
+                    .iter()
+                    .any(|x| x.net.addr() == o.net.addr() && x.interface == o.interface)
+                {
+                    set.push(o.clone());
+                    state::write_owned(self.lock_file, self.scope, &set)?;
                 }
             }
-            Step::RemoveVip => {
-                if self.netlink.del_addr(ifname, addr).await? {
-                    note!("removed {addr} from {ifname}");
-                } else {
-                    note!("{addr} already absent from {ifname}");
+            VipStep::Forget(o) => {
+                let mut set = self.remembered()?;
+                let before = set.len();
+                set.retain(|x| !(x.net.addr() == o.net.addr() && x.interface == o.interface));
+                if set.len() != before {
+                    state::write_owned(self.lock_file, self.scope, &set)?;
                 }
             }
-            Step::Announce => {
+            VipStep::Add(o) => {
+                if self.netlink.add_addr(&o.interface, o.net).await? {
+                    note!("added {} to {}", o.net, o.interface);
+                } else {
+                    note!("{} already on {}", o.net, o.interface);
+                }
+            }
+            VipStep::Remove(o) => {
+                if self.netlink.del_addr(&o.interface, o.net).await? {
+                    note!("removed {} from {}", o.net, o.interface);
+                } else {
+                    note!("{} already absent from {}", o.net, o.interface);
+                }
+            }
+            VipStep::Announce(o) => {
                 if self.vip.gratuitous_arp > 0 {
-                    let mac = self.netlink.link_mac(ifname).await?;
+                    let mac = self.netlink.link_mac(&o.interface).await?;
+                    let index = self.netlink.link_index(&o.interface).await?;
                     announce::announce(
-                        ifname,
-                        self.ifindex,
+                        &o.interface,
+                        index,
                         mac,
-                        addr.addr(),
+                        o.net.addr(),
                         self.vip.gratuitous_arp,
                     )?;
                     note!(
-                        "announced {} on {ifname} ({} packets)",
-                        addr.addr(),
+                        "announced {} on {} ({} packets)",
+                        o.net.addr(),
+                        o.interface,
                         self.vip.gratuitous_arp
                     );
                 }
             }
-            Step::RecordHolder { .. } | Step::ForgetHolder { .. } => {
-                return Err(Error::failed("applying a step", "not a VIP step"))
-            }
         }
         Ok(())
     }
+}
 
-    /// Carries out a record step with check-and-set.
-    pub async fn apply_record(
-        &self,
-        step: Step,
-        consul: &Consul,
-        key: &str,
-        record: &HolderRecord,
-    ) -> Result<(), Error> {
-        match step {
-            Step::RecordHolder { cas } => {
-                if self.dry_run {
-                    println!("would write {key} = {} (cas={cas})", record.member);
-                    return Ok(());
-                }
-                let body = serde_json::to_vec(record)
-                    .map_err(|e| Error::failed(format!("encoding {key}"), e))?;
-                if consul.put_cas(key, &body, cas).await? {
-                    note!("recorded {} as vip-holder in {key}", record.member);
-                    Ok(())
-                } else {
-                    Err(Error::temporary(
-                        format!("writing {key}"),
-                        format!("changed since it was read (cas={cas} refused); left to the newer writer"),
-                    ))
-                }
+/// Carries out a record step with check-and-set; `me` is this node.
+/// `Ok(false)`: the record changed since it was read (the cas was refused).
+pub async fn record(
+    step: &RecordStep,
+    consul: &Consul,
+    key: &str,
+    me: &str,
+) -> Result<bool, Error> {
+    match step {
+        RecordStep::Write { cas, owned } => {
+            let record = HolderRecord {
+                member: me.to_string(),
+                address: owned.net.to_string(),
+                interface: owned.interface.clone(),
+                since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            };
+            let body = serde_json::to_vec(&record)
+                .map_err(|e| Error::failed(format!("encoding {key}"), e))?;
+            let done = consul.put_cas(key, &body, *cas).await?;
+            if done {
+                note!("recorded {me} as vip-holder in {key}");
             }
-            Step::ForgetHolder { cas } => {
-                if self.dry_run {
-                    println!("would delete {key} (cas={cas})");
-                    return Ok(());
-                }
-                if consul.delete_cas(key, cas).await? {
-                    note!("deleted {key}");
-                    Ok(())
-                } else {
-                    Err(Error::temporary(
-                        format!("deleting {key}"),
-                        format!("changed since it was read (cas={cas} refused); left to the newer writer"),
-                    ))
-                }
+            Ok(done)
+        }
+        RecordStep::Delete { cas } => {
+            let done = consul.delete_cas(key, *cas).await?;
+            if done {
+                note!("deleted {key}");
             }
-            other => Err(Error::failed(
-                "applying a step",
-                format!("{other} is not a record step"),
-            )),
+            Ok(done)
         }
     }
 }

@@ -2,13 +2,14 @@
 //! in `reconcile.rs`. Each returns the process exit code.
 
 use crate::apply::Report;
+use crate::budget::{self, Budget};
 use crate::cli::{Invocation, Request};
 use crate::config::{self, Config};
 use crate::consul::Consul;
 use crate::error::{Error, Kind};
-use crate::plan::{self, Action, Role};
-use crate::vip::{self, Mode};
-use crate::{lock, log, note, reconcile};
+use crate::keys::{LeaderKey, ScopeKeys, ScopeView};
+use crate::plan::{self, Action, Role, Trigger};
+use crate::{log, note, out, pgbouncer_host, reconcile, state, vip};
 use std::time::Instant;
 
 /// Loads the configuration, sets up logging and runs the request. Returns the exit code.
@@ -51,15 +52,26 @@ pub fn main(inv: Invocation) -> i32 {
         }
     };
     let started = Instant::now();
-    let deadline = started + cfg.deadline;
+    let budget = Budget::new(started, cfg.deadline);
     let run = async {
+        // Built inside the runtime: reqwest's client needs one.
+        let consul = Consul::new(&cfg.consul, budget.consul_until);
         match inv.request {
             Request::Callback { action, role, .. } => {
-                callback(&cfg, action, role, scope.as_deref(), inv.dry_run, deadline).await
+                callback(
+                    &cfg,
+                    &consul,
+                    action,
+                    role,
+                    scope.as_deref(),
+                    inv.dry_run,
+                    budget,
+                )
+                .await
             }
-            Request::Reconcile => reconcile::run(&cfg, inv.dry_run, deadline).await,
-            Request::Status { json } => status(&cfg, scope.as_deref(), json, deadline).await,
-            Request::CheckConfig => check_config(&cfg).await,
+            Request::Reconcile => reconcile::run(&cfg, &consul, budget, inv.dry_run).await,
+            Request::Status { json } => status(&cfg, &consul, scope.as_deref(), json).await,
+            Request::CheckConfig => check_config(&cfg, &consul).await,
         }
     };
     // Backstop for the contract's bound: every call is already cut to the time
@@ -93,11 +105,12 @@ fn need_scope(scope: Option<&str>) -> Result<&str, Error> {
 
 async fn callback(
     cfg: &Config,
+    consul: &Consul,
     action: Action,
     role: Role,
     scope: Option<&str>,
     dry_run: bool,
-    deadline: Instant,
+    budget: Budget,
 ) -> i32 {
     let mut report = Report::default();
     let scope = match need_scope(scope) {
@@ -107,109 +120,124 @@ async fn callback(
             return report.exit_code();
         }
     };
-    let Some(vip) = &cfg.vip else {
+    let Some(v) = &cfg.vip else {
         note!("no vip section in {}; nothing to do", cfg.path.display());
         return 0;
     };
-    let consul = Consul::new(&cfg.consul, deadline);
-    let _lock = if dry_run {
-        None
-    } else {
-        match lock::acquire(&cfg.lock_file, deadline) {
-            Ok(l) => {
-                // Tell a reconcile that read Consul before this callback that
-                // its view is older than this decision.
-                if let Err(e) = lock::bump_generation(&cfg.lock_file) {
-                    crate::warn_line!("{e}");
-                }
-                Some(l)
-            }
-            Err(e) => {
-                report.fail(e);
-                return report.exit_code();
-            }
-        }
-    };
-    let want = plan::want(action, role, vip.standby_leader);
-    vip::converge(
+    let run = vip::Run {
         cfg,
-        vip,
+        vip: v,
         scope,
-        &consul,
-        Mode::Callback(want),
-        None,
+        consul,
+        budget,
         dry_run,
-        &mut report,
-    )
-    .await;
+    };
+    let want = plan::want(action, role, v.standby_leader);
+    vip::converge(&run, Trigger::Callback(want), &mut report).await;
     report.exit_code()
 }
 
 /// `status`: what this host holds and what Consul says.
-async fn status(cfg: &Config, scope: Option<&str>, json: bool, deadline: Instant) -> i32 {
+async fn status(cfg: &Config, consul: &Consul, scope: Option<&str>, json: bool) -> i32 {
     let mut out = serde_json::Map::new();
     let mut worst: Option<Kind> = None;
     let mut bump = |k: Kind| worst = Some(worst.map_or(k, |w: Kind| w.max(k)));
     out.insert("node".into(), cfg.name.clone().into());
     out.insert("config".into(), cfg.path.display().to_string().into());
-    let consul = Consul::new(&cfg.consul, deadline);
     if let Some(scope) = scope {
         out.insert("scope".into(), scope.into());
-        let keys = vip::Keys::new(&cfg.consul.namespace, scope);
-        let entries = consul.list(&keys.prefix, false).await;
-        match &entries {
-            Ok(es) => {
-                let leader = es
-                    .iter()
-                    .find(|e| e.key == keys.leader)
-                    .map(|e| String::from_utf8_lossy(&e.value).to_string());
-                out.insert("leader".into(), leader.into());
-                let holder = es
-                    .iter()
-                    .find(|e| e.key == keys.holder)
-                    .and_then(|e| serde_json::from_slice::<serde_json::Value>(&e.value).ok());
-                out.insert(
-                    "vip_holder".into(),
-                    holder.unwrap_or(serde_json::Value::Null),
-                );
-            }
+        let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
+        let view = match consul.list(&keys.prefix, false).await {
+            Ok(es) => Some(ScopeView::read(&es, &keys)),
             Err(e) => {
                 out.insert("consul_error".into(), e.to_string().into());
                 bump(e.kind());
+                None
             }
+        };
+        if let Some(v) = &view {
+            let leader = match &v.leader {
+                LeaderKey::Name(n) => n.clone().into(),
+                LeaderKey::Absent => serde_json::Value::Null,
+                LeaderKey::Invalid(why) => format!("invalid: {why}").into(),
+            };
+            out.insert("leader".into(), leader);
+            let holder = match &v.holder {
+                crate::keys::Holder::Record { record, .. } => {
+                    serde_json::to_value(record).unwrap_or_default()
+                }
+                crate::keys::Holder::Absent => serde_json::Value::Null,
+                crate::keys::Holder::Unparsable { .. } => "unparsable".into(),
+            };
+            out.insert("vip_holder".into(), holder);
         }
-        if let Some(v) = &cfg.vip {
-            let cached = lock::read_cached_vip(&lock::cache_path(&cfg.lock_file, scope));
-            let from_consul = entries.as_ref().ok().and_then(|es| {
-                es.iter()
-                    .find(|e| e.key == keys.floating_ip)
-                    .and_then(|e| config::parse_vip(&String::from_utf8_lossy(&e.value)).ok())
-            });
-            let addr = v.address.or(from_consul).or(cached);
+        if let Some(vc) = &cfg.vip {
             let mut vj = serde_json::Map::new();
-            vj.insert("interface".into(), v.interface.clone().into());
+            vj.insert("interface".into(), vc.interface.clone().into());
+            let from_consul = view
+                .as_ref()
+                .and_then(|v| v.floating_ip.as_ref())
+                .and_then(|r| r.as_ref().ok().copied());
+            let addr = vc.address.or(from_consul);
             vj.insert("address".into(), addr.map(|a| a.to_string()).into());
-            if let Some(a) = addr {
-                let present = async {
-                    let nl = crate::netlink::Netlink::open().await?;
-                    nl.has_addr(&v.interface, a).await
+            let owned = state::read_owned(&cfg.lock_file, scope, &vc.interface);
+            let local = async {
+                let nl = crate::netlink::Netlink::open().await?;
+                let mut found = Vec::new();
+                let mut names = vec![vc.interface.clone()];
+                if let Ok(o) = &owned {
+                    names.extend(o.iter().map(|x| x.interface.clone()));
                 }
-                .await;
-                match present {
-                    Ok(p) => {
-                        vj.insert("present".into(), p.into());
-                    }
-                    Err(e) => {
-                        vj.insert("error".into(), e.to_string().into());
-                        bump(e.kind());
-                    }
+                names.dedup();
+                for n in names {
+                    found.extend(nl.addresses(&n).await?.unwrap_or_default());
                 }
+                Ok::<_, Error>(found)
+            }
+            .await;
+            match local {
+                Ok(present) => {
+                    if let Some(a) = addr {
+                        let here = present
+                            .iter()
+                            .any(|p| p.interface == vc.interface && p.net.addr() == a.addr());
+                        vj.insert("present".into(), here.into());
+                    }
+                    let mut ours: Vec<serde_json::Value> = Vec::new();
+                    for o in owned.as_ref().map(|o| o.as_slice()).unwrap_or(&[]) {
+                        let on = present
+                            .iter()
+                            .any(|p| p.interface == o.interface && p.net.addr() == o.net.addr());
+                        ours.push(serde_json::json!({
+                            "address": o.net.to_string(), "interface": o.interface, "present": on,
+                        }));
+                    }
+                    for p in present.iter().filter(|p| p.marked) {
+                        let listed = owned.as_ref().is_ok_and(|o| {
+                            o.iter()
+                                .any(|x| x.interface == p.interface && x.net.addr() == p.net.addr())
+                        });
+                        if !listed {
+                            ours.push(serde_json::json!({
+                                "address": p.net.to_string(), "interface": p.interface, "present": true,
+                            }));
+                        }
+                    }
+                    vj.insert("owned".into(), ours.into());
+                }
+                Err(e) => {
+                    vj.insert("error".into(), e.to_string().into());
+                    bump(e.kind());
+                }
+            }
+            if let Err(e) = owned {
+                vj.insert("state_error".into(), e.to_string().into());
             }
             out.insert("vip".into(), vj.into());
         }
     }
     if cfg.pgbouncer.is_some() {
-        match reconcile::status(cfg, &consul).await {
+        match pgbouncer_host::status(cfg, consul).await {
             Ok(v) => {
                 out.insert("pgbouncer".into(), v);
             }
@@ -221,7 +249,10 @@ async fn status(cfg: &Config, scope: Option<&str>, json: bool, deadline: Instant
     }
     let doc = serde_json::Value::Object(out);
     if json {
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        out::line(format_args!(
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        ));
     } else {
         print_text(&doc, "");
     }
@@ -233,24 +264,24 @@ fn print_text(v: &serde_json::Value, indent: &str) {
         for (k, v) in m {
             match v {
                 serde_json::Value::Object(_) => {
-                    println!("{indent}{k}:");
+                    out::line(format_args!("{indent}{k}:"));
                     print_text(v, &format!("{indent}  "));
                 }
                 serde_json::Value::Array(items) => {
-                    println!("{indent}{k}:");
+                    out::line(format_args!("{indent}{k}:"));
                     for it in items {
                         match it {
                             serde_json::Value::Object(_) => {
-                                println!("{indent}  -");
+                                out::line(format_args!("{indent}  -"));
                                 print_text(it, &format!("{indent}    "));
                             }
-                            other => println!("{indent}  - {other}"),
+                            other => out::line(format_args!("{indent}  - {other}")),
                         }
                     }
                 }
-                serde_json::Value::String(s) => println!("{indent}{k}: {s}"),
-                serde_json::Value::Null => println!("{indent}{k}: -"),
-                other => println!("{indent}{k}: {other}"),
+                serde_json::Value::String(s) => out::line(format_args!("{indent}{k}: {s}")),
+                serde_json::Value::Null => out::line(format_args!("{indent}{k}: -")),
+                other => out::line(format_args!("{indent}{k}: {other}")),
             }
         }
     }
@@ -258,22 +289,32 @@ fn print_text(v: &serde_json::Value, indent: &str) {
 
 /// `check-config`: the configuration parsed (or main already said why not);
 /// print a summary and warnings about settings that hurt a switchover.
-async fn check_config(cfg: &Config) -> i32 {
-    println!("configuration OK: {}", cfg.path.display());
-    println!("node name: {}", cfg.name);
-    println!(
+async fn check_config(cfg: &Config, consul: &Consul) -> i32 {
+    out::line(format_args!("configuration OK: {}", cfg.path.display()));
+    out::line(format_args!("node name: {}", cfg.name));
+    out::line(format_args!(
         "consul: {} (namespace {})",
         cfg.consul.url, cfg.consul.namespace
-    );
+    ));
     let mut warnings = Vec::new();
+    let share = budget::consul_share(cfg.deadline);
+    if cfg.consul.timeout > share {
+        warnings.push(format!(
+            "consul.timeout: {} does not fit in deadline {}: a Consul call is cut to {} so that the local steps keep {} (a promotion against a hanging Consul still adds the VIP)",
+            humantime::format_duration(cfg.consul.timeout),
+            humantime::format_duration(cfg.deadline),
+            humantime::format_duration(share),
+            humantime::format_duration(budget::reserve(cfg.deadline)),
+        ));
+    }
     if let Some(v) = &cfg.vip {
-        println!(
+        out::line(format_args!(
             "vip: {} on {}",
             v.address
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| "from Consul floating-ip".into()),
             v.interface
-        );
+        ));
         match crate::netlink::Netlink::open().await {
             Ok(nl) => {
                 if let Err(e) = nl.link_index(&v.interface).await {
@@ -291,17 +332,16 @@ async fn check_config(cfg: &Config) -> i32 {
             ));
         }
     }
-    warnings.extend(reconcile::check(cfg));
+    warnings.extend(pgbouncer_host::check(cfg));
     if cfg.vip.as_ref().is_some_and(|v| v.address.is_none()) {
         warnings.push(
             "vip.address is not set: the VIP comes from Consul's floating-ip; a node can remove it without Consul only once it has held it".to_string(),
         );
     }
     for w in &warnings {
-        println!("warning: {w}");
+        out::line(format_args!("warning: {w}"));
     }
     // The token and CA files are read when Consul is first called; check them now.
-    let consul = Consul::new(&cfg.consul, Instant::now() + cfg.deadline);
     if let Some(e) = consul.setup_error() {
         eprintln!("patroni-hook: {e}");
         return e.exit_code();

@@ -229,20 +229,35 @@ pub fn from_str(
         Some(n) => n,
         None => env.hostname.clone(),
     };
-    if !is_plain_token(&name) {
+    if !crate::keys::is_member_name(&name) {
         return Err(bad(
             "name",
             "expected the Patroni member name (no slashes, spaces or control characters)",
         ));
     }
     if let Some(s) = &raw.scope {
-        if !is_plain_token(s) {
+        if !crate::keys::is_member_name(s) {
             return Err(bad("scope", "expected a Patroni scope name"));
         }
     }
     let deadline = duration(path, "deadline", raw.deadline.as_deref(), "5s")?;
-    if deadline.is_zero() {
-        return Err(bad("deadline", "expected a positive duration such as 5s"));
+    if deadline < crate::budget::MIN_DEADLINE {
+        return Err(bad(
+            "deadline",
+            &format!(
+                "expected at least {} (room for a Consul call and the local steps), such as 5s",
+                humantime::format_duration(crate::budget::MIN_DEADLINE)
+            ),
+        ));
+    }
+    let lock_file = raw
+        .lock_file
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCK_FILE));
+    if !lock_file.is_absolute() || lock_file.file_name().is_none() {
+        return Err(bad(
+            "lock_file",
+            "expected an absolute path to a file, such as /run/patroni-hook/patroni-hook.lock",
+        ));
     }
 
     let consul = consul(path, raw.consul, env, read_token)?;
@@ -252,7 +267,7 @@ pub fn from_str(
         Some(v) => {
             let address = match v.address.as_deref() {
                 None => None,
-                Some(a) => Some(parse_vip(a).map_err(|why| bad("vip.address", &why))?),
+                Some(a) => Some(crate::keys::parse_vip(a).map_err(|why| bad("vip.address", &why))?),
             };
             if !is_interface_name(&v.interface) {
                 return Err(bad(
@@ -282,7 +297,7 @@ pub fn from_str(
             let mut clusters = Vec::new();
             let mut seen_db = std::collections::BTreeSet::new();
             for (i, c) in p.clusters.into_iter().enumerate() {
-                if !is_plain_token(&c.scope) {
+                if !crate::keys::is_member_name(&c.scope) {
                     return Err(bad(
                         &format!("pgbouncer.clusters[{i}].scope"),
                         "expected a Patroni scope name",
@@ -327,9 +342,7 @@ pub fn from_str(
         name,
         scope: raw.scope,
         deadline,
-        lock_file: raw
-            .lock_file
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCK_FILE)),
+        lock_file,
         consul,
         vip,
         pgbouncer,
@@ -444,45 +457,24 @@ fn consul(
 
 fn duration(path: &Path, key: &str, value: Option<&str>, default: &str) -> Result<Duration> {
     let v = value.unwrap_or(default);
-    humantime::parse_duration(v.trim()).map_err(|_| {
+    let d = humantime::parse_duration(v.trim()).map_err(|_| {
         Error::config(
             path,
             key,
             format!("expected a duration such as 5s or 500ms, got {v:?}"),
         )
-    })
-}
-
-/// Parses a VIP `address/prefix`; the prefix is required, the address must be
-/// a unicast host address. Used for config and for Consul's `floating-ip`.
-pub fn parse_vip(s: &str) -> std::result::Result<IpNet, String> {
-    let s = s.trim();
-    if !s.contains('/') {
-        return Err(format!(
-            "expected an address with prefix length such as 192.168.50.55/24, got {s:?}"
+    })?;
+    if d > crate::budget::MAX_DURATION {
+        return Err(Error::config(
+            path,
+            key,
+            format!(
+                "expected at most {}, got {v:?}",
+                humantime::format_duration(crate::budget::MAX_DURATION)
+            ),
         ));
     }
-    let net: IpNet = s.parse().map_err(|_| {
-        format!("expected an address with prefix length such as 192.168.50.55/24, got {s:?}")
-    })?;
-    let ip = net.addr();
-    let unusable = ip.is_unspecified()
-        || ip.is_multicast()
-        || ip.is_loopback()
-        || matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
-    if unusable {
-        return Err(format!("{s:?} is not a unicast host address"));
-    }
-    Ok(net)
-}
-
-/// A Patroni name or scope: no '/', no whitespace, no control characters.
-fn is_plain_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && !s
-            .chars()
-            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    Ok(d)
 }
 
 /// Linux interface names: 1..=15 bytes (IFNAMSIZ-1), no '/', ':' allowed only for aliases.
@@ -604,6 +596,10 @@ pgbouncer:
             "192.168.50.300/24",
             "nonsense",
             "0.0.0.0/0",
+            "198.51.100.0/24",
+            "198.51.100.255/24",
+            "169.254.1.1/16",
+            "fe80::1/64",
         ] {
             let e = parse(&format!("vip:\n  interface: eth1\n  address: {bad}\n")).unwrap_err();
             assert!(
@@ -630,6 +626,19 @@ pgbouncer:
         assert!(e.contains("consul.ca_file"), "{e}");
         let e = parse("consul:\n  timeout: 0s\n").unwrap_err().to_string();
         assert!(e.contains("consul.timeout"), "{e}");
+        // Absurd durations are errors naming the key, never an overflow.
+        for (text, key) in [
+            ("deadline: 300000000000y\n", "deadline"),
+            ("deadline: 11m\n", "deadline"),
+            ("deadline: 100ms\n", "deadline"),
+            ("consul:\n  timeout: 300000000000y\n", "consul.timeout"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+        let e = parse("lock_file: run/x.lock\n").unwrap_err().to_string();
+        assert!(e.contains("lock_file") && e.contains("absolute"), "{e}");
     }
 
     #[test]

@@ -1,16 +1,24 @@
 //! The only module that speaks HTTP to Consul: KV reads and check-and-set writes.
 //!
-//! Every call carries its own timeout, cut to the time left before the run's
-//! deadline. Failures to reach Consul (connect, timeout, 5xx) are temporary
-//! (exit 75); a 403 or a malformed answer is a failure (exit 1). The token
-//! travels only in the `X-Consul-Token` header, marked sensitive, and no error
+//! Every call carries its own timeout, cut to the time left before the
+//! Consul part of the run's budget ends. Failures to reach Consul (connect,
+//! timeout, 429, 5xx) are temporary (exit 75); a 403, a redirect, a malformed
+//! or oversized answer, or a TLS verification failure is a failure (exit 1).
+//! The token travels only in the `X-Consul-Token` header, marked sensitive,
+//! only to the configured origin (redirects are never followed), and no error
 //! message carries it.
 
 use crate::config::ConsulConfig;
 use crate::error::{Error, Result};
 use base64::Engine as _;
 use serde::Deserialize;
+use std::cell::Cell;
 use std::time::{Duration, Instant};
+
+/// The largest answer read from Consul. A recursive read of a namespace with
+/// 1,000 Patroni clusters (leader, three members, config, history, status...)
+/// is a few MiB of JSON; past this the answer is refused, not buffered.
+pub const MAX_ANSWER: usize = 32 * 1024 * 1024;
 
 /// One KV entry as Consul returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +51,9 @@ pub struct Consul {
     base: String,
     token: Option<reqwest::header::HeaderValue>,
     timeout: Duration,
-    deadline: Instant,
+    deadline: Cell<Instant>,
+    /// The CA file, named when TLS verification fails.
+    ca_file: Option<std::path::PathBuf>,
     /// Why no call can be made (unreadable token or CA file, bad client
     /// setup). Kept rather than returned by `new`, so that work that needs no
     /// Consul (removing the VIP) still happens; every call returns it.
@@ -51,13 +61,16 @@ pub struct Consul {
 }
 
 impl Consul {
-    /// Builds the client; `deadline` is when the whole run must end. Setup
-    /// errors surface on the first call.
+    /// Builds the client; `deadline` is when the Consul part of the run must
+    /// end. Setup errors surface on the first call.
     pub fn new(cfg: &ConsulConfig, deadline: Instant) -> Self {
         let mut broken = None;
         let mut builder = reqwest::Client::builder()
             // The agent is local; a proxy from the environment must not be used.
             .no_proxy()
+            // The token goes to the configured agent and nowhere else: a
+            // redirect, even to the same host, is an answer, not a route.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.timeout)
             .pool_max_idle_per_host(1)
             .user_agent(concat!("patroni-hook/", env!("CARGO_PKG_VERSION")));
@@ -102,9 +115,16 @@ impl Consul {
             base: cfg.url.clone(),
             token,
             timeout: cfg.timeout,
-            deadline,
+            deadline: Cell::new(deadline),
+            ca_file: cfg.ca_file.clone(),
             broken,
         }
+    }
+
+    /// Moves the end of the Consul part of the run (the record step after the
+    /// local change gets the time the local steps left over).
+    pub fn set_deadline(&self, deadline: Instant) {
+        self.deadline.set(deadline);
     }
 
     /// The setup error every call would return, if any (for check-config).
@@ -210,8 +230,8 @@ impl Consul {
             other => Err(Error::failed(
                 what,
                 format!(
-                    "unexpected answer {:?}",
-                    String::from_utf8_lossy(&other[..other.len().min(80)])
+                    "unexpected answer {}",
+                    crate::keys::shown(&String::from_utf8_lossy(other))
                 ),
             )),
         }
@@ -219,7 +239,10 @@ impl Consul {
 
     /// The timeout for the next call: the per-call timeout, cut to the time left.
     fn call_timeout(&self, what: &str) -> Result<Duration> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
+        let left = self
+            .deadline
+            .get()
+            .saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::temporary(what, "run deadline reached"));
         }
@@ -253,19 +276,83 @@ impl Consul {
                 what,
                 format!("no answer within {}", fmt_dur(timeout)),
             )),
-            Ok(Err(e)) => Err(transport_error(what, &e, timeout)),
+            Ok(Err(e)) => Err(self.transport_error(what, &e, timeout)),
             Ok(Ok(r)) => Ok(r),
         }
     }
 
-    async fn body(&self, resp: reqwest::Response, what: &str) -> Result<Vec<u8>> {
+    async fn body(&self, mut resp: reqwest::Response, what: &str) -> Result<Vec<u8>> {
         let timeout = self.call_timeout(what)?;
-        match tokio::time::timeout(timeout, resp.bytes()).await {
+        if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+            return Err(too_large(what));
+        }
+        let read = async {
+            let mut out = Vec::new();
+            while let Some(chunk) = resp.chunk().await? {
+                if out.len() + chunk.len() > MAX_ANSWER {
+                    return Ok(None);
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(Some(out))
+        };
+        match tokio::time::timeout(timeout, read).await {
             Err(_) => Err(Error::temporary(what, "answer body not received in time")),
-            Ok(Err(e)) => Err(transport_error(what, &e, timeout)),
-            Ok(Ok(b)) => Ok(b.to_vec()),
+            Ok(Err(e)) => Err(self.transport_error(what, &e, timeout)),
+            Ok(Ok(None)) => Err(too_large(what)),
+            Ok(Ok(Some(b))) => Ok(b),
         }
     }
+
+    /// A transport error, naming `consul.ca_file` when it is TLS verification.
+    fn transport_error(&self, what: &str, e: &reqwest::Error, timeout: Duration) -> Error {
+        if let Some(tls) = tls_cause(e) {
+            let ca = match &self.ca_file {
+                Some(p) => format!("consul.ca_file {}", p.display()),
+                None => "no consul.ca_file".to_string(),
+            };
+            return Error::failed(
+                what,
+                format!("TLS verification failed (trusting only {ca}): {tls}"),
+            );
+        }
+        transport_error(what, e, timeout)
+    }
+}
+
+fn too_large(what: &str) -> Error {
+    Error::failed(
+        what,
+        format!(
+            "answer larger than {} MiB; refused",
+            MAX_ANSWER / 1024 / 1024
+        ),
+    )
+}
+
+/// The rustls error among a transport error's causes: a certificate the CA
+/// file does not vouch for, or a name the certificate does not cover.
+/// hyper-util wraps it in an `io::Error` inside another `io::Error`, whose
+/// `source()` skips the wrapped error itself, so `get_ref` is followed too.
+fn tls_cause(e: &reqwest::Error) -> Option<String> {
+    fn find(e: &(dyn std::error::Error + 'static), depth: u8) -> Option<String> {
+        if depth > 16 {
+            return None;
+        }
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(t) = find(inner, depth + 1) {
+                return Some(t);
+            }
+        }
+        e.source().and_then(|s| find(s, depth + 1))
+    }
+    std::error::Error::source(e).and_then(|s| find(s, 0))
 }
 
 /// Reads a PEM bundle of CA certificates.
@@ -284,21 +371,30 @@ fn check_status(status: reqwest::StatusCode, body: &[u8], what: &str) -> Result<
     if status.is_success() {
         return Ok(());
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)])
-        .trim()
-        .to_string();
+    if status.is_redirection() {
+        // Never followed (the token would go with it); a Consul agent does
+        // not redirect, so this is something else answering.
+        return Err(Error::failed(
+            what,
+            format!("HTTP {}: a redirect, not followed", status.as_u16()),
+        ));
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let text = text.trim();
     let cause = if text.is_empty() {
         format!("HTTP {}", status.as_u16())
     } else {
-        format!("HTTP {}: {text}", status.as_u16())
+        format!("HTTP {}: {}", status.as_u16(), crate::keys::shown(text))
     };
     if status == reqwest::StatusCode::FORBIDDEN {
         Err(Error::failed(
             what,
             format!("{cause} (check the Consul token and its ACL policy)"),
         ))
-    } else if status.is_server_error() {
-        // A Consul server without a leader answers 500 "No cluster leader": temporary.
+    } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        // A Consul server without a leader answers 500 "No cluster leader";
+        // 429 is the agent's per-client limit (`limits.http_max_conns_per_client`).
+        // Both pass.
         Err(Error::temporary(what, cause))
     } else {
         Err(Error::failed(what, cause))
@@ -366,5 +462,13 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.exit_code(), 75);
         assert!(e.to_string().contains("No cluster leader"));
+        let e =
+            check_status(reqwest::StatusCode::TOO_MANY_REQUESTS, b"slow down", "w").unwrap_err();
+        assert_eq!(e.exit_code(), 75);
+        let e = check_status(reqwest::StatusCode::TEMPORARY_REDIRECT, b"", "w").unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().contains("redirect"), "{e}");
+        let e = check_status(reqwest::StatusCode::BAD_REQUEST, b"a\nb\x1b", "w").unwrap_err();
+        assert!(e.to_string().contains(r"a\nb\u{1b}"), "{e}");
     }
 }

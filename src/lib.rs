@@ -2,19 +2,27 @@
 //! points PgBouncer at the current leader, from Consul, with no resident daemon.
 //!
 //! `main.rs` is a thin shell over this library; tests use the modules directly.
+//! Pure modules (no I/O): `budget`, `config` (`from_str`), `ini`, `keys`,
+//! `plan`. Effect modules: `announce`, `consul`, `netlink`, `pgbouncer`,
+//! `state`, `log`, `out`. Verbs: `vip`, `reconcile`, `pgbouncer_host`,
+//! `commands`.
 
 pub mod announce;
 pub mod apply;
+pub mod budget;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod consul;
 pub mod error;
 pub mod ini;
-pub mod lock;
+pub mod keys;
 pub mod log;
 pub mod netlink;
+pub mod out;
 pub mod pgbouncer;
+pub mod pgbouncer_host;
 pub mod plan;
 pub mod reconcile;
+pub mod state;
 pub mod vip;

@@ -49,12 +49,53 @@ pub fn init(verbose: u8, f: Fields) {
         }
     }
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| OneLine(std::io::stderr()))
         .with_ansi(false)
         .with_target(false);
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
         .try_init();
+}
+
+/// A writer that keeps each log line one line: the fmt layer writes a whole
+/// formatted event in one `write_all`, and every control character in it but
+/// the final newline is escaped. Values from Consul are already escaped where
+/// they are quoted (`keys::shown`); this holds for anything else a message
+/// carries (an errno text, a path).
+struct OneLine<W>(W);
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(&escape_line(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Escapes control characters (but a trailing newline, and tabs) as `\n`,
+/// `\r` or `\u{..}`.
+fn escape_line(buf: &[u8]) -> Vec<u8> {
+    let (body, end) = match buf.strip_suffix(b"\n") {
+        Some(b) => (b, &b"\n"[..]),
+        None => (buf, &b""[..]),
+    };
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::with_capacity(text.len() + 1);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push('\t'),
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    let mut v = out.into_bytes();
+    v.extend_from_slice(end);
+    v
 }
 
 /// Logs one line at info with the run's fields.
@@ -91,4 +132,16 @@ macro_rules! debug_line {
         let f = $crate::log::fields();
         tracing::debug!(action = %f.action, role = %f.role, scope = %f.scope, $($arg)*)
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_line_stays_one_line() {
+        assert_eq!(
+            super::escape_line(b"a\nERROR forged\r\x1b[31m\tend\n"),
+            b"a\\nERROR forged\\r\\u{1b}[31m\tend\n".to_vec()
+        );
+        assert_eq!(super::escape_line(b"plain"), b"plain".to_vec());
+    }
 }

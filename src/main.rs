@@ -1,4 +1,4 @@
-//! Entry point: parse the command line, run, exit with the code of PRODUCT.md.
+//! Entry point: parse the command line, run, exit with the code of docs/design.md.
 //!
 //! Everything else is in the library (`commands::main` loads the configuration,
 //! sets up logging, builds one current-thread runtime and runs the command).
@@ -10,7 +10,7 @@ fn main() {
             e.exit_code()
         }
         Ok(Err(text)) => {
-            print!("{text}");
+            patroni_hook::out::text(&text);
             0
         }
         Ok(Ok(invocation)) => patroni_hook::commands::main(invocation),

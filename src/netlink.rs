@@ -20,6 +20,29 @@ use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::AddressFamily;
 
 use crate::error::Error;
+use crate::plan::Present;
+use netlink_packet_utils::nla::{DefaultNla, Nla};
+
+/// IFA_PROTO (include/uapi/linux/if_addr.h, kernel >= 6.2): who added an
+/// address. The kernel stores any byte and shows it back; older kernels
+/// ignore the attribute, and ownership then rests on the state file and,
+/// for IPv4, on the label.
+const IFA_PROTO: u16 = 11;
+
+/// The protocol byte patroni-hook marks its addresses with (values up to 3
+/// are the kernel's own: unspec, loopback, router advertisement, link-local).
+pub const MARK_PROTO: u8 = 0x70;
+
+/// The IPv4 label suffix patroni-hook marks its addresses with:
+/// `eth1:phk`, shown by `ip addr` as the address's label.
+pub const MARK_LABEL: &str = ":phk";
+
+/// The label of an address the hook adds on `ifname`, when it fits in
+/// IFNAMSIZ-1 bytes (the kernel's limit for labels too).
+pub fn mark_label(ifname: &str) -> Option<String> {
+    let label = format!("{ifname}{MARK_LABEL}");
+    (label.len() <= 15).then_some(label)
+}
 
 /// A route-netlink connection to the kernel, for one run.
 pub struct Netlink {
@@ -74,14 +97,37 @@ impl Netlink {
         }
     }
 
-    /// Whether `addr`'s IP is on interface `ifname`, with any prefix length.
-    pub async fn has_addr(&self, ifname: &str, addr: IpNet) -> Result<bool, Error> {
-        let index = self.link_index(ifname).await?;
-        let found = self
-            .find_addrs(index, addr.addr())
-            .await
-            .map_err(|e| fail(format!("reading addresses of {ifname}"), e))?;
-        Ok(!found.is_empty())
+    /// Every address on interface `ifname` (IPv4 and IPv6), with whether it
+    /// carries the hook's mark; `None` when there is no such interface.
+    pub async fn addresses(&self, ifname: &str) -> Result<Option<Vec<Present>>, Error> {
+        let index = match self.find_link(ifname).await? {
+            Some(link) => link.header.index,
+            None => return Ok(None),
+        };
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut request = self.handle.address().get().set_link_index_filter(index);
+            // One family per dump: the kernel then dumps only that table
+            // (net/core/rtnetlink.c rtnl_dump_all is used for AF_UNSPEC only).
+            request.message_mut().header.family = family;
+            let all: Vec<AddressMessage> = request
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| fail(format!("reading addresses of {ifname}"), e))?;
+            for m in all.iter().filter(|m| m.header.index == index) {
+                let Some(ip) = local_ip(m) else { continue };
+                let Ok(net) = IpNet::new(ip, m.header.prefix_len) else {
+                    continue;
+                };
+                out.push(Present {
+                    net,
+                    interface: ifname.to_string(),
+                    marked: is_marked(m, ifname),
+                });
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Adds `addr` to interface `ifname`; `Ok(false)` when it was already there.
@@ -89,7 +135,7 @@ impl Netlink {
     /// "Already there" is the kernel's EEXIST: the same IPv6 address with any
     /// prefix, or the same IPv4 address with the same prefix (IPv4 allows one
     /// address under several prefixes). Callers that mean "this IP with any
-    /// prefix" ask [`Netlink::has_addr`] first.
+    /// prefix" look at [`Netlink::addresses`] first.
     ///
     /// IPv6 is added with IFA_F_NODAD: duplicate address detection would keep
     /// the VIP "tentative" for about a second (RFC 4862 section 5.4), during
@@ -115,6 +161,16 @@ impl Netlink {
             .attributes
             .retain(|attr| !matches!(attr, AddressAttribute::Broadcast(_)));
         message.attributes.extend(extra_attributes(addr));
+        // The mark: ownership that survives a lost state file.
+        if let (IpNet::V4(_), Some(label)) = (addr, mark_label(ifname)) {
+            message.attributes.push(AddressAttribute::Label(label));
+        }
+        message
+            .attributes
+            .push(AddressAttribute::Other(DefaultNla::new(
+                IFA_PROTO,
+                vec![MARK_PROTO],
+            )));
         match request.execute().await {
             Ok(()) => Ok(true),
             // The kernel answers EEXIST when this IP is already on the interface
@@ -153,6 +209,16 @@ impl Netlink {
 
     /// The RTM_NEWLINK message of interface `ifname`.
     async fn link(&self, ifname: &str) -> Result<netlink_packet_route::link::LinkMessage, Error> {
+        self.find_link(ifname)
+            .await?
+            .ok_or_else(|| Error::failed(format!("interface {ifname}"), "no such interface"))
+    }
+
+    /// The RTM_NEWLINK message of interface `ifname`, `None` when there is none.
+    async fn find_link(
+        &self,
+        ifname: &str,
+    ) -> Result<Option<netlink_packet_route::link::LinkMessage>, Error> {
         let context = format!("interface {ifname}");
         let mut links = self
             .handle
@@ -161,13 +227,10 @@ impl Netlink {
             .match_name(ifname.to_owned())
             .execute();
         match links.try_next().await {
-            Ok(Some(link)) => Ok(link),
+            Ok(found) => Ok(found),
             // RTM_GETLINK with IFLA_IFNAME answers ENODEV for an unknown name
             // (net/core/rtnetlink.c rtnl_getlink).
-            Ok(None) => Err(Error::failed(context, "no such interface")),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => {
-                Err(Error::failed(context, "no such interface"))
-            }
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
             // Names longer than IFNAMSIZ-1 are refused with EINVAL.
             Err(e) if errno(&e) == Some(libc::EINVAL) => {
                 Err(Error::failed(context, "not a valid interface name"))
@@ -215,6 +278,20 @@ fn local_ip(message: &AddressMessage) -> Option<IpAddr> {
         }
     }
     address
+}
+
+/// Whether an address carries the hook's mark: its protocol byte, or (IPv4)
+/// its label.
+fn is_marked(message: &AddressMessage, ifname: &str) -> bool {
+    message.attributes.iter().any(|attr| match attr {
+        AddressAttribute::Label(l) => Some(l) == mark_label(ifname).as_ref(),
+        AddressAttribute::Other(nla) if nla.kind() == IFA_PROTO && nla.value_len() == 1 => {
+            let mut b = [0u8; 1];
+            nla.emit_value(&mut b);
+            b[0] == MARK_PROTO
+        }
+        _ => false,
+    })
 }
 
 /// The parts of a dumped address that identify it for RTM_DELADDR.

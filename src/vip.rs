@@ -1,413 +1,316 @@
-//! The VIP verb: observe (interface, Consul), ask `plan`, apply, record the holder.
+//! The VIP verb, for Patroni callbacks and for reconcile on a database node:
+//! observe, plan, apply.
 //!
-//! Used by the Patroni callbacks and by `reconcile` on a database node. The
-//! order of effects is the safety contract of PRODUCT.md:
-//! - a release removes the VIP before Consul is asked anything;
-//! - a hold is fenced by one consistent recursive read of `<ns>/<scope>/`
-//!   (leader, floating-ip and vip-holder in one round trip);
-//! - the VIP change happens before the Consul write.
+//! A run takes its ticket, asks Consul what it needs (a hold or a reconcile
+//! needs the fence; a release needs nothing to start), then, under the host
+//! lock and only for local work, observes the interfaces and what this host
+//! remembers, plans (`plan::plan`) and applies the VIP steps. The record step
+//! follows without the lock. A release that acted on local knowledge asks
+//! Consul afterwards and plans once more for what only Consul can tell (its
+//! record, a VIP left by older tooling). docs/design.md has the rules.
 
-use crate::apply::{Effects, Report};
-use crate::config::{parse_vip, Config, VipConfig};
-use crate::consul::{Consul, Entry};
+use crate::apply::{self, Local, Report};
+use crate::budget::Budget;
+use crate::config::{Config, VipConfig};
+use crate::consul::Consul;
 use crate::error::{Error, Kind};
-use crate::lock;
-use crate::plan::{self, Holder, Leader, Reannounce, Want};
-use crate::{debug_line, note, warn_line};
-use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use crate::keys::{ScopeKeys, ScopeView};
+use crate::plan::{self, ConsulView, Intent, Observed, Plan, Trigger, Want};
+use crate::state::{self, Ticket};
+use crate::{debug_line, note, out, warn_line};
+use std::time::{Duration, Instant};
 
-/// The JSON stored at `<ns>/<scope>/vip-holder`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HolderRecord {
-    /// Patroni member name of the holder.
-    pub member: String,
-    /// The VIP with prefix.
-    pub address: String,
-    /// Interface it is on.
-    pub interface: String,
-    /// When this holder took it, RFC 3339 UTC.
-    pub since: String,
+/// How long a release waits for the lock before it goes on without it: the
+/// lock is held only for local steps (milliseconds), so a longer hold means
+/// a run that is stuck, and a release must not be kept waiting by it.
+pub const RELEASE_LOCK_WAIT: Duration = Duration::from_millis(50);
+
+/// One VIP run's fixed inputs.
+pub struct Run<'a> {
+    /// The configuration.
+    pub cfg: &'a Config,
+    /// Its vip section.
+    pub vip: &'a VipConfig,
+    /// The scope.
+    pub scope: &'a str,
+    /// The Consul client.
+    pub consul: &'a Consul,
+    /// The run's budget.
+    pub budget: Budget,
+    /// Print the plan, change nothing.
+    pub dry_run: bool,
 }
 
-/// Why the VIP is being converged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// A Patroni callback that wants this.
-    Callback(Want),
-    /// `reconcile`: follow the leader key.
-    Reconcile,
-}
-
-/// Consul keys of one scope.
-pub struct Keys {
-    /// `<ns>/<scope>/`
-    pub prefix: String,
-    /// `<ns>/<scope>/leader`
-    pub leader: String,
-    /// `<ns>/<scope>/floating-ip`
-    pub floating_ip: String,
-    /// `<ns>/<scope>/vip-holder`
-    pub holder: String,
-}
-
-impl Keys {
-    /// The keys of `scope` under `namespace`.
-    pub fn new(namespace: &str, scope: &str) -> Self {
-        let prefix = format!("{namespace}/{scope}/");
-        Keys {
-            leader: format!("{prefix}leader"),
-            floating_ip: format!("{prefix}floating-ip"),
-            holder: format!("{prefix}vip-holder"),
-            prefix,
-        }
-    }
-}
-
-/// Reads the leader view from a recursive read's entries.
-pub fn leader_of(entries: &[Entry], keys: &Keys, me: &str) -> Leader {
-    match entries.iter().find(|e| e.key == keys.leader) {
-        None => Leader::NoKey,
-        Some(e) => {
-            let name = String::from_utf8_lossy(&e.value).trim().to_string();
-            if name.is_empty() {
-                Leader::NoKey
-            } else if name == me {
-                Leader::Me
-            } else {
-                Leader::Other(name)
-            }
-        }
-    }
-}
-
-/// Reads the holder view from an entry, comparing with what this node would write.
-pub fn holder_of(entry: Option<&Entry>, addr: IpNet, interface: &str) -> Holder {
-    match entry {
-        None => Holder::Absent,
-        Some(e) => match serde_json::from_slice::<HolderRecord>(&e.value) {
-            Ok(r) => Holder::Present {
-                same_vip: r.address == addr.to_string() && r.interface == interface,
-                member: r.member,
-                index: e.modify_index,
-            },
-            Err(_) => Holder::Unparsable {
-                index: e.modify_index,
-            },
+/// Reads the scope: one recursive read, as a view the planner takes.
+pub async fn read_view(consul: &Consul, keys: &ScopeKeys, consistent: bool) -> ConsulView {
+    match consul.list(&keys.prefix, consistent).await {
+        Ok(entries) => ConsulView::Answered(ScopeView::read(&entries, keys)),
+        Err(e) => match e.kind() {
+            Kind::Temporary => ConsulView::Unreachable(e.to_string()),
+            Kind::Failed => ConsulView::Unusable(e.to_string()),
+            Kind::Usage => ConsulView::Misconfigured(e.to_string()),
         },
     }
 }
 
-/// Converges the VIP of `scope` on this host. Errors and verdicts go into `report`.
-///
-/// `pre_read` is the consistent read of `<ns>/<scope>/` when the caller made it
-/// already (reconcile reads before taking the lock); otherwise a hold reads it
-/// here and a release reads nothing before removing.
-#[allow(clippy::too_many_arguments)]
-pub async fn converge(
-    cfg: &Config,
-    vip: &VipConfig,
-    scope: &str,
-    consul: &Consul,
-    mode: Mode,
-    pre_read: Option<Result<Vec<Entry>, Error>>,
-    dry_run: bool,
+/// Converges the VIP of the run's scope. Returns the last plan applied
+/// (`None` when nothing was decided: a newer run's decision stood, or the
+/// local state could not be read).
+pub async fn converge(run: &Run<'_>, trigger: Trigger, report: &mut Report) -> Option<Plan> {
+    let ticket = Ticket::now();
+    let keys = ScopeKeys::new(&run.cfg.consul.namespace, run.scope);
+    // Removal never waits on Consul: a release starts with what it knows.
+    let first = match trigger {
+        Trigger::Callback(Want::Release) if !run.dry_run => ConsulView::NotAsked,
+        _ => read_view(run.consul, &keys, true).await,
+    };
+    let p = round(run, &keys, trigger, first, ticket, report).await?;
+    if !p.ask_consul {
+        return Some(p);
+    }
+    // Local work is done: the rest of the deadline is Consul's.
+    run.consul.set_deadline(run.budget.end);
+    let view = read_view(run.consul, &keys, false).await;
+    round(run, &keys, trigger, view, ticket, report).await
+}
+
+/// Lock, observe locally, plan, apply the VIP steps, unlock, then the record.
+async fn round(
+    run: &Run<'_>,
+    keys: &ScopeKeys,
+    trigger: Trigger,
+    consul: ConsulView,
+    ticket: Ticket,
+    report: &mut Report,
+) -> Option<Plan> {
+    let cfg = run.cfg;
+    let subject = format!("vip-{}", run.scope);
+    let local = match Local::open(run.vip, &cfg.lock_file, run.scope).await {
+        Ok(l) => l,
+        Err(e) => {
+            report.fail(e);
+            return None;
+        }
+    };
+    let (intent, _) = plan::intent(trigger, &consul, &cfg.name);
+    let release = intent == Intent::Release;
+    let lock = if run.dry_run {
+        None
+    } else if release {
+        match state::acquire(&cfg.lock_file, Instant::now() + RELEASE_LOCK_WAIT) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                // A release goes on: removing the VIP is never the unsafe
+                // direction, and waiting could leave it on a demoted node.
+                warn_line!("{e}; releasing without the lock");
+                if e.kind() != Kind::Temporary {
+                    report.set(e.kind());
+                }
+                None
+            }
+        }
+    } else {
+        match state::acquire(&cfg.lock_file, run.budget.end) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                report.fail(e);
+                return None;
+            }
+        }
+    };
+    if lock.is_some() {
+        if let Some(last) = state::last_decided(&cfg.lock_file, &subject) {
+            if last > ticket {
+                note!(
+                    "a run that started {:?} after this one decided meanwhile; its decision stands",
+                    last.since(ticket)
+                );
+                return None;
+            }
+        }
+    }
+    let remembered = match local.remembered() {
+        Ok(r) => r,
+        Err(e) if release => {
+            warn_line!("{e}; releasing what is marked as ours");
+            Vec::new()
+        }
+        Err(e) => {
+            report.fail(e);
+            return None;
+        }
+    };
+    let present = match local.present(&remembered).await {
+        Ok(p) => p,
+        Err(e) => {
+            report.fail(e);
+            return None;
+        }
+    };
+    let observed = Observed {
+        trigger,
+        me: cfg.name.clone(),
+        keys: keys.clone(),
+        interface: run.vip.interface.clone(),
+        config_vip: run.vip.address,
+        consul,
+        present,
+        remembered,
+        reannounce: matches!(trigger, Trigger::Callback(_)),
+    };
+    let p = plan::plan(&observed);
+    note!(
+        "decision: {} (Consul: {}); steps: {}",
+        match p.intent {
+            Intent::Hold => "hold",
+            Intent::Release => "release",
+            Intent::Keep => "keep",
+        },
+        consul_text(&observed.consul, &cfg.name),
+        steps_text(&p)
+    );
+    if run.dry_run {
+        print_plan(run, &p, &keys.vip_holder);
+        for v in &p.verdicts {
+            report.verdict(v);
+        }
+        return Some(p);
+    }
+    let mut applied = true;
+    for step in &p.steps {
+        if let Err(e) = local.apply(step).await {
+            report.fail(e);
+            applied = false;
+            break;
+        }
+    }
+    if !p.steps.is_empty() || lock.is_some() {
+        if let Err(e) = state::set_decided(&cfg.lock_file, &subject, ticket) {
+            warn_line!("{e}");
+        }
+    }
+    drop(lock);
+    for v in &p.verdicts {
+        report.verdict(v);
+    }
+    if applied {
+        if let Some(step) = &p.record {
+            record(run, keys, &p, step.clone(), &subject, ticket, report).await;
+        }
+    }
+    Some(p)
+}
+
+/// The record step, without the lock: skipped when a newer run decided
+/// since (that run owns the record now); on a refused check-and-set, read
+/// again and retry a few times, since the refusal may come from an older
+/// run of this same host whose write landed late.
+async fn record(
+    run: &Run<'_>,
+    keys: &ScopeKeys,
+    p: &Plan,
+    mut step: plan::RecordStep,
+    subject: &str,
+    ticket: Ticket,
     report: &mut Report,
 ) {
-    let keys = Keys::new(&cfg.consul.namespace, scope);
-    let cache = lock::cache_path(&cfg.lock_file, scope);
-    let fx = match Effects::open(vip, dry_run).await {
-        Ok(fx) => fx,
-        Err(e) => return report.fail(e),
-    };
-
-    // A hold (or a reconcile) needs the fence first: one consistent read.
-    let scope_read = match (mode, pre_read) {
-        (_, Some(r)) => Some(r),
-        (Mode::Callback(Want::Release), None) => None,
-        (_, None) => Some(consul.list(&keys.prefix, true).await),
-    };
-    let leader = match &scope_read {
-        None => Leader::Unreachable, // not consulted for a release
-        Some(Ok(entries)) => leader_of(entries, &keys, &cfg.name),
-        Some(Err(e)) if e.kind() == Kind::Temporary => {
-            report.fail(e.clone().context("fence"));
-            Leader::Unreachable
+    run.consul.set_deadline(run.budget.end);
+    for attempt in 1..=3 {
+        if state::last_decided(&run.cfg.lock_file, subject).is_some_and(|last| last > ticket) {
+            note!("a newer run decided meanwhile; the vip-holder record is left to it");
+            return;
         }
-        // Consul answered but not usefully (403, a malformed answer, an
-        // unreadable token): that is not "unreachable", so Patroni is not
-        // trusted blindly and the VIP is left as it is.
-        Some(Err(e)) => {
-            return report.fail(e.clone().context("fence: VIP left as it is"));
-        }
-    };
-    let want = match mode {
-        Mode::Callback(w) => w,
-        Mode::Reconcile => match plan::reconcile_want(&leader) {
-            Some(w) => w,
-            None => {
-                let why = match leader {
-                    Leader::NoKey => "no leader key in Consul; VIP left as it is",
-                    _ => "Consul unreachable; VIP left as it is",
-                };
-                note!("{why}");
-                if dry_run {
-                    println!("VIP: nothing to do ({why})");
-                }
-                return report.set(Kind::Temporary);
-            }
-        },
-    };
-    if let Leader::Other(who) = &leader {
-        debug_line!("leader key {} names {who}", keys.leader);
-    }
-
-    // The addresses: a hold takes one; a release removes every address this
-    // node may carry: the configured or Consul one, and the one remembered
-    // from when it last held the VIP (Consul's floating-ip may have changed
-    // since, or be out of reach).
-    let addrs = match addresses(vip, &keys, scope_read.as_ref(), consul, want, &cache).await {
-        Ok(a) => a,
-        Err(e) => return report.fail(e),
-    };
-    let reannounce = match mode {
-        Mode::Callback(_) => Reannounce::Always,
-        Mode::Reconcile => Reannounce::OnlyWhenAdded,
-    };
-    let mut plans = Vec::new();
-    for addr in &addrs {
-        let present = match fx.has_vip(*addr).await {
-            Ok(p) => p,
+        match apply::record(&step, run.consul, &keys.vip_holder, &run.cfg.name).await {
+            Ok(true) => return,
             Err(e) => return report.fail(e),
-        };
-        let vp = plan::plan_vip(want, &leader, present, reannounce);
-        note!(
-            "decision: want={} leader={} vip {} {} on {}; steps: {}",
-            match want {
-                Want::Hold => "hold",
-                Want::Release => "release",
-            },
-            leader_text(&leader),
-            addr,
-            if present { "present" } else { "absent" },
-            vip.interface,
-            steps_text(&vp.steps)
-        );
-        if dry_run && vp.steps.is_empty() {
-            println!(
-                "VIP: nothing to do ({addr} {} on {})",
-                if present { "present" } else { "absent" },
-                vip.interface
-            );
-        }
-        plans.push((*addr, vp));
-    }
-    let mut vip_ok = true;
-    for (addr, vp) in &plans {
-        for step in &vp.steps {
-            if let Err(e) = fx.apply_vip(*step, *addr).await {
-                report.fail(e);
-                vip_ok = false;
-                break;
+            Ok(false) if attempt == 3 => {
+                return report.fail(Error::temporary(
+                    format!("writing {}", keys.vip_holder),
+                    "changed under every check-and-set; left to the next run",
+                ))
             }
-        }
-        report.verdict(&vp.verdict);
-        if vip_ok && vp.holds && !dry_run {
-            // Remembered whenever this node holds it, added now or found in
-            // place (say, by the glue this tool replaces), so that a later
-            // release can remove it without Consul.
-            if let Err(e) = lock::write_cached_vip(&cache, *addr) {
-                warn_line!("{e}; a release without Consul may not find the VIP address");
-            }
-        }
-    }
-    let (addr, vp) = &plans[0];
-    if !vip_ok || !vp.record {
-        // The VIP is not where the plan wanted it, or nobody holds the leader
-        // lock: do not claim or drop the record.
-        return;
-    }
-
-    // The record, after the local change.
-    let holder_entry = match scope_read {
-        Some(Ok(entries)) => Ok(entries.into_iter().find(|e| e.key == keys.holder)),
-        Some(Err(_)) => Err(()),
-        None => consul
-            .get(&keys.holder, true)
-            .await
-            .map_err(|e| report.fail(e)),
-    };
-    let holder = match &holder_entry {
-        Ok(e) => holder_of(e.as_ref(), *addr, &vip.interface),
-        Err(()) => Holder::Unreachable,
-    };
-    let (step, verdict) = plan::plan_record(vp.holds, &cfg.name, &holder);
-    report.verdict(&verdict);
-    match step {
-        Some(step) => {
-            let record = HolderRecord {
-                member: cfg.name.clone(),
-                address: addr.to_string(),
-                interface: vip.interface.clone(),
-                since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            };
-            if let Err(e) = fx.apply_record(step, consul, &keys.holder, &record).await {
-                report.fail(e);
-            }
-        }
-        None if dry_run => println!("vip-holder: nothing to do"),
-        None => {}
-    }
-}
-
-/// The VIP addresses to act on, the primary one first.
-async fn addresses(
-    vip: &VipConfig,
-    keys: &Keys,
-    scope_read: Option<&Result<Vec<Entry>, Error>>,
-    consul: &Consul,
-    want: Want,
-    cache: &std::path::Path,
-) -> Result<Vec<IpNet>, Error> {
-    let cached = lock::read_cached_vip(cache);
-    let parse = |e: &Entry| {
-        let s = String::from_utf8_lossy(&e.value);
-        parse_vip(&s).map_err(|why| Error::failed(format!("Consul key {}", keys.floating_ip), why))
-    };
-    let no_key = || {
-        Error::failed(
-            "finding the VIP address",
-            format!(
-                "vip.address is not set and Consul has no key {}",
-                keys.floating_ip
-            ),
-        )
-    };
-    // What config or Consul says now, if that can be known without waiting.
-    let current = match (vip.address, scope_read) {
-        (Some(a), _) => Some(Ok(a)),
-        (None, Some(Ok(entries))) => Some(
-            entries
-                .iter()
-                .find(|e| e.key == keys.floating_ip)
-                .map_or_else(|| Err(no_key()), parse),
-        ),
-        (None, Some(Err(_))) | (None, None) => None,
-    };
-    match want {
-        Want::Hold => match (current, cached) {
-            (Some(r), _) => r.map(|a| vec![a]),
-            (None, Some(a)) => Ok(vec![a]),
-            (None, None) => Err(Error::temporary(
-                "finding the VIP address",
-                "vip.address is not set, Consul is unreachable and no address is remembered",
-            )),
-        },
-        Want::Release => {
-            let mut out = Vec::new();
-            match current {
-                Some(Ok(a)) => out.push(a),
-                Some(Err(e)) if cached.is_none() => return Err(e),
-                Some(Err(_)) => {}
-                // Removal never waits on Consul: ask it only when nothing
-                // is configured or remembered.
-                None if cached.is_none() => match consul.get(&keys.floating_ip, false).await? {
-                    Some(e) => out.push(parse(&e)?),
-                    None => return Err(no_key()),
-                },
-                None => {}
-            }
-            if let Some(a) = cached {
-                if !out.contains(&a) {
-                    out.push(a);
+            Ok(false) => {
+                debug_line!(
+                    "{} changed since it was read; reading it again",
+                    keys.vip_holder
+                );
+                match read_view(run.consul, keys, true).await {
+                    ConsulView::Answered(v) => {
+                        match plan::record_step(&p.intent, p.vip.as_ref(), &run.cfg.name, &v.holder)
+                        {
+                            Some(next) => step = next,
+                            None => return,
+                        }
+                    }
+                    ConsulView::Unreachable(why) => {
+                        return report.fail(Error::temporary(
+                            format!("writing {}", keys.vip_holder),
+                            why,
+                        ))
+                    }
+                    ConsulView::Unusable(why) | ConsulView::Misconfigured(why) => {
+                        return report
+                            .fail(Error::failed(format!("writing {}", keys.vip_holder), why))
+                    }
+                    ConsulView::NotAsked => return,
                 }
             }
-            Ok(out)
         }
     }
 }
 
-fn leader_text(l: &Leader) -> String {
-    match l {
-        Leader::Me => "this node".into(),
-        Leader::Other(n) => n.clone(),
-        Leader::NoKey => "none".into(),
-        Leader::Unreachable => "unknown".into(),
+fn consul_text(c: &ConsulView, me: &str) -> String {
+    match c {
+        ConsulView::NotAsked => "not asked".into(),
+        ConsulView::Unreachable(_) => "unreachable".into(),
+        ConsulView::Unusable(_) => "unusable answer".into(),
+        ConsulView::Misconfigured(_) => "not usable as configured".into(),
+        ConsulView::Answered(v) => match &v.leader {
+            crate::keys::LeaderKey::Name(n) if n == me => "leader is this node".into(),
+            crate::keys::LeaderKey::Name(n) => format!("leader is {}", crate::keys::shown(n)),
+            crate::keys::LeaderKey::Absent => "no leader key".into(),
+            crate::keys::LeaderKey::Invalid(_) => "invalid leader key".into(),
+        },
     }
 }
 
-fn steps_text(steps: &[plan::Step]) -> String {
-    if steps.is_empty() {
+fn steps_text(p: &Plan) -> String {
+    let mut parts: Vec<String> = p.steps.iter().map(|s| s.to_string()).collect();
+    if let Some(r) = &p.record {
+        parts.push(r.to_string());
+    }
+    if parts.is_empty() {
         "none".into()
     } else {
-        steps
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        parts.join(", ")
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(key: &str, value: &str, idx: u64) -> Entry {
-        Entry {
-            key: key.into(),
-            value: value.as_bytes().to_vec(),
-            modify_index: idx,
-            session: None,
+/// `--dry-run`: the plan on stdout, one line per step.
+fn print_plan(run: &Run<'_>, p: &Plan, holder_key: &str) {
+    for step in &p.steps {
+        match step {
+            plan::VipStep::Announce(_) if run.vip.gratuitous_arp == 0 => {}
+            plan::VipStep::Announce(o) => out::line(format_args!(
+                "would announce {} on {} ({} packets)",
+                o.net.addr(),
+                o.interface,
+                run.vip.gratuitous_arp
+            )),
+            other => out::line(format_args!("would {other}")),
         }
     }
-
-    #[test]
-    fn leader_view() {
-        let k = Keys::new("service", "batman");
-        assert_eq!(leader_of(&[], &k, "pg1"), Leader::NoKey);
-        assert_eq!(
-            leader_of(&[entry("service/batman/leader", "pg1", 3)], &k, "pg1"),
-            Leader::Me
-        );
-        assert_eq!(
-            leader_of(&[entry("service/batman/leader", "pg2", 3)], &k, "pg1"),
-            Leader::Other("pg2".into())
-        );
-        assert_eq!(
-            leader_of(&[entry("service/batman/leader", "", 3)], &k, "pg1"),
-            Leader::NoKey
-        );
-        // A key of another scope with a common prefix is not ours.
-        assert_eq!(
-            leader_of(&[entry("service/batman2/leader", "pg1", 3)], &k, "pg1"),
-            Leader::NoKey
-        );
+    if p.steps.is_empty() {
+        out::line(format_args!("VIP: nothing to do"));
     }
-
-    #[test]
-    fn holder_view() {
-        let a: IpNet = "198.51.100.100/24".parse().unwrap();
-        assert_eq!(holder_of(None, a, "eth1"), Holder::Absent);
-        let rec = r#"{"member":"pg1","address":"198.51.100.100/24","interface":"eth1","since":"2026-01-01T00:00:00Z"}"#;
-        assert_eq!(
-            holder_of(Some(&entry("k", rec, 5)), a, "eth1"),
-            Holder::Present {
-                member: "pg1".into(),
-                same_vip: true,
-                index: 5
-            }
-        );
-        assert_eq!(
-            holder_of(Some(&entry("k", rec, 5)), a, "eth2"),
-            Holder::Present {
-                member: "pg1".into(),
-                same_vip: false,
-                index: 5
-            }
-        );
-        assert_eq!(
-            holder_of(Some(&entry("k", "junk", 6)), a, "eth1"),
-            Holder::Unparsable { index: 6 }
-        );
+    match &p.record {
+        Some(plan::RecordStep::Write { cas, .. }) => out::line(format_args!(
+            "would write {holder_key} = {} (cas={cas})",
+            run.cfg.name
+        )),
+        Some(plan::RecordStep::Delete { cas }) => {
+            out::line(format_args!("would delete {holder_key} (cas={cas})"))
+        }
+        None => out::line(format_args!("vip-holder: nothing to do")),
     }
 }

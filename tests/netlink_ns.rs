@@ -28,6 +28,17 @@ fn mac_string(mac: [u8; 6]) -> String {
         .join(":")
 }
 
+/// Whether `vip` is on `ifname` and carries the hook's mark (`None`: absent).
+async fn marked(nl: &Netlink, ifname: &str, vip: IpNet) -> Option<bool> {
+    nl.addresses(ifname)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.net.addr() == vip.addr())
+        .map(|p| p.marked)
+}
+
 /// A namespace with interface `eth1` up (a veth whose peer `eth1p` is in the
 /// same namespace, so the link has carrier).
 fn node(label: &str) -> Netns {
@@ -49,28 +60,30 @@ fn ipv4_vip_add_is_idempotent_and_del_removes_it() {
         (
             nl.add_addr("eth1", vip).await.unwrap(),
             nl.add_addr("eth1", vip).await.unwrap(),
-            nl.has_addr("eth1", vip).await.unwrap(),
+            marked(&nl, "eth1", vip).await,
         )
     });
     assert!(added, "first add reports a change");
     assert!(!added_again, "second add reports no change (EEXIST)");
-    assert!(present, "has_addr sees the VIP");
+    assert_eq!(present, Some(true), "addresses() sees the VIP, marked");
     let shown = ns.addrs("eth1", "198.51.100.100");
     assert_eq!(shown.len(), 1, "VIP exactly once: {shown:?}");
     assert_eq!(shown[0]["prefixlen"], 24);
     assert_eq!(shown[0]["broadcast"], "198.51.100.255");
+    // The mark an operator sees, and that survives a lost state file.
+    assert_eq!(shown[0]["label"], "eth1:phk", "{shown:?}");
 
     let (removed, removed_again, present) = ns.run_async(|| async {
         let nl = Netlink::open().await.unwrap();
         (
             nl.del_addr("eth1", vip).await.unwrap(),
             nl.del_addr("eth1", vip).await.unwrap(),
-            nl.has_addr("eth1", vip).await.unwrap(),
+            marked(&nl, "eth1", vip).await,
         )
     });
     assert!(removed, "first delete reports a change");
     assert!(!removed_again, "second delete reports no change");
-    assert!(!present, "has_addr no longer sees the VIP");
+    assert_eq!(present, None, "addresses() no longer sees the VIP");
     assert_eq!(
         ns.addrs("eth1", "198.51.100.100"),
         Vec::<serde_json::Value>::new()
@@ -110,11 +123,15 @@ fn del_removes_the_vip_whatever_prefix_the_kernel_has() {
     let (present, removed) = ns.run_async(|| async {
         let nl = Netlink::open().await.unwrap();
         (
-            nl.has_addr("eth1", vip).await.unwrap(),
+            marked(&nl, "eth1", vip).await,
             nl.del_addr("eth1", vip).await.unwrap(),
         )
     });
-    assert!(present, "has_addr matches the IP whatever the prefix");
+    assert_eq!(
+        present,
+        Some(false),
+        "found whatever the prefix, and not marked"
+    );
     assert!(removed);
     assert_eq!(
         ns.addrs("eth1", "198.51.100.100"),
@@ -145,6 +162,15 @@ fn ipv6_vip_is_usable_at_once_not_tentative() {
         )
     });
     let shown = ns.addrs("eth1", "2001:db8::100");
+    let mark = ns.run_async(|| async {
+        let nl = Netlink::open().await.unwrap();
+        marked(&nl, "eth1", vip).await
+    });
+    assert_eq!(
+        mark,
+        Some(true),
+        "the IPv6 VIP carries the address protocol mark"
+    );
     assert!(added && !added_again);
     assert_eq!(shown.len(), 1, "VIP exactly once: {shown:?}");
     assert_eq!(shown[0]["prefixlen"], 64);
@@ -177,7 +203,6 @@ fn a_missing_interface_is_named_in_the_error() {
         vec![
             nl.link_index("eth9").await.unwrap_err(),
             nl.link_mac("eth9").await.unwrap_err(),
-            nl.has_addr("eth9", vip).await.unwrap_err(),
             nl.add_addr("eth9", vip).await.unwrap_err(),
             nl.del_addr("eth9", vip).await.unwrap_err(),
         ]
@@ -186,6 +211,11 @@ fn a_missing_interface_is_named_in_the_error() {
         assert_eq!(error.to_string(), "interface eth9: no such interface");
         assert_eq!(error.exit_code(), 1);
     }
+    let listed = ns.run_async(|| async {
+        let nl = Netlink::open().await.unwrap();
+        nl.addresses("eth9").await.unwrap()
+    });
+    assert!(listed.is_none(), "no such interface: no addresses");
 }
 
 #[test]

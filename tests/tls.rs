@@ -142,12 +142,12 @@ fn https_consul_is_trusted_through_ca_file_only() {
         "[databases]\nappdb = host=198.51.100.11 port=5432\n",
     )
     .unwrap();
-    let run = |ca: &str| {
+    let run_on = |host: &str, ca: &str| {
         let cfg = dir.join("c.yml");
         std::fs::write(
             &cfg,
             format!(
-                "lock_file: {d}/l\nconsul:\n  url: https://127.0.0.1:{port}\n  ca_file: {d}/{ca}\n  timeout: 2s\npgbouncer:\n  ini: {d}/pgbouncer.ini\n  pidfile: {d}/p.pid\n  clusters:\n    - scope: batman\n      databases: [appdb]\n",
+                "lock_file: {d}/l\nconsul:\n  url: https://{host}:{port}\n  ca_file: {d}/{ca}\n  timeout: 2s\npgbouncer:\n  ini: {d}/pgbouncer.ini\n  pidfile: {d}/p.pid\n  clusters:\n    - scope: batman\n      databases: [appdb]\n",
                 d = dir.display()
             ),
         )
@@ -160,16 +160,32 @@ fn https_consul_is_trusted_through_ca_file_only() {
             .output()
             .unwrap()
     };
+    let run = |ca: &str| run_on("127.0.0.1", ca);
     // Trusted: the handshake succeeds and the (non-Consul) answer is refused.
     let out = run("ca.pem");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("unexpected answer"), "{err}");
-    // Another CA: no answer is accepted; temporary, the file kept.
+    // Another CA: no answer is accepted, and the message says it is the
+    // certificate check against ca_file, not an unreachable Consul.
     let out = run("other-ca.pem");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(75), "{err}");
-    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("consul.ca_file") && err.contains("other-ca.pem"),
+        "{err}"
+    );
+    assert!(err.contains("TLS"), "{err}");
+    assert!(!err.contains("unreachable"), "{err}");
+    // The right CA, the wrong name (the certificate is for 127.0.0.1 only).
+    let out = run_on("localhost", "ca.pem");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("consul.ca_file") && err.contains("TLS"),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("name"), "{err}");
     // A CA file that is not there: a configuration error naming it.
     let out = run("missing.pem");
     let err = String::from_utf8_lossy(&out.stderr).to_string();

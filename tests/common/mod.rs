@@ -3,8 +3,12 @@
 #![allow(dead_code)]
 
 pub mod consul;
+pub mod fake_consul;
+pub mod hook;
 pub mod netns;
 pub mod pg;
+
+use std::time::{Duration, Instant};
 
 /// A command's exit status, stdout and stderr, for assertion messages.
 pub fn text(o: &std::process::Output) -> String {
@@ -41,4 +45,19 @@ pub fn require_all(needs: &[(&str, bool)]) -> bool {
         .map(|(what, _)| what.to_string())
         .collect();
     require(&missing)
+}
+
+/// Polls `condition` every 10 ms until it holds or `timeout` passes; panics
+/// naming `what` was awaited.
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

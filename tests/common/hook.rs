@@ -1,0 +1,223 @@
+//! A database node for the hook's tests: a "node" namespace joined to a
+//! "peer" by two veth pairs (eth1, eth2), the Consul double reachable from the
+//! node on loopback, a config file and the hook binary run inside the node.
+
+use super::netns::{self, Netns};
+use consul_double::{Options, Server};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// The scope every fixture uses.
+pub const SCOPE: &str = "batman";
+/// The IPv4 VIP of the fixtures.
+pub const V4: &str = "198.51.100.100";
+/// The IPv6 VIP of the fixtures.
+pub const V6: &str = "2001:db8::100";
+/// The node's own addresses on eth1.
+pub const NODE_V4: &str = "198.51.100.11";
+/// The node's own IPv6 address on eth1.
+pub const NODE_V6: &str = "2001:db8::11";
+
+/// The hook binary cargo built for this test.
+pub fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("patroni-hook")
+}
+
+/// The exit code of a finished run (-1 when killed by a signal).
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Two namespaces joined by veth pairs, the double reachable from "node".
+pub struct Fixture {
+    /// The database node the hook runs in.
+    pub node: Netns,
+    /// Its neighbour, which sees announcements.
+    pub peer: Netns,
+    /// The Consul double, on the node's loopback.
+    pub consul: Server,
+    /// Config, lock and state files.
+    pub dir: tempfile::TempDir,
+    /// The config file.
+    pub config: PathBuf,
+}
+
+impl Fixture {
+    /// `None` when the prerequisites are missing outside CI.
+    pub fn new(vip: &str) -> Option<Fixture> {
+        if !netns::require_root_and_ip() {
+            return None;
+        }
+        let node = Netns::new("node");
+        let peer = Netns::new("peer");
+        // DAD would hold the test's own IPv6 addresses tentative for a second.
+        for ns in [&node, &peer] {
+            ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
+            ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
+        }
+        netns::veth(&node, "eth1", &peer, "eth1");
+        netns::veth(&node, "eth2", &peer, "eth2");
+        node.ip(&["addr", "add", &format!("{NODE_V4}/24"), "dev", "eth1"]);
+        peer.ip(&["addr", "add", "198.51.100.12/24", "dev", "eth1"]);
+        node.ip(&[
+            "addr",
+            "add",
+            &format!("{NODE_V6}/64"),
+            "dev",
+            "eth1",
+            "nodad",
+        ]);
+        peer.ip(&["addr", "add", "2001:db8::12/64", "dev", "eth1", "nodad"]);
+        let listener =
+            node.run(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind in node"));
+        let consul = Server::start_on(listener, Options::default()).expect("start the double");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yml");
+        let f = Fixture {
+            node,
+            peer,
+            consul,
+            dir,
+            config,
+        };
+        f.write_config(vip, "");
+        Some(f)
+    }
+
+    /// Writes the fixture's config: VIP `vip` on eth1, deadline 3 s, timeout 1 s.
+    pub fn write_config(&self, vip: &str, extra: &str) {
+        std::fs::write(
+            &self.config,
+            format!(
+                "name: pg1\nscope: {SCOPE}\ndeadline: 3s\nlock_file: {}\n\
+                 consul:\n  url: {}\n  timeout: 1s\n\
+                 vip:\n  address: {vip}\n  interface: eth1\n  gratuitous_arp: 2\n{extra}",
+                self.lock_file().display(),
+                self.consul.url(),
+            ),
+        )
+        .unwrap();
+    }
+
+    /// The lock file the config names.
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.path().join("hook.lock")
+    }
+
+    /// Rewrites this fixture's config in place, replacing `from` with `to`.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "config has no {from:?}");
+        std::fs::write(&self.config, text.replace(from, to)).unwrap();
+    }
+
+    /// A copy of this fixture's config named `name`, with `from` replaced by `to`.
+    pub fn config_variant(&self, name: &str, from: &str, to: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "config has no {from:?}");
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        path
+    }
+
+    /// The hook inside the node namespace, not yet started.
+    pub fn command(&self, config: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", self.node.name()])
+            .arg(bin())
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("PATRONI_HOOK_LOG_STDERR", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `<ns>/<scope>/<k>`.
+    pub fn key(&self, k: &str) -> String {
+        format!("service/{SCOPE}/{k}")
+    }
+
+    /// Sets the leader key.
+    pub fn set_leader(&self, who: &str) {
+        self.consul.kv_put(&self.key("leader"), who.as_bytes());
+    }
+
+    /// Writes member keys as Patroni does: pg1 is this node (198.51.100.11,
+    /// 2001:db8::11), pg2 the peer (198.51.100.12).
+    pub fn set_members(&self) {
+        for (name, host) in [("pg1", NODE_V4), ("pg2", "198.51.100.12")] {
+            self.consul.kv_put(
+                &self.key(&format!("members/{name}")),
+                format!(
+                    r#"{{"conn_url":"postgres://{host}:5432/postgres","api_url":"http://{host}:8008/patroni","role":"replica","state":"running"}}"#
+                )
+                .as_bytes(),
+            );
+        }
+        self.consul.kv_put(
+            &self.key("members/pg3"),
+            br#"{"conn_url":"postgres://[2001:db8::11]:5433/postgres","api_url":"http://[2001:db8::11]:8009/patroni"}"#,
+        );
+    }
+
+    /// Runs the hook inside the node namespace with this fixture's config.
+    pub fn hook(&self, args: &[&str]) -> Output {
+        self.hook_with(&self.config, args)
+    }
+
+    /// Runs the hook with another config.
+    pub fn hook_with(&self, config: &Path, args: &[&str]) -> Output {
+        self.command(config, args)
+            .output()
+            .expect("running patroni-hook")
+    }
+
+    /// A stale neighbour entry for `ip` on the peer with a wrong MAC: only an
+    /// announcement from the node can correct it.
+    pub fn stale_peer_entry(&self, ip: &str) {
+        let wrong = "02:00:00:00:00:99";
+        self.peer.ip(&[
+            "neigh", "replace", ip, "lladdr", wrong, "dev", "eth1", "nud", "stale",
+        ]);
+    }
+
+    /// Waits until the peer's entry for `ip` carries the node's MAC.
+    pub fn wait_announced(&self, ip: &str, what: &str) {
+        let node_mac = self.node.mac("eth1");
+        super::wait_for(what, Duration::from_secs(3), || {
+            self.peer.neighbour_mac("eth1", ip).as_deref() == Some(node_mac.as_str())
+        });
+    }
+
+    /// How many times `ip` is on the node's eth1.
+    pub fn vip_count(&self, ip: &str) -> usize {
+        self.node.addrs("eth1", ip).len()
+    }
+
+    /// How many times `ip` is on the node's `ifname`.
+    pub fn count_on(&self, ifname: &str, ip: &str) -> usize {
+        self.node.addrs(ifname, ip).len()
+    }
+
+    /// The vip-holder record, parsed.
+    pub fn holder(&self) -> Option<serde_json::Value> {
+        self.consul
+            .kv_get(&self.key("vip-holder"))
+            .map(|e| serde_json::from_slice(&e.value).expect("vip-holder is JSON"))
+    }
+
+    /// The vip-holder record's ModifyIndex.
+    pub fn holder_index(&self) -> Option<u64> {
+        self.consul
+            .kv_get(&self.key("vip-holder"))
+            .map(|e| e.modify_index)
+    }
+
+    /// A TCP listener on the node's loopback (for a fake Consul).
+    pub fn node_listener(&self) -> std::net::TcpListener {
+        self.node
+            .run(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind in node"))
+    }
+}
