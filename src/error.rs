@@ -2,7 +2,7 @@
 //!
 //! Every error names what was being done and on what ("interface eth1", "key
 //! service/batman/leader", "/etc/pgbouncer/pgbouncer.ini"), then the cause, as
-//! `context: cause`. The kind decides the exit code of PRODUCT.md.
+//! `context: cause`. The kind decides the exit code (docs/design.md).
 
 use std::fmt;
 

@@ -3,7 +3,7 @@
 //!
 //! Methods are verbs and handle the errno that matters where it happens, as
 //! containers/netavark's `network/netlink.rs` does: EEXIST on add and
-//! EADDRNOTAVAIL on delete mean "already converged" (PRODUCT.md: idempotent),
+//! EADDRNOTAVAIL on delete mean "already converged" (docs/design.md: idempotent),
 //! ENODEV means the configured interface does not exist, EPERM means the
 //! process lacks CAP_NET_ADMIN. Every other errno becomes one line naming the
 //! operation, the address and the interface.
@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::plan::Present;
 use netlink_packet_utils::nla::{DefaultNla, Nla};
 
-/// IFA_PROTO (include/uapi/linux/if_addr.h, kernel >= 6.2): who added an
+/// IFA_PROTO (include/uapi/linux/if_addr.h, Linux >= 5.18): who added an
 /// address. The kernel stores any byte and shows it back; older kernels
 /// ignore the attribute, and ownership then rests on the state file and,
 /// for IPv4, on the label.

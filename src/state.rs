@@ -166,9 +166,10 @@ fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(content)?;
-        // Durable before the rename: an address added after this write must
-        // be found after a crash too.
-        f.sync_all()?;
+        // No fsync: the order that matters is against a killed process
+        // (remember, then add), which the rename gives. A crash of the host
+        // loses the kernel's addresses too, and the default directory is
+        // tmpfs, cleared at boot with them.
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
