@@ -65,71 +65,66 @@ pub struct Local<'a> {
 }
 
 impl<'a> Local<'a> {
-    /// Opens netlink; the configured interface must exist.
+    /// Opens netlink.
     pub async fn open(
         vip: &'a VipConfig,
         lock_file: &'a Path,
         scope: &'a str,
     ) -> Result<Local<'a>, Error> {
-        let netlink = Netlink::open().await?;
-        netlink.link_index(&vip.interface).await?;
         Ok(Local {
-            netlink,
+            netlink: Netlink::open().await?,
             vip,
             lock_file,
             scope,
         })
     }
 
-    /// What this host remembers adding, oldest first.
+    /// Whether the configured interface exists (an error naming it if not).
+    pub async fn interface(&self) -> Result<(), Error> {
+        self.netlink.link_index(&self.vip.interface).await.map(drop)
+    }
+
+    /// What this scope remembers owning, oldest first.
     pub fn remembered(&self) -> Result<Vec<Owned>, Error> {
         state::read_owned(self.lock_file, self.scope, &self.vip.interface)
     }
 
-    /// The addresses on the configured interface and on every interface in
-    /// `remembered` (an interface that is gone has none).
-    pub async fn present(&self, remembered: &[Owned]) -> Result<Vec<Present>, Error> {
-        let mut names = vec![self.vip.interface.as_str()];
-        for r in remembered {
-            if !names.contains(&r.interface.as_str()) {
-                names.push(&r.interface);
-            }
-        }
-        let mut out = Vec::new();
-        for name in names {
-            match self.netlink.addresses(name).await? {
-                Some(found) => out.extend(found),
-                None if name == self.vip.interface => {
-                    return Err(Error::failed(
-                        format!("interface {name}"),
-                        "no such interface",
-                    ))
-                }
-                None => {}
-            }
-        }
-        Ok(out)
+    /// What the other scopes of this host remember owning.
+    pub fn others(&self) -> Vec<Owned> {
+        state::read_others(self.lock_file, self.scope)
     }
 
-    /// Carries out one VIP step.
+    /// Every address on the host.
+    pub async fn present(&self) -> Result<Vec<Present>, Error> {
+        self.netlink.all_addresses().await
+    }
+
+    /// Whether `o` is on its interface now.
+    pub async fn has(&self, o: &Owned) -> bool {
+        match self.netlink.addresses(&o.interface).await {
+            Ok(Some(found)) => found.iter().any(|p| p.net.addr() == o.net.addr()),
+            _ => false,
+        }
+    }
+
+    /// Carries out one VIP step. Announcements are sent by [`Local::announce`].
     pub async fn apply(&self, step: &VipStep) -> Result<(), Error> {
         match step {
             VipStep::Remember(o) => {
-                let mut set = self.remembered()?;
-                if !set
-                    .iter()
-                    .any(|x| x.net.addr() == o.net.addr() && x.interface == o.interface)
-                {
+                let mut set = self.remembered().unwrap_or_default();
+                if !set.iter().any(|x| x.same(o)) {
                     set.push(o.clone());
-                    state::write_owned(self.lock_file, self.scope, &set)?;
+                    state::write_owned(self.lock_file, self.scope, &set)
+                        .map_err(|e| e.context(format!("remembering {o}")))?;
                 }
             }
             VipStep::Forget(o) => {
-                let mut set = self.remembered()?;
+                let mut set = self.remembered().unwrap_or_default();
                 let before = set.len();
-                set.retain(|x| !(x.net.addr() == o.net.addr() && x.interface == o.interface));
+                set.retain(|x| !x.same(o));
                 if set.len() != before {
-                    state::write_owned(self.lock_file, self.scope, &set)?;
+                    state::write_owned(self.lock_file, self.scope, &set)
+                        .map_err(|e| e.context(format!("forgetting {o}")))?;
                 }
             }
             VipStep::Add(o) => {
@@ -146,26 +141,31 @@ impl<'a> Local<'a> {
                     note!("{} already absent from {}", o.net, o.interface);
                 }
             }
-            VipStep::Announce(o) => {
-                if self.vip.gratuitous_arp > 0 {
-                    let mac = self.netlink.link_mac(&o.interface).await?;
-                    let index = self.netlink.link_index(&o.interface).await?;
-                    announce::announce(
-                        &o.interface,
-                        index,
-                        mac,
-                        o.net.addr(),
-                        self.vip.gratuitous_arp,
-                    )?;
-                    note!(
-                        "announced {} on {} ({} packets)",
-                        o.net.addr(),
-                        o.interface,
-                        self.vip.gratuitous_arp
-                    );
-                }
-            }
+            VipStep::Announce(o) => self.announce(o).await?,
         }
+        Ok(())
+    }
+
+    /// Sends the gratuitous ARP / unsolicited NA for `o`.
+    pub async fn announce(&self, o: &Owned) -> Result<(), Error> {
+        if self.vip.gratuitous_arp == 0 {
+            return Ok(());
+        }
+        let mac = self.netlink.link_mac(&o.interface).await?;
+        let index = self.netlink.link_index(&o.interface).await?;
+        announce::announce(
+            &o.interface,
+            index,
+            mac,
+            o.net.addr(),
+            self.vip.gratuitous_arp,
+        )?;
+        note!(
+            "announced {} on {} ({} packets)",
+            o.net.addr(),
+            o.interface,
+            self.vip.gratuitous_arp
+        );
         Ok(())
     }
 }

@@ -275,11 +275,18 @@ fn print_text(v: &serde_json::Value, indent: &str) {
                                 out::line(format_args!("{indent}  -"));
                                 print_text(it, &format!("{indent}    "));
                             }
+                            serde_json::Value::String(s) => {
+                                out::line(format_args!("{indent}  - {}", s.escape_debug()))
+                            }
                             other => out::line(format_args!("{indent}  - {other}")),
                         }
                     }
                 }
-                serde_json::Value::String(s) => out::line(format_args!("{indent}{k}: {s}")),
+                // Values come from Consul: escaped, so none starts a line
+                // of its own or sends a terminal escape.
+                serde_json::Value::String(s) => {
+                    out::line(format_args!("{indent}{k}: {}", s.escape_debug()))
+                }
                 serde_json::Value::Null => out::line(format_args!("{indent}{k}: -")),
                 other => out::line(format_args!("{indent}{k}: {other}")),
             }
@@ -324,12 +331,20 @@ async fn check_config(cfg: &Config, consul: &Consul) -> i32 {
             Err(e) => warnings.push(format!("vip.interface not checked: {e}")),
         }
     }
-    if let Some(lockdir) = cfg.lock_file.parent() {
-        if !lockdir.is_dir() {
-            warnings.push(format!(
-                "lock_file: directory {} does not exist (the tmpfiles.d entry creates /run/patroni-hook)",
-                lockdir.display()
-            ));
+    match cfg.lock_file.parent() {
+        Some(lockdir) if !lockdir.is_dir() => warnings.push(format!(
+            "lock_file: directory {} does not exist (the tmpfiles.d entry creates /run/patroni-hook)",
+            lockdir.display()
+        )),
+        _ => {
+            // The lock as this user would take it; a lock file that is a
+            // directory, or that this user cannot open, stops every hold.
+            if let Err(e) = state::probe(&cfg.lock_file) {
+                if e.kind() != Kind::Temporary {
+                    eprintln!("patroni-hook: {}: lock_file: {e}", cfg.path.display());
+                    return 2;
+                }
+            }
         }
     }
     warnings.extend(pgbouncer_host::check(cfg));

@@ -15,6 +15,10 @@ use std::time::Duration;
 /// `$PATRONI_HOOK_CONFIG` names one.
 pub const DEFAULT_PATH: &str = "/etc/patroni-hook/config.yml";
 
+/// The shortest `consul.timeout`: a round trip to a local agent takes a
+/// millisecond or two, a consistent read a few more.
+const MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Default lock file; its directory comes from the shipped tmpfiles.d entry,
 /// owned by the Patroni user.
 pub const DEFAULT_LOCK_FILE: &str = "/run/patroni-hook/patroni-hook.lock";
@@ -127,10 +131,36 @@ struct RawConfig {
     scope: Option<String>,
     deadline: Option<String>,
     lock_file: Option<PathBuf>,
-    #[serde(default)]
-    consul: RawConsul,
-    vip: Option<RawVip>,
-    pgbouncer: Option<RawPgbouncer>,
+    #[serde(default, deserialize_with = "present")]
+    consul: Option<Option<RawConsul>>,
+    #[serde(default, deserialize_with = "present")]
+    vip: Option<Option<RawVip>>,
+    #[serde(default, deserialize_with = "present")]
+    pgbouncer: Option<Option<RawPgbouncer>>,
+}
+
+/// Tells a key written with no value (`vip:`) from a key not written: the
+/// first is `Some(None)`, and refused, since an operator who wrote `vip:`
+/// meant a VIP.
+fn present<'de, T, D>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A section that is present must have content.
+fn section<T>(path: &Path, key: &str, v: Option<Option<T>>) -> Result<Option<T>> {
+    match v {
+        None => Ok(None),
+        Some(Some(t)) => Ok(Some(t)),
+        Some(None) => Err(Error::config(
+            path,
+            key,
+            "written with no value: expected its settings, or leave the key out",
+        )),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -218,6 +248,12 @@ pub fn from_str(
     env: &Env,
     read_token: &dyn Fn(&Path) -> std::io::Result<String>,
 ) -> Result<Config> {
+    if text.trim().is_empty() {
+        return Err(Error::usage(format!(
+            "{}: the file is empty: expected at least the vip or pgbouncer section",
+            path.display()
+        )));
+    }
     let de = serde_yaml::Deserializer::from_str(text);
     let raw: RawConfig = match serde_path_to_error::deserialize(de) {
         Ok(raw) => raw,
@@ -260,9 +296,14 @@ pub fn from_str(
         ));
     }
 
-    let consul = consul(path, raw.consul, env, read_token)?;
+    let consul = consul(
+        path,
+        section(path, "consul", raw.consul)?.unwrap_or_default(),
+        env,
+        read_token,
+    )?;
 
-    let vip = match raw.vip {
+    let vip = match section(path, "vip", raw.vip)? {
         None => None,
         Some(v) => {
             let address = match v.address.as_deref() {
@@ -288,7 +329,7 @@ pub fn from_str(
         }
     };
 
-    let pgbouncer = match raw.pgbouncer {
+    let pgbouncer = match section(path, "pgbouncer", raw.pgbouncer)? {
         None => None,
         Some(p) => {
             if p.clusters.is_empty() {
@@ -386,6 +427,18 @@ fn consul(
             "expected scheme://host[:port] with no path or user info",
         ));
     }
+    // What the HTTP client will make of it: a port past 65535 or a broken
+    // IPv6 literal must fail here, not at every run.
+    match reqwest::Url::parse(&url) {
+        Ok(u) if u.host().is_some() => {}
+        Ok(_) => return Err(bad("consul.url", "expected a host")),
+        Err(e) => {
+            return Err(bad(
+                "consul.url",
+                &format!("not a URL the HTTP client accepts: {e}"),
+            ))
+        }
+    }
     let namespace = raw.namespace.unwrap_or_else(|| "service".to_string());
     let namespace = namespace.trim_matches('/').to_string();
     if namespace.is_empty()
@@ -440,10 +493,13 @@ fn consul(
         }
     }
     let timeout = duration(path, "consul.timeout", raw.timeout.as_deref(), "2s")?;
-    if timeout.is_zero() {
+    if timeout < MIN_TIMEOUT {
         return Err(bad(
             "consul.timeout",
-            "expected a positive duration such as 2s",
+            &format!(
+                "expected at least {} (no Consul answers sooner), such as 2s",
+                humantime::format_duration(MIN_TIMEOUT)
+            ),
         ));
     }
     Ok(ConsulConfig {
@@ -492,6 +548,10 @@ fn yaml_error(path: &Path, e: serde_path_to_error::Error<serde_yaml::Error>) -> 
     let key = e.path().to_string();
     let inner = e.into_inner();
     let mut msg = inner.to_string();
+    // serde_yaml starts some messages with the path itself.
+    if let Some(rest) = msg.strip_prefix(&format!("{key}: ")) {
+        msg = rest.to_string();
+    }
     // serde_yaml appends " at line L column C"; keep it, it helps, but keep one line.
     if let Some(loc) = inner.location() {
         if !msg.contains("line") {

@@ -311,10 +311,18 @@ impl Consul {
                 Some(p) => format!("consul.ca_file {}", p.display()),
                 None => "no consul.ca_file".to_string(),
             };
-            return Error::failed(
-                what,
-                format!("TLS verification failed (trusting only {ca}): {tls}"),
-            );
+            return match tls {
+                rustls::Error::InvalidCertificate(_) => Error::failed(
+                    what,
+                    format!("TLS verification failed (trusting only {ca}): {tls}"),
+                ),
+                _ => Error::failed(
+                    what,
+                    format!(
+                        "TLS handshake failed (does the agent speak https at this address?): {tls}"
+                    ),
+                ),
+            };
         }
         transport_error(what, e, timeout)
     }
@@ -334,13 +342,13 @@ fn too_large(what: &str) -> Error {
 /// file does not vouch for, or a name the certificate does not cover.
 /// hyper-util wraps it in an `io::Error` inside another `io::Error`, whose
 /// `source()` skips the wrapped error itself, so `get_ref` is followed too.
-fn tls_cause(e: &reqwest::Error) -> Option<String> {
-    fn find(e: &(dyn std::error::Error + 'static), depth: u8) -> Option<String> {
+fn tls_cause(e: &reqwest::Error) -> Option<rustls::Error> {
+    fn find(e: &(dyn std::error::Error + 'static), depth: u8) -> Option<rustls::Error> {
         if depth > 16 {
             return None;
         }
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
-            return Some(t.to_string());
+            return Some(t.clone());
         }
         if let Some(inner) = e
             .downcast_ref::<std::io::Error>()
@@ -359,12 +367,19 @@ fn tls_cause(e: &reqwest::Error) -> Option<String> {
 fn read_ca(ca: &std::path::Path) -> Result<Vec<reqwest::Certificate>> {
     let pem = std::fs::read(ca)
         .map_err(|e| Error::usage(format!("reading consul.ca_file {}: {e}", ca.display())))?;
-    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
         Error::usage(format!(
             "consul.ca_file {}: not a PEM bundle: {e}",
             ca.display()
         ))
-    })
+    })?;
+    if certs.is_empty() {
+        return Err(Error::usage(format!(
+            "consul.ca_file {}: no certificate in it",
+            ca.display()
+        )));
+    }
+    Ok(certs)
 }
 
 fn check_status(status: reqwest::StatusCode, body: &[u8], what: &str) -> Result<()> {

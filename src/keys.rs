@@ -117,6 +117,9 @@ pub struct ScopeView {
     pub holder: Holder,
     /// `failover` is present (a switchover or manual failover is under way).
     pub failover: bool,
+    /// Nothing at all under the scope's prefix: not a cluster mid-failover
+    /// but a wrong namespace or scope (or a cluster never started).
+    pub empty: bool,
 }
 
 impl ScopeView {
@@ -171,6 +174,7 @@ impl ScopeView {
             floating_ip,
             holder,
             failover: find(&keys.failover).is_some(),
+            empty: !entries.iter().any(|e| e.key.starts_with(&keys.prefix)),
         }
     }
 

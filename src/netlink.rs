@@ -120,14 +120,52 @@ impl Netlink {
                 let Ok(net) = IpNet::new(ip, m.header.prefix_len) else {
                     continue;
                 };
-                out.push(Present {
-                    net,
-                    interface: ifname.to_string(),
-                    marked: is_marked(m, ifname),
-                });
+                out.push(present(m, net, ifname));
             }
         }
         Ok(Some(out))
+    }
+
+    /// Every address on the host (this network namespace), on every interface.
+    pub async fn all_addresses(&self) -> Result<Vec<Present>, Error> {
+        let links: Vec<netlink_packet_route::link::LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| fail("listing interfaces", e))?;
+        let name_of = |index: u32| {
+            links
+                .iter()
+                .find(|l| l.header.index == index)
+                .and_then(|l| {
+                    l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::IfName(n) => Some(n.clone()),
+                        _ => None,
+                    })
+                })
+        };
+        // AF_UNSPEC: one dump of both families (rtnl_dump_all).
+        let all: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| fail("listing addresses", e))?;
+        let mut out = Vec::new();
+        for m in &all {
+            let (Some(ip), Some(ifname)) = (local_ip(m), name_of(m.header.index)) else {
+                continue;
+            };
+            if let Ok(net) = IpNet::new(ip, m.header.prefix_len) {
+                out.push(present(m, net, &ifname));
+            }
+        }
+        Ok(out)
     }
 
     /// Adds `addr` to interface `ifname`; `Ok(false)` when it was already there.
@@ -186,9 +224,18 @@ impl Netlink {
     /// Every address on the interface with this IP is deleted, each with the
     /// prefix length the kernel has, so `198.51.100.100/32` put there by hand
     /// still goes when the configuration says `/24`.
+    ///
+    /// Deleting the primary IPv4 address of a subnet deletes that subnet's
+    /// secondary addresses with it unless `promote_secondaries` is set on the
+    /// interface (net/ipv4/devinet.c __inet_del_ifa): when the VIP became the
+    /// primary (the host's own address was re-added after it), that would
+    /// take the host's own address too, so it is refused instead.
     pub async fn del_addr(&self, ifname: &str, addr: IpNet) -> Result<bool, Error> {
         let index = self.link_index(ifname).await?;
         let what = format!("removing {addr} from {ifname}");
+        if let IpNet::V4(v4) = addr {
+            self.check_secondaries(ifname, v4).await?;
+        }
         let present = self
             .find_addrs(index, addr.addr())
             .await
@@ -205,6 +252,41 @@ impl Netlink {
             }
         }
         Ok(removed)
+    }
+
+    /// Refuses to delete `addr` when it is the primary IPv4 address of its
+    /// subnet on `ifname`, has secondaries, and they would go with it.
+    async fn check_secondaries(&self, ifname: &str, addr: ipnet::Ipv4Net) -> Result<(), Error> {
+        let Some(found) = self.addresses(ifname).await? else {
+            return Ok(());
+        };
+        let Some(me) = found
+            .iter()
+            .find(|p| p.net.addr() == IpAddr::V4(addr.addr()))
+        else {
+            return Ok(());
+        };
+        if me.secondary {
+            return Ok(());
+        }
+        let taken: Vec<String> = found
+            .iter()
+            .filter(|p| p.secondary && p.net.prefix_len() == me.net.prefix_len())
+            .filter(|p| me.net.contains(&p.net.addr()))
+            .map(|p| p.net.to_string())
+            .collect();
+        if taken.is_empty() || promotes_secondaries(ifname) {
+            return Ok(());
+        }
+        Err(Error::failed(
+            format!("removing {addr} from {ifname}"),
+            format!(
+                "it is the primary address of its subnet and the kernel would remove {} with it \
+                 (net.ipv4.conf.{ifname}.promote_secondaries is 0); not removed: set \
+                 promote_secondaries to 1, or remove it by hand",
+                taken.join(", ")
+            ),
+        ))
     }
 
     /// The RTM_NEWLINK message of interface `ifname`.
@@ -278,6 +360,33 @@ fn local_ip(message: &AddressMessage) -> Option<IpAddr> {
         }
     }
     address
+}
+
+/// An address as the planner sees it.
+fn present(m: &AddressMessage, net: IpNet, ifname: &str) -> Present {
+    use netlink_packet_route::address::AddressHeaderFlag;
+    let secondary = m.header.flags.contains(&AddressHeaderFlag::Secondary)
+        || m.attributes.iter().any(
+            |a| matches!(a, AddressAttribute::Flags(f) if f.contains(&AddressFlag::Secondary)),
+        );
+    Present {
+        net,
+        interface: ifname.to_string(),
+        marked: is_marked(m, ifname),
+        secondary,
+    }
+}
+
+/// Whether the kernel promotes a secondary when the primary of its subnet
+/// goes (`all` or the interface's own setting, IN_DEV_ORCONF). Read from
+/// /proc/sys/net, which shows the network namespace of the reader.
+fn promotes_secondaries(ifname: &str) -> bool {
+    ["all", ifname].iter().any(|conf| {
+        std::fs::read_to_string(format!(
+            "/proc/sys/net/ipv4/conf/{conf}/promote_secondaries"
+        ))
+        .is_ok_and(|v| v.trim() == "1")
+    })
 }
 
 /// Whether an address carries the hook's mark: its protocol byte, or (IPv4)

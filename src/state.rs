@@ -3,10 +3,11 @@
 //! - The lock (flock on `lock_file`) serialises the *local* part of runs: it
 //!   is never held across a Consul call, so no run waits behind another's
 //!   network. The kernel drops it when its process dies (flock(2)).
-//! - `vip-<scope>.owned`: the addresses this host added for a scope, one
-//!   `address/prefix interface` per line, oldest first. An address is written
-//!   here *before* it is added and removed from here *after* it is deleted,
-//!   so a run killed at any moment leaves nothing the next release cannot find.
+//! - `vip-<scope>.owned`: the addresses this host owns for a scope, one
+//!   `address/prefix interface added|adopted` per line, oldest first. An
+//!   address is written here *before* it is added and removed from here
+//!   *after* it is deleted, so a run killed at any moment leaves nothing the
+//!   next release cannot find.
 //! - `<subject>.decided`: the ticket of the last decision applied for a
 //!   subject (a scope's VIP, pgbouncer.ini). A run takes its ticket when it
 //!   starts observing; it applies only if no later-ticketed run applied
@@ -15,7 +16,10 @@
 //!   not had its reload yet.
 //!
 //! Every file is replaced atomically (temp file, rename), so a killed run
-//! leaves the old or the new content, never a torn one.
+//! leaves the old or the new content, never a torn one; a later write sweeps
+//! the temp files of runs that were killed. Files a root run creates (an
+//! operator's manual `role-change`) are given to the directory's owner, so
+//! they never lock the Patroni user out.
 
 use crate::error::{Error, Result};
 use crate::plan::Owned;
@@ -34,18 +38,7 @@ pub struct HostLock {
 /// A lock that cannot be had in time is a temporary error; a lock file that
 /// cannot be opened is a failure naming the path.
 pub fn acquire(path: &Path, until: Instant) -> Result<HostLock> {
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o660)
-        .open(path)
-        .map_err(|e| {
-            Error::failed(
-                format!("opening lock file {}", path.display()),
-                format!("{e} (its directory must exist and be writable by this user; see the tmpfiles.d entry)"),
-            )
-        })?;
+    let mut file = open_lock(path)?;
     // Poll with LOCK_NB rather than block: a blocked flock cannot be given a
     // timeout, and the run must end by its deadline whatever happens.
     let mut pause = Duration::from_micros(200);
@@ -72,6 +65,62 @@ pub fn acquire(path: &Path, until: Instant) -> Result<HostLock> {
     }
 }
 
+/// Opens (or creates) the lock file. flock(2) needs no write access, so a
+/// file another user created (root, by hand) is opened read-only.
+fn open_lock(path: &Path) -> Result<File> {
+    let fail = |e: std::io::Error| {
+        let why = match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => "it is a directory".to_string(),
+            Ok(m) => {
+                use std::os::unix::fs::MetadataExt;
+                format!("{e} (the file is owned by uid {} with mode {:o})", m.uid(), m.mode() & 0o7777)
+            }
+            Err(_) => format!(
+                "{e} (its directory must exist and be writable by this user; see the tmpfiles.d entry)"
+            ),
+        };
+        Error::failed(format!("opening lock file {}", path.display()), why)
+    };
+    match OpenOptions::new().read(true).open(path) {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
+            Err(fail(std::io::Error::other("a directory")))
+        }
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o644)
+                .open(path)
+                .map_err(fail)?;
+            give_to_dir_owner(path);
+            Ok(f)
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// Checks that the lock can be opened and taken now (for check-config).
+pub fn probe(lock_file: &Path) -> Result<()> {
+    acquire(lock_file, Instant::now() + Duration::from_millis(200)).map(drop)
+}
+
+/// When this process is root, hands a file it created to the owner of its
+/// directory (the Patroni user, by the tmpfiles.d entry).
+fn give_to_dir_owner(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let Some(dir) = path.parent() else { return };
+    if let Ok(m) = std::fs::metadata(dir) {
+        if m.uid() != 0 || m.gid() != 0 {
+            let _ = std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid()));
+        }
+    }
+}
+
 /// The directory of the state files: the lock file's.
 fn dir(lock_file: &Path) -> &Path {
     lock_file.parent().unwrap_or_else(|| Path::new("/"))
@@ -88,42 +137,29 @@ fn legacy_path(lock_file: &Path, scope: &str) -> PathBuf {
     dir(lock_file).join(format!("vip-{scope}.addr"))
 }
 
-/// The addresses this host remembers adding for `scope`, oldest first.
+/// The addresses this host remembers owning for `scope`, oldest first.
 /// `interface` is the configured one, for the legacy single-address file.
-/// A missing file is an empty set; unreadable lines are skipped, since an
-/// entry we cannot read names nothing we could remove.
+/// A missing file is an empty set; lines that do not read (a torn write of
+/// another tool, bytes that are not text, a hand edit) are skipped, since an
+/// entry that cannot be read names nothing that could be removed.
 pub fn read_owned(lock_file: &Path, scope: &str, interface: &str) -> Result<Vec<Owned>> {
     let path = owned_path(lock_file, scope);
     let mut out = Vec::new();
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            for line in text.lines() {
-                let mut parts = line.split_whitespace();
-                if let (Some(net), Some(interface), None) =
-                    (parts.next(), parts.next(), parts.next())
-                {
-                    if let Ok(net) = net.parse() {
-                        push_unique(
-                            &mut out,
-                            Owned {
-                                net,
-                                interface: interface.to_string(),
-                            },
-                        );
-                    }
-                }
-            }
-        }
+    match std::fs::read(&path) {
+        Ok(bytes) => parse_owned(&String::from_utf8_lossy(&bytes), &mut out),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::failed(format!("reading {}", path.display()), e)),
     }
-    if let Ok(text) = std::fs::read_to_string(legacy_path(lock_file, scope)) {
-        if let Ok(net) = text.trim().parse() {
+    if let Ok(bytes) = std::fs::read(legacy_path(lock_file, scope)) {
+        if let Ok(net) = String::from_utf8_lossy(&bytes).trim().parse() {
+            // Older versions remembered whatever they held, also an address
+            // they found in place: adopted, not added.
             push_unique(
                 &mut out,
                 Owned {
                     net,
                     interface: interface.to_string(),
+                    added: false,
                 },
             );
         }
@@ -131,11 +167,51 @@ pub fn read_owned(lock_file: &Path, scope: &str, interface: &str) -> Result<Vec<
     Ok(out)
 }
 
+fn parse_owned(text: &str, out: &mut Vec<Owned>) {
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(net), Some(interface)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let added = match (parts.next(), parts.next()) {
+            (Some("added"), None) => true,
+            (Some("adopted") | None, None) => false,
+            _ => continue,
+        };
+        if let Ok(net) = net.parse() {
+            push_unique(
+                out,
+                Owned {
+                    net,
+                    interface: interface.to_string(),
+                    added,
+                },
+            );
+        }
+    }
+}
+
+/// What the other scopes on this host remember owning: the hook's mark on
+/// one of their addresses does not make it this scope's.
+pub fn read_others(lock_file: &Path, scope: &str) -> Vec<Owned> {
+    let mine = format!("vip-{scope}.owned");
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir(lock_file)) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("vip-") && name.ends_with(".owned") && name != mine {
+            if let Ok(bytes) = std::fs::read(e.path()) {
+                parse_owned(&String::from_utf8_lossy(&bytes), &mut out);
+            }
+        }
+    }
+    out
+}
+
 fn push_unique(set: &mut Vec<Owned>, o: Owned) {
-    if !set
-        .iter()
-        .any(|x| x.net.addr() == o.net.addr() && x.interface == o.interface)
-    {
+    if !set.iter().any(|x| x.same(&o)) {
         set.push(o);
     }
 }
@@ -145,10 +221,17 @@ pub fn write_owned(lock_file: &Path, scope: &str, set: &[Owned]) -> Result<()> {
     let path = owned_path(lock_file, scope);
     let text: String = set
         .iter()
-        .map(|o| format!("{} {}\n", o.net, o.interface))
+        .map(|o| {
+            format!(
+                "{} {} {}\n",
+                o.net,
+                o.interface,
+                if o.added { "added" } else { "adopted" }
+            )
+        })
         .collect();
     write_atomic(&path, text.as_bytes())
-        .map_err(|e| Error::failed(format!("remembering the VIP in {}", path.display()), e))?;
+        .map_err(|e| Error::failed(format!("writing {}", path.display()), e))?;
     let legacy = legacy_path(lock_file, scope);
     match std::fs::remove_file(&legacy) {
         Ok(()) => {}
@@ -162,7 +245,11 @@ pub fn write_owned(lock_file: &Path, scope: &str, set: &[Owned]) -> Result<()> {
 
 fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!("{name}.tmp{}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(content)?;
@@ -174,8 +261,35 @@ fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    } else {
+        give_to_dir_owner(path);
+        sweep(path);
     }
     result
+}
+
+/// Removes temp files of state files left by runs that were killed before
+/// their rename (`<name>.tmp<pid>` of a pid that no longer runs).
+fn sweep(path: &Path) {
+    let Some(dir) = path.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((stem, pid)) = name.rsplit_once(".tmp") else {
+            continue;
+        };
+        let ours = stem.starts_with("vip-") || stem.starts_with("pgbouncer");
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if ours && gone && pid > 0 {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// When a run started observing, on this boot: decisions are ordered by it.
@@ -218,8 +332,13 @@ pub fn last_decided(lock_file: &Path, subject: &str) -> Option<Ticket> {
     ticket.parse().ok().map(Ticket)
 }
 
-/// Records that the decision of `ticket` was applied for `subject`.
+/// Records that the decision of `ticket` is being applied for `subject`.
+/// A ticket never goes back: an older one than the one recorded is not
+/// written (the one writer without the lock, a release, may race a holder).
 pub fn set_decided(lock_file: &Path, subject: &str, ticket: Ticket) -> Result<()> {
+    if last_decided(lock_file, subject).is_some_and(|last| last >= ticket) {
+        return Ok(());
+    }
     let path = decided_path(lock_file, subject);
     write_atomic(&path, format!("{} {}\n", boot_id(), ticket.0).as_bytes())
         .map_err(|e| Error::failed(format!("writing {}", path.display()), e))
@@ -238,6 +357,7 @@ mod tests {
         Owned {
             net: s.parse().unwrap(),
             interface: i.into(),
+            added: true,
         }
     }
 
@@ -273,7 +393,10 @@ mod tests {
         std::fs::write(dir.path().join("vip-batman.addr"), "198.51.100.100/24\n").unwrap();
         assert_eq!(
             read_owned(&l, "batman", "eth1").unwrap(),
-            vec![owned("198.51.100.100/24", "eth1")]
+            vec![Owned {
+                added: false,
+                ..owned("198.51.100.100/24", "eth1")
+            }]
         );
         let set = vec![
             owned("198.51.100.100/24", "eth1"),
@@ -282,16 +405,61 @@ mod tests {
         write_owned(&l, "batman", &set).unwrap();
         assert!(!dir.path().join("vip-batman.addr").exists());
         assert_eq!(read_owned(&l, "batman", "eth9").unwrap(), set);
-        // A torn or foreign line names nothing and is skipped.
+        // A torn or foreign line names nothing and is skipped; bytes that
+        // are not text do not spoil the rest.
         std::fs::write(
             owned_path(&l, "batman"),
-            "198.51.100.100/24 eth1\ngarbage\n198.51.100.101/24\n",
+            b"198.51.100.100/24 eth1 added\ngarbage\n198.51.100.101/24\n\xe9t\xe9\n2001:db8::1/64 eth2\n",
         )
         .unwrap();
         assert_eq!(
             read_owned(&l, "batman", "eth1").unwrap(),
-            vec![owned("198.51.100.100/24", "eth1")]
+            vec![
+                owned("198.51.100.100/24", "eth1"),
+                Owned {
+                    added: false,
+                    ..owned("2001:db8::1/64", "eth2")
+                }
+            ]
         );
+        // Another scope's memory is the other scope's.
+        write_owned(&l, "robin", &[owned("198.51.100.102/24", "eth1")]).unwrap();
+        assert_eq!(
+            read_others(&l, "batman"),
+            vec![owned("198.51.100.102/24", "eth1")]
+        );
+        assert_eq!(read_others(&l, "robin").len(), 2);
+    }
+
+    #[test]
+    fn temp_files_of_dead_runs_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = dir.path().join("x.lock");
+        let dead = dir.path().join("vip-batman.owned.tmp4194999");
+        let alive = dir
+            .path()
+            .join(format!("vip-batman.owned.tmp{}", std::process::id()));
+        let foreign = dir.path().join("notes.tmp4194999");
+        for p in [&dead, &alive, &foreign] {
+            std::fs::write(p, "x").unwrap();
+        }
+        write_owned(&l, "batman", &[]).unwrap();
+        assert!(!dead.exists());
+        assert!(foreign.exists(), "not a state file of ours");
+        // Our own pid's temp file was the one renamed.
+        assert!(!alive.exists());
+    }
+
+    #[test]
+    fn a_lock_file_someone_else_created_is_opened_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l");
+        std::fs::write(&p, "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444)).unwrap();
+        acquire(&p, Instant::now() + Duration::from_secs(1)).unwrap();
+        let e = acquire(dir.path(), Instant::now()).err().unwrap();
+        assert!(e.to_string().contains("directory"), "{e}");
     }
 
     #[test]
@@ -303,6 +471,9 @@ mod tests {
         let b = Ticket::now();
         assert!(b >= a);
         set_decided(&l, "vip-batman", b).unwrap();
+        assert_eq!(last_decided(&l, "vip-batman"), Some(b));
+        // Never back.
+        set_decided(&l, "vip-batman", a).unwrap();
         assert_eq!(last_decided(&l, "vip-batman"), Some(b));
         // Another boot's ticket says nothing about this boot.
         std::fs::write(

@@ -15,9 +15,11 @@ use crate::config::{Config, VipConfig};
 use crate::consul::Consul;
 use crate::error::{Error, Kind};
 use crate::keys::{ScopeKeys, ScopeView};
-use crate::plan::{self, ConsulView, Intent, Observed, Plan, Trigger, Want};
+use crate::plan::{self, ConsulView, Intent, Observed, Plan, Trigger, VipStep, Want};
 use crate::state::{self, Ticket};
 use crate::{debug_line, note, out, warn_line};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// How long a release waits for the lock before it goes on without it: the
@@ -64,22 +66,63 @@ pub async fn converge(run: &Run<'_>, trigger: Trigger, report: &mut Report) -> O
         Trigger::Callback(Want::Release) if !run.dry_run => ConsulView::NotAsked,
         _ => read_view(run.consul, &keys, true).await,
     };
-    let p = round(run, &keys, trigger, first, ticket, report).await?;
+    let known = members(&first, run.budget.consul_until).await;
+    let p = round(run, &keys, trigger, first, known, ticket, report).await?;
     if !p.ask_consul {
         return Some(p);
     }
     // Local work is done: the rest of the deadline is Consul's.
     run.consul.set_deadline(run.budget.end);
     let view = read_view(run.consul, &keys, false).await;
-    round(run, &keys, trigger, view, ticket, report).await
+    let known = members(&view, run.budget.end).await;
+    round(run, &keys, trigger, view, known, ticket, report).await
 }
 
-/// Lock, observe locally, plan, apply the VIP steps, unlock, then the record.
+/// The members' own addresses: IP literals, and what host names resolve to
+/// (bounded by `until`); the flag says whether every member's host is known.
+async fn members(view: &ConsulView, until: Instant) -> (BTreeSet<IpAddr>, bool) {
+    let ConsulView::Answered(v) = view else {
+        return (BTreeSet::new(), false);
+    };
+    let mut ips = BTreeSet::new();
+    let mut known = true;
+    let mut names = Vec::new();
+    for m in &v.members {
+        for hp in [&m.conn, &m.api] {
+            match hp {
+                Ok((host, port)) => match host.parse::<IpAddr>() {
+                    Ok(ip) => {
+                        ips.insert(ip);
+                    }
+                    Err(_) => names.push((host.clone(), *port)),
+                },
+                Err(_) => known = false,
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    let left = until.saturating_duration_since(Instant::now());
+    let lookups = names.iter().map(|(host, port)| async move {
+        tokio::time::timeout(left, tokio::net::lookup_host((host.as_str(), *port))).await
+    });
+    for found in futures::future::join_all(lookups).await {
+        match found {
+            Ok(Ok(addrs)) => ips.extend(addrs.map(|a| a.ip())),
+            _ => known = false,
+        }
+    }
+    (ips, known)
+}
+
+/// Lock, observe locally, plan, apply the VIP steps, unlock, announce, then
+/// the record.
 async fn round(
     run: &Run<'_>,
     keys: &ScopeKeys,
     trigger: Trigger,
     consul: ConsulView,
+    (member_ips, members_known): (BTreeSet<IpAddr>, bool),
     ticket: Ticket,
     report: &mut Report,
 ) -> Option<Plan> {
@@ -94,6 +137,15 @@ async fn round(
     };
     let (intent, _) = plan::intent(trigger, &consul, &cfg.name);
     let release = intent == Intent::Release;
+    // A hold needs its interface; a release removes what it owns wherever
+    // that is, and says the configured interface is missing.
+    if let Err(e) = local.interface().await {
+        if !release {
+            report.fail(e);
+            return None;
+        }
+        report.fail(e);
+    }
     let lock = if run.dry_run {
         None
     } else if release {
@@ -118,29 +170,24 @@ async fn round(
             }
         }
     };
-    if lock.is_some() {
-        if let Some(last) = state::last_decided(&cfg.lock_file, &subject) {
-            if last > ticket {
-                note!(
-                    "a run that started {:?} after this one decided meanwhile; its decision stands",
-                    last.since(ticket)
-                );
-                return None;
-            }
+    let newer = || state::last_decided(&cfg.lock_file, &subject).filter(|last| *last > ticket);
+    if !run.dry_run {
+        if let Some(last) = newer() {
+            note!(
+                "a run that started {:?} after this one decided meanwhile; its decision stands",
+                last.since(ticket)
+            );
+            return None;
         }
     }
     let remembered = match local.remembered() {
         Ok(r) => r,
-        Err(e) if release => {
-            warn_line!("{e}; releasing what is marked as ours");
+        Err(e) => {
+            warn_line!("{e}; going on with what is marked as patroni-hook's");
             Vec::new()
         }
-        Err(e) => {
-            report.fail(e);
-            return None;
-        }
     };
-    let present = match local.present(&remembered).await {
+    let present = match local.present().await {
         Ok(p) => p,
         Err(e) => {
             report.fail(e);
@@ -156,6 +203,9 @@ async fn round(
         consul,
         present,
         remembered,
+        others: local.others(),
+        member_ips,
+        members_known,
         reannounce: matches!(trigger, Trigger::Callback(_)),
     };
     let p = plan::plan(&observed);
@@ -176,20 +226,75 @@ async fn round(
         }
         return Some(p);
     }
-    let mut applied = true;
-    for step in &p.steps {
-        if let Err(e) = local.apply(step).await {
-            report.fail(e);
-            applied = false;
-            break;
-        }
-    }
-    if !p.steps.is_empty() || lock.is_some() {
+    // A decision (not "keep") is stamped before its steps, so that a run
+    // that observed earlier and comes late stands down, with or without the
+    // lock; a stamp never goes back.
+    if p.intent != Intent::Keep {
         if let Err(e) = state::set_decided(&cfg.lock_file, &subject, ticket) {
             warn_line!("{e}");
         }
     }
+    let mut applied = true;
+    let mut added = Vec::new();
+    for step in p
+        .steps
+        .iter()
+        .filter(|s| !matches!(s, VipStep::Announce(_)))
+    {
+        match local.apply(step).await {
+            Ok(()) => {
+                if let VipStep::Add(o) = step {
+                    added.push(o.clone());
+                }
+            }
+            // The address is gone; the memory of it is only stale, and the
+            // next release finds it absent and forgets it.
+            Err(e) if matches!(step, VipStep::Forget(_)) => warn_line!("{e}"),
+            Err(e) => {
+                report.fail(e);
+                applied = false;
+                break;
+            }
+        }
+    }
+    // A release that could not wait for the lock may have run while this
+    // hold was adding: then its decision is the newer one, and what this
+    // run added goes again.
+    if let Some(last) = newer().filter(|_| !added.is_empty()) {
+        note!(
+            "a run that started {:?} after this one decided while it was adding; undoing",
+            last.since(ticket)
+        );
+        for o in &added {
+            for step in [VipStep::Remove(o.clone()), VipStep::Forget(o.clone())] {
+                if let Err(e) = local.apply(&step).await {
+                    report.fail(e);
+                }
+            }
+        }
+        return None;
+    }
     drop(lock);
+    // Announcements go out without the lock (they take a millisecond per
+    // packet), and only while this run's decision is still the newest and
+    // the address is still there: an announcement for an address gone would
+    // pull its clients to the wrong node.
+    if applied {
+        for step in &p.steps {
+            if let VipStep::Announce(o) = step {
+                if newer().is_some() || !local.has(o).await {
+                    note!(
+                        "{} is no longer this run's to announce; not announced",
+                        o.net
+                    );
+                    continue;
+                }
+                if let Err(e) = local.announce(o).await {
+                    report.fail(e);
+                }
+            }
+        }
+    }
     for v in &p.verdicts {
         report.verdict(v);
     }

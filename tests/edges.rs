@@ -547,3 +547,471 @@ fn ownership_survives_a_lost_state_file() {
     assert_eq!(f.vip_count(V4), 0, "{}", text(&out));
     assert_eq!(f.vip_count("198.51.100.150"), 1, "not ours: kept");
 }
+
+// ---- found by a hostile review of the redesign ---------------------------
+
+/// The node's own address is never taken for the VIP and removed, even when
+/// the members' URLs use host names (so no member address can be compared).
+#[test]
+fn own_address_is_kept_when_members_use_host_names() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.edit_config(&format!("  address: {V4}/24\n"), "");
+    f.set_members_named();
+    for (own, prefix) in [(NODE_V4, 24), (NODE_V6, 64)] {
+        f.consul
+            .kv_put(&f.key("floating-ip"), format!("{own}/{prefix}").as_bytes());
+        f.set_leader("pg2");
+        for args in [
+            &["on_role_change", "replica", SCOPE][..],
+            &["reconcile"][..],
+        ] {
+            let out = f.hook(args);
+            assert_eq!(f.vip_count(own), 1, "{args:?}: {}", text(&out));
+        }
+        // As the leader: not adopted, so a corrected floating-ip takes nothing.
+        f.set_leader("pg1");
+        let out = f.hook(&["on_role_change", "primary", SCOPE]);
+        assert_eq!(f.vip_count(own), 1, "{}", text(&out));
+        f.consul
+            .kv_put(&f.key("floating-ip"), format!("{V4}/24").as_bytes());
+        let out = f.hook(&["reconcile"]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        assert_eq!(f.vip_count(V4), 1);
+        assert_eq!(f.vip_count(own), 1, "own address kept: {}", text(&out));
+        let out = f.hook(&["on_stop", "primary", SCOPE]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        assert_eq!(f.vip_count(V4), 0);
+        assert_eq!(f.vip_count(own), 1);
+    }
+}
+
+/// A state file that names the node's own address (an old version's memory,
+/// or a hand edit) removes nothing the hook did not add.
+#[test]
+fn a_state_file_naming_the_nodes_own_address_removes_nothing() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_members();
+    std::fs::write(
+        f.dir.path().join("vip-batman.owned"),
+        format!("{NODE_V4}/24 eth1\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        f.dir.path().join("vip-batman.addr"),
+        format!("{NODE_V6}/64\n"),
+    )
+    .unwrap();
+    // Consul out of reach: nothing it could check, nothing removed.
+    let url = f.consul.url();
+    f.edit_config(&url, "http://127.0.0.1:1");
+    let out = f.hook(&["on_stop", "replica", SCOPE]);
+    assert_eq!(f.vip_count(NODE_V4), 1, "{}", text(&out));
+    assert_eq!(f.vip_count(NODE_V6), 1, "{}", text(&out));
+    // Consul back: the members name these addresses; forgotten, not removed.
+    f.edit_config("http://127.0.0.1:1", &url);
+    f.set_leader("pg2");
+    let out = f.hook(&["on_role_change", "replica", SCOPE]);
+    assert_eq!(f.vip_count(NODE_V4), 1, "{}", text(&out));
+    assert_eq!(f.vip_count(NODE_V6), 1, "{}", text(&out));
+}
+
+/// Two clusters' VIPs on one host: one scope's callbacks never remove the
+/// other scope's VIP.
+#[test]
+fn one_scope_never_removes_another_scopes_vip() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.edit_config(&format!("  address: {V4}/24\n"), "");
+    f.edit_config(&format!("scope: {SCOPE}\n"), "");
+    f.consul
+        .kv_put("service/beta/floating-ip", b"198.51.100.101/24");
+    f.consul.kv_put("service/beta/leader", b"pg1");
+    f.consul
+        .kv_put("service/alpha/floating-ip", b"198.51.100.102/24");
+    f.consul.kv_put("service/alpha/leader", b"pg2");
+    let out = f.hook(&["on_start", "primary", "beta"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count("198.51.100.101"), 1);
+    let out = f.hook(&["on_role_change", "replica", "alpha"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count("198.51.100.101"), 1, "{}", text(&out));
+    f.consul.kv_put("service/alpha/leader", b"pg1");
+    let out = f.hook(&["on_role_change", "primary", "alpha"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count("198.51.100.102"), 1);
+    assert_eq!(f.vip_count("198.51.100.101"), 1, "{}", text(&out));
+}
+
+/// Whether strace (which delays one system call of a run, to hold it at a
+/// precise moment) is here; LAB rules as for every prerequisite.
+fn have_strace() -> bool {
+    common::require_all(&[(
+        "strace",
+        std::process::Command::new("strace")
+            .arg("-V")
+            .output()
+            .is_ok(),
+    )])
+}
+
+/// A hold that took the lock before a release arrived, and was then held up
+/// (descheduled, stopped), does not put the VIP back after the release.
+#[test]
+fn a_stalled_hold_does_not_put_the_vip_back_after_a_release() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    if !have_strace() {
+        return;
+    }
+    f.set_leader("pg1");
+    // A reconcile that reads "leader pg1", then stalls 2 s right after flock.
+    let mut stalled = std::process::Command::new("strace");
+    stalled
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=flock"])
+        .args(["-e", "inject=flock:delay_exit=2000000"])
+        .args(["ip", "netns", "exec", f.node.name()])
+        .arg(common::hook::bin())
+        .arg("--config")
+        .arg(&f.config)
+        .arg("reconcile")
+        .env("PATRONI_HOOK_LOG_STDERR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let run = stalled.spawn().unwrap();
+    common::wait_for(
+        "the reconcile to hold the lock",
+        Duration::from_secs(5),
+        || {
+            let l = std::fs::OpenOptions::new().read(true).open(f.lock_file());
+            match l {
+                Ok(file) => {
+                    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                        .is_err()
+                }
+                Err(_) => false,
+            }
+        },
+    );
+    f.set_leader("pg2");
+    let out = f.hook(&["on_role_change", "replica", SCOPE]);
+    assert_eq!(f.vip_count(V4), 0, "{}", text(&out));
+    let done = run.wait_with_output().unwrap();
+    assert_eq!(
+        f.vip_count(V4),
+        0,
+        "the stalled hold put the VIP back: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
+
+/// A reconcile with an old view (another leader) that finds the lock held
+/// does not remove the VIP a newer promotion added.
+#[test]
+fn an_older_release_without_the_lock_does_not_undo_a_newer_promotion() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    let gate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let g = gate.clone();
+    let old_view = kv_json(&[("service/batman/leader", b"pg2", 5)]);
+    let fake = FakeConsul::start(f.node_listener(), move |_| {
+        while !g.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Reply::Respond(200, vec![], old_view.clone())
+    });
+    let cfg = f.config_variant("old.yml", &f.consul.url(), &fake.url());
+    let reconcile = f
+        .command(&cfg, &["reconcile"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for(
+        "the reconcile to ask Consul",
+        Duration::from_secs(5),
+        || !fake.requests().is_empty(),
+    );
+    f.set_leader("pg1");
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 1);
+    // The lock is held (by a stuck run, say) when the old view arrives.
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .open(f.lock_file())
+        .unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    gate.store(true, std::sync::atomic::Ordering::SeqCst);
+    let done = reconcile.wait_with_output().unwrap();
+    drop(held);
+    assert_eq!(
+        f.vip_count(V4),
+        1,
+        "the older reconcile removed the newer promotion's VIP: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
+
+/// A reconcile that decides to change nothing (no leader key) does not
+/// cancel an older promotion still waiting for its fence.
+#[test]
+fn a_reconcile_that_keeps_does_not_cancel_an_older_promotion() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    let gate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let g = gate.clone();
+    let fence = kv_json(&[("service/batman/leader", b"pg1", 5)]);
+    let fake = FakeConsul::start(f.node_listener(), move |_| {
+        while !g.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Reply::Respond(200, vec![], fence.clone())
+    });
+    let cfg = f.config_variant("slow.yml", &f.consul.url(), &fake.url());
+    let promotion = f
+        .command(&cfg, &["on_role_change", "primary", SCOPE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for(
+        "the promotion to ask Consul",
+        Duration::from_secs(5),
+        || !fake.requests().is_empty(),
+    );
+    // The double has no leader key: mid-failover, keep.
+    let out = f.hook(&["reconcile"]);
+    assert_eq!(code(&out), 75, "{}", text(&out));
+    gate.store(true, std::sync::atomic::Ordering::SeqCst);
+    let done = promotion.wait_with_output().unwrap();
+    assert_eq!(
+        f.vip_count(V4),
+        1,
+        "the promotion stood down: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
+
+/// A member whose conn_url names the VIP (stale, or a lying Consul) does not
+/// keep the VIP the hook added on a demoted node; the message names the key.
+#[test]
+fn a_member_claiming_the_vip_does_not_keep_it_on_a_demoted_node() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    assert_eq!(code(&f.hook(&["on_role_change", "primary", SCOPE])), 0);
+    f.consul.kv_put(
+        &f.key("members/pg3"),
+        format!(
+            r#"{{"conn_url":"postgres://{V4}:5432/postgres","api_url":"http://{V4}:8008/patroni"}}"#
+        )
+        .as_bytes(),
+    );
+    f.set_leader("pg2");
+    let out = f.hook(&["reconcile"]);
+    assert_eq!(f.vip_count(V4), 0, "{}", text(&out));
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(stderr(&out).contains("pg3"), "{}", text(&out));
+}
+
+/// A wrong `vip.interface` (a typo, a renamed link) does not stop a release
+/// from removing what the hook added where it added it.
+#[test]
+fn a_release_with_a_missing_interface_still_removes_what_was_added() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    assert_eq!(code(&f.hook(&["on_role_change", "primary", SCOPE])), 0);
+    f.edit_config("interface: eth1", "interface: eth9");
+    let out = f.hook(&["on_role_change", "replica", SCOPE]);
+    assert_eq!(f.vip_count(V4), 0, "{}", text(&out));
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(stderr(&out).contains("eth9"), "{}", text(&out));
+}
+
+/// A state file with bytes that are not text does not stop a promotion.
+#[test]
+fn a_garbled_state_file_does_not_stop_a_promotion() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    std::fs::write(
+        f.dir.path().join("vip-batman.owned"),
+        b"198.51.100.101/24 eth1 added\n# by ops \xe9t\xe9\n",
+    )
+    .unwrap();
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 1);
+}
+
+/// A consul.url the HTTP client cannot use is a configuration error.
+#[test]
+fn an_unusable_consul_url_is_a_configuration_error() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    for bad in ["http://127.0.0.1:99999", "http://[::1:8500"] {
+        let cfg = f.config_variant("url.yml", &f.consul.url(), bad);
+        let out = f.hook_with(&cfg, &["check-config"]);
+        assert_eq!(code(&out), 2, "{bad}: {}", text(&out));
+        assert!(stderr(&out).contains("consul.url"), "{}", text(&out));
+    }
+}
+
+/// A VIP that became the primary address of its subnet (the node's own
+/// address re-added after it, promote_secondaries=0 as in this namespace) is
+/// not removed, since the kernel would take the node's address with it.
+#[test]
+fn removing_the_vip_never_takes_the_nodes_address_with_it() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    assert_eq!(code(&f.hook(&["on_role_change", "primary", SCOPE])), 0);
+    // The node's own address is re-added (a network reconfigure): the VIP is
+    // promoted to primary of the subnet and the node's address becomes its
+    // secondary.
+    f.node.sysctl("net.ipv4.conf.eth1.promote_secondaries", "1");
+    f.node
+        .ip(&["addr", "del", &format!("{NODE_V4}/24"), "dev", "eth1"]);
+    f.node
+        .ip(&["addr", "add", &format!("{NODE_V4}/24"), "dev", "eth1"]);
+    f.node.sysctl("net.ipv4.conf.all.promote_secondaries", "0");
+    f.node.sysctl("net.ipv4.conf.eth1.promote_secondaries", "0");
+    assert_eq!(f.vip_count(V4), 1);
+    let out = f.hook(&["on_role_change", "replica", SCOPE]);
+    assert_eq!(f.vip_count(NODE_V4), 1, "{}", text(&out));
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        stderr(&out).contains("promote_secondaries"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// An address the host has on another interface is no VIP.
+#[test]
+fn an_address_of_another_interface_is_no_vip() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.node
+        .ip(&["addr", "add", "198.51.100.21/24", "dev", "eth2"]);
+    f.set_leader("pg1");
+    f.write_config("198.51.100.21/24", "");
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert_eq!(f.count_on("eth1", "198.51.100.21"), 0);
+    assert_eq!(f.count_on("eth2", "198.51.100.21"), 1);
+}
+
+/// `status` prints values from Consul escaped.
+#[test]
+fn status_escapes_values_from_consul() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.consul.kv_put(
+        &f.key("vip-holder"),
+        b"{\"member\":\"pg2\\nleader: pg9\",\"address\":\"x\",\"interface\":\"eth1\\u001b[31m\",\"since\":\"s\"}",
+    );
+    let out = f.hook(&["status"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("leader: pg9")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('\x1b'), "{stdout}");
+}
+
+/// A replica without a floating-ip in Consul has nothing to do: exit 0.
+#[test]
+fn a_replica_without_a_floating_ip_converges_quietly() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.edit_config(&format!("  address: {V4}/24\n"), "");
+    f.set_leader("pg2");
+    for args in [
+        &["on_role_change", "replica", SCOPE][..],
+        &["reconcile"][..],
+    ] {
+        let out = f.hook(args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", text(&out));
+    }
+}
+
+/// Nothing at all under the scope's prefix says so, not "mid-failover".
+#[test]
+fn an_empty_scope_says_to_check_the_namespace() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 75, "{}", text(&out));
+    assert!(stderr(&out).contains("consul.namespace"), "{}", text(&out));
+}
+
+/// Configuration that means something else than it says is refused.
+#[test]
+fn configuration_that_says_nothing_is_refused() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    let text_ok = std::fs::read_to_string(&f.config).unwrap();
+    let vip_at = text_ok.find("vip:\n").unwrap();
+    for (name, body, key) in [
+        ("null vip", format!("{}vip:\n", &text_ok[..vip_at]), "vip"),
+        ("empty file", String::new(), "empty"),
+        (
+            "1ns timeout",
+            text_ok.replace("timeout: 1s", "timeout: 1ns"),
+            "consul.timeout",
+        ),
+    ] {
+        std::fs::write(&f.config, body).unwrap();
+        let out = f.hook(&["check-config"]);
+        assert_eq!(code(&out), 2, "{name}: {}", text(&out));
+        assert!(stderr(&out).contains(key), "{name}: {}", text(&out));
+    }
+    std::fs::write(&f.config, &text_ok).unwrap();
+    f.edit_config(
+        &f.lock_file().display().to_string(),
+        &f.dir.path().display().to_string(),
+    );
+    let out = f.hook(&["check-config"]);
+    assert_eq!(code(&out), 2, "lock_file a directory: {}", text(&out));
+    assert!(stderr(&out).contains("lock_file"), "{}", text(&out));
+}
+
+/// A run killed while writing a state file leaves a temp file; the next
+/// write sweeps it.
+#[test]
+fn temp_files_of_killed_runs_are_swept() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    // A pid that is not running (pid_max is far below it).
+    let litter = f.dir.path().join("vip-batman.tmp4194999");
+    std::fs::write(&litter, "198.51.100.9/24 eth1\n").unwrap();
+    f.set_leader("pg1");
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!litter.exists(), "{}", text(&out));
+}

@@ -417,6 +417,10 @@ fn runs_as_postgres_with_file_capabilities() {
             .output()
             .unwrap()
     };
+    // An operator ran the documented manual command as root first: the lock
+    // and state files it created must not lock the Patroni user out.
+    let out = f.hook(&["role-change", "replica"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
     // Without capabilities: refused by the kernel, and the message says what is needed.
     let out = as_postgres(&["on_role_change", "primary", SCOPE]);
     assert_eq!(code(&out), 1, "{}", text(&out));

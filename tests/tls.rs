@@ -186,6 +186,15 @@ fn https_consul_is_trusted_through_ca_file_only() {
         "{err}"
     );
     assert!(err.to_lowercase().contains("name"), "{err}");
+    // A CA file with no certificate in it: a configuration error naming it.
+    std::fs::write(dir.join("empty.pem"), "not a certificate\n").unwrap();
+    let out = run("empty.pem");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("empty.pem") && err.contains("no certificate"),
+        "{err}"
+    );
     // A CA file that is not there: a configuration error naming it.
     let out = run("missing.pem");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -198,4 +207,25 @@ fn https_consul_is_trusted_through_ca_file_only() {
         std::fs::read_to_string(dir.join("pgbouncer.ini")).unwrap(),
         "[databases]\nappdb = host=198.51.100.11 port=5432\n"
     );
+    // https to an agent that speaks plain HTTP: a failed handshake, said as
+    // such, not a certificate that failed verification.
+    let plain = consul_double::Server::start(consul_double::Options::default()).unwrap();
+    let port_plain = plain.url().rsplit(':').next().unwrap().to_string();
+    let cfg = dir.join("c.yml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&format!(":{port}"), &format!(":{port_plain}"))
+        .replace("missing.pem", "ca.pem");
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("patroni-hook"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("reconcile")
+        .env("PATRONI_HOOK_LOG_STDERR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("TLS handshake"), "{err}");
+    assert!(!err.contains("verification"), "{err}");
 }

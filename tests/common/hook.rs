@@ -145,21 +145,35 @@ impl Fixture {
     }
 
     /// Writes member keys as Patroni does: pg1 is this node (198.51.100.11,
-    /// 2001:db8::11), pg2 the peer (198.51.100.12).
+    /// its REST API on 2001:db8::11), pg2 the peer (198.51.100.12).
     pub fn set_members(&self) {
-        for (name, host) in [("pg1", NODE_V4), ("pg2", "198.51.100.12")] {
+        // pg1's REST API listens on its IPv6 address, so both of this
+        // node's addresses are a member's.
+        for (name, conn, api) in [
+            ("pg1", NODE_V4, format!("[{NODE_V6}]")),
+            ("pg2", "198.51.100.12", "198.51.100.12".to_string()),
+        ] {
             self.consul.kv_put(
                 &self.key(&format!("members/{name}")),
                 format!(
-                    r#"{{"conn_url":"postgres://{host}:5432/postgres","api_url":"http://{host}:8008/patroni","role":"replica","state":"running"}}"#
+                    r#"{{"conn_url":"postgres://{conn}:5432/postgres","api_url":"http://{api}:8008/patroni","role":"replica","state":"running"}}"#
                 )
                 .as_bytes(),
             );
         }
-        self.consul.kv_put(
-            &self.key("members/pg3"),
-            br#"{"conn_url":"postgres://[2001:db8::11]:5433/postgres","api_url":"http://[2001:db8::11]:8009/patroni"}"#,
-        );
+    }
+
+    /// Member keys whose URLs use host names that do not resolve.
+    pub fn set_members_named(&self) {
+        for (name, host) in [("pg1", "db1.invalid"), ("pg2", "db2.invalid")] {
+            self.consul.kv_put(
+                &self.key(&format!("members/{name}")),
+                format!(
+                    r#"{{"conn_url":"postgres://{host}:5432/postgres","api_url":"http://{host}:8008/patroni"}}"#
+                )
+                .as_bytes(),
+            );
+        }
     }
 
     /// Runs the hook inside the node namespace with this fixture's config.
