@@ -15,6 +15,9 @@
 //!   capabilities back on the new binary (a callback then removes the VIP);
 //! - `dpkg -r` leaves only configuration and state, `dpkg -P` nothing, and
 //!   every directory the package created is gone again.
+//!
+//! The packages are written to a temporary directory; cargo-deb also clears
+//! older patroni-hook packages from target/debian whenever it runs.
 
 mod common;
 
@@ -97,7 +100,8 @@ fn dpkg_tool(program: &str, args: &[&str]) -> Output {
         let o = run(Command::new(program)
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive"));
-        let locked = String::from_utf8_lossy(&o.stderr).contains("lock");
+        // "dpkg frontend lock was locked by another process", and the like.
+        let locked = String::from_utf8_lossy(&o.stderr).contains("locked by another process");
         if o.status.success() || !locked {
             return o;
         }
