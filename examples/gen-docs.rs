@@ -1,6 +1,7 @@
 //! Generates the shell completions (bash, zsh, fish) and the man page from the
 //! clap definitions in `patroni_hook::cli::Cli`, so they never drift from the
-//! real command line and the product needs no extra runtime subcommand.
+//! real command line and the product needs no extra runtime subcommand; and the
+//! reconcile units as the Debian package installs them.
 //!
 //! `cargo run --release --example gen-docs -- OUTDIR` writes:
 //!
@@ -10,9 +11,13 @@
 //! OUTDIR/completions/patroni-hook.fish   -> /usr/share/fish/vendor_completions.d/patroni-hook.fish
 //! OUTDIR/man/patroni-hook.1              -> /usr/local/share/man/man1/patroni-hook.1
 //! OUTDIR/man/patroni-hook-<command>.1    -> /usr/local/share/man/man1/ (one per subcommand)
+//! OUTDIR/systemd/patroni-hook-reconcile.{service,timer}   (Debian package only)
 //! ```
 //!
-//! scripts/install.sh runs it and installs the files at the paths on the right.
+//! scripts/install.sh runs it and installs completions/ and man/ at the paths
+//! on the right. `cargo deb` packages all three directories from
+//! target/gen-docs (see `[package.metadata.deb]` in Cargo.toml), with the man
+//! pages under /usr/share/man.
 
 use clap::CommandFactory;
 use clap_complete::Shell;
@@ -40,11 +45,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// The reconcile units of patroni-conf/, the one source of both variants.
+const UNITS: [(&str, &str); 2] = [
+    (
+        "patroni-hook-reconcile.service",
+        include_str!("../patroni-conf/patroni-hook-reconcile.service"),
+    ),
+    (
+        "patroni-hook-reconcile.timer",
+        include_str!("../patroni-conf/patroni-hook-reconcile.timer"),
+    ),
+];
+
+/// Where scripts/install.sh puts the binary (its default prefix) and where the
+/// Debian package puts it.
+const INSTALL_SH_BIN: &str = "/usr/local/bin/patroni-hook";
+const PACKAGE_BIN: &str = "/usr/bin/patroni-hook";
+
 /// Writes every file; returns their paths.
 fn generate(out: &Path) -> Result<Vec<PathBuf>, String> {
     let comp = out.join("completions");
     let man = out.join("man");
-    for d in [&comp, &man] {
+    let units = out.join("systemd");
+    for d in [&comp, &man, &units] {
         std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
     }
     let mut written = Vec::new();
@@ -78,7 +101,25 @@ fn generate(out: &Path) -> Result<Vec<PathBuf>, String> {
     }
     std::fs::remove_dir_all(&staging)
         .map_err(|e| format!("removing {}: {e}", staging.display()))?;
+    for (name, text) in UNITS {
+        written.push(write(
+            &units.join(name),
+            package_unit(name, text)?.as_bytes(),
+        )?);
+    }
     Ok(written)
+}
+
+/// A unit as the package installs it: the binary's path is the package's.
+/// The service must name the binary by install.sh's path, or the package
+/// would ship a unit that runs something else.
+fn package_unit(name: &str, text: &str) -> Result<String, String> {
+    if name.ends_with(".service") && !text.contains(INSTALL_SH_BIN) {
+        return Err(format!(
+            "patroni-conf/{name}: no {INSTALL_SH_BIN} to rewrite to {PACKAGE_BIN}"
+        ));
+    }
+    Ok(text.replace(INSTALL_SH_BIN, PACKAGE_BIN))
 }
 
 /// Writes `bytes` to `path` only when they differ, so a second install run

@@ -3,11 +3,12 @@
 # three PostgreSQL 15 + Patroni 4 nodes with patroni-hook as their callbacks
 # (VIP 198.51.100.100), PgBouncer following the leader through a watch, and a
 # client writing through both. One implementation, used by the demo, the bench
-# and tests/e2e.rs. Run as root.
+# and tests/e2e.rs. As root, or as a user with sudo: it runs itself again
+# through sudo, keeping PATH (a rustup toolchain) and LAB_*, CI, PATRONI_VENV.
 #
-#   sudo scripts/lab.sh demo        # install, build, up, three events, timelines, down
-#   sudo scripts/lab.sh bench       # repeated events, hook vs vip-manager, Markdown table
-#   sudo scripts/lab.sh up | status | switchover | failover | stop-primary | kill-patroni | down
+#   scripts/lab.sh demo        # install, build, up, three events, timelines, down
+#   scripts/lab.sh bench       # repeated events, hook vs vip-manager, Markdown table
+#   scripts/lab.sh up | status | switchover | failover | stop-primary | kill-patroni | down
 #
 # Environment:
 #   LAB_RUN_ID     run id (namespace names phl-<id>-*); default: new for up/demo/bench,
@@ -145,7 +146,7 @@ check_prereqs() {
         command -v vip-manager >/dev/null 2>&1 || missing+=("vip-manager (Debian package vip-manager)")
     fi
     if [ "${#missing[@]}" -gt 0 ]; then
-        die "missing prerequisites: ${missing[*]} (sudo scripts/lab.sh demo installs them)"
+        die "missing prerequisites: ${missing[*]} (scripts/lab.sh demo installs them)"
     fi
 }
 
@@ -739,6 +740,8 @@ usage() {
 
 main() {
     [ $# -ge 1 ] || usage
+    case "$1" in -h | --help | help) usage ;; esac
+    as_root "$0" "$@"
     local cmd="$1"
     shift
     case "$cmd" in

@@ -1,17 +1,49 @@
 # shellcheck shell=bash
-# Shared by scripts/test.sh and scripts/lab.sh: checks for root and installs
-# what the tests and the lab need, only what is missing, so a second run is fast.
+# Shared by scripts/test.sh and scripts/lab.sh: runs them as root (through sudo
+# when started by a user) and installs what the tests and the lab need, only
+# what is missing, so a second run is fast.
 
 PATRONI_VENV="${PATRONI_VENV:-/opt/patroni-hook-test/venv}"
 # pgbouncer, setcap and visudo live in sbin, which `su` without `-` leaves off PATH.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 
+# cargo-deb, the `cargo deb` subcommand that builds the Debian package
+# (tests/deb.rs); installed from crates.io when missing.
+CARGO_DEB_VERSION=3.8.0
+
 need_root() {
     if [ "$(id -u)" -ne 0 ]; then
-        echo "error: run as root (sudo $0): the tests create network namespaces and run PostgreSQL as the postgres user" >&2
+        echo "error: run as root: the tests create network namespaces and run PostgreSQL as the postgres user" >&2
         exit 2
     fi
+}
+
+# as_root SCRIPT ARGS...: when not root, runs SCRIPT again as root through sudo
+# and does not return. Kept across sudo: PATH (so that root finds a rustup
+# toolchain of the user's), RUSTUP_HOME (where that toolchain lives) and the
+# variables the scripts and tests read. A root shell (a fresh Debian has no
+# sudo) runs the script as it is. Call it before any cd: SCRIPT may be relative.
+as_root() {
+    local script="$1"
+    shift
+    [ "$(id -u)" -ne 0 ] || return 0
+    if ! command -v sudo >/dev/null 2>&1; then
+        echo "error: $script must run as root (network namespaces, packages, the postgres user) and sudo is not installed: run it from a root shell" >&2
+        exit 2
+    fi
+    local keep=(CI PATRONI_VENV TEST_THREADS PG_BIN CONSUL_HTTP_ADDR CONSUL_HTTP_TOKEN) v
+    for v in $(compgen -e); do
+        case "$v" in LAB_*) keep+=("$v") ;; esac
+    done
+    local rustup_home="${RUSTUP_HOME:-}"
+    if [ -z "$rustup_home" ] && [ -d "${HOME:-/nonexistent}/.rustup" ]; then
+        rustup_home="$HOME/.rustup"
+    fi
+    # --preserve-env keeps the values off sudo's command line (a token among
+    # them); PATH goes through env, since sudo's secure_path would replace it.
+    exec sudo "--preserve-env=$(IFS=,; echo "${keep[*]}")" env "PATH=$PATH" \
+        ${rustup_home:+"RUSTUP_HOME=$rustup_home"} bash "$(readlink -f "$script")" "$@"
 }
 
 missing_debs() {
@@ -30,6 +62,10 @@ missing_debs() {
     command -v visudo >/dev/null 2>&1 || [ -x /usr/sbin/visudo ] || want+=(sudo)
     command -v vagrant >/dev/null 2>&1 || want+=(vagrant)
     command -v vip-manager >/dev/null 2>&1 || want+=(vip-manager)
+    # tests/deb.rs: cargo deb resolves the binary's dependencies with
+    # dpkg-shlibdeps; lintian checks the package.
+    command -v dpkg-shlibdeps >/dev/null 2>&1 || want+=(dpkg-dev)
+    command -v lintian >/dev/null 2>&1 || want+=(lintian)
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3-venv)
     echo "${want[@]:-}"
 }
@@ -53,7 +89,7 @@ install_prereqs() {
     # the tests start their own on other ports, so the packaged ones are left alone.
     id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
     if ! command -v cargo >/dev/null 2>&1; then
-        echo "error: cargo not found: install a Rust toolchain >= 1.85 with rustup; if it is installed for your user, run: sudo env \"PATH=\$PATH\" $0" >&2
+        echo "error: cargo not found: install a Rust toolchain >= 1.85 with rustup (as root, or as your user and then run $0 as that user: it keeps your PATH through sudo)" >&2
         exit 2
     fi
     local minor
@@ -61,6 +97,10 @@ install_prereqs() {
     if [ -n "$minor" ] && [ "$minor" -lt 85 ]; then
         echo "error: $(cargo --version) is too old: the build needs Rust 1.85 or newer (rustup)" >&2
         exit 2
+    fi
+    if ! cargo deb --version >/dev/null 2>&1; then
+        echo "==> cargo install --locked cargo-deb@$CARGO_DEB_VERSION"
+        cargo install --locked --quiet "cargo-deb@$CARGO_DEB_VERSION"
     fi
     if ! "$PATRONI_VENV/bin/patroni" --version >/dev/null 2>&1; then
         echo "==> creating the Patroni virtualenv at $PATRONI_VENV"

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Installs every prerequisite of the test suite on a fresh Debian machine, then
-# runs all tests, `cargo fmt --check` and clippy. Run as root: sudo scripts/test.sh
+# runs all tests, `cargo fmt --check` and clippy. As root, or as a user with
+# sudo: it runs itself again through sudo, keeping PATH (a rustup toolchain)
+# and CI, PATRONI_VENV, TEST_THREADS, LAB_*.
 #
 # Prerequisites (installed when missing): PostgreSQL 15, PgBouncer, iproute2,
-# libcap2-bin (setcap), python3-venv, curl, iputils-arping, shellcheck, and a
-# virtualenv with Patroni 4.x at $PATRONI_VENV (default /opt/patroni-hook-test/venv).
+# libcap2-bin (setcap), python3-venv, curl, iputils-arping, shellcheck,
+# dpkg-dev, lintian, cargo-deb, and a virtualenv with Patroni 4.x at
+# $PATRONI_VENV (default /opt/patroni-hook-test/venv).
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
 # shellcheck source=scripts/prereqs.sh
-. scripts/prereqs.sh
+. "$(dirname "$0")/prereqs.sh"
+as_root "$0" "$@"
+cd "$(dirname "$0")/.."
 
-need_root
 install_prereqs
 export PATRONI_VENV
 
@@ -29,7 +32,7 @@ cargo build --release --bins
 
 step "shellcheck"
 shellcheck -x scripts/*.sh
-shellcheck -x scripts/provision/*.sh scripts/lab/*.sh
+shellcheck -x scripts/provision/*.sh scripts/lab/*.sh scripts/deb/postinst scripts/deb/postrm
 
 step "cargo test"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"
