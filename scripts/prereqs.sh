@@ -57,6 +57,8 @@ missing_debs() {
     command -v arping >/dev/null 2>&1 || want+=(iputils-arping)
     command -v shellcheck >/dev/null 2>&1 || want+=(shellcheck)
     command -v runuser >/dev/null 2>&1 || want+=(util-linux)
+    # tests/edges.rs holds a run at one system call to race it against another
+    command -v strace >/dev/null 2>&1 || want+=(strace)
     # tests/examples.rs: units (systemd-analyze verify), sudoers (visudo -c), Vagrantfile (vagrant validate, ruby -c)
     command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
     command -v visudo >/dev/null 2>&1 || [ -x /usr/sbin/visudo ] || want+=(sudo)
