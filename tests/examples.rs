@@ -22,8 +22,8 @@
 mod common;
 
 use common::netns::{self, Netns};
-use common::pg::{self, wait_until};
-use common::{require_all, text};
+use common::pg;
+use common::{free_port, require_all, text, wait_for, which};
 use consul_double::{Options, Server};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -53,7 +53,7 @@ fn subst(text: &str, pairs: &[(&str, &str)]) -> String {
 }
 
 fn have(prog: &str) -> bool {
-    pg::which(prog).is_some()
+    which(prog).is_some()
 }
 
 fn bin() -> PathBuf {
@@ -443,7 +443,7 @@ const ADMIN_PASSWORD: &str = "test-secret";
 impl ExamplePgbouncer {
     fn start(dir: &Path) -> ExamplePgbouncer {
         let d = pg::postgres_dir(dir, "pgbouncer");
-        let port = pg::free_port();
+        let port = free_port();
         let ini = d.join("pgbouncer.ini");
         let pidfile = d.join("pgbouncer.pid");
         let log = d.join("pgbouncer.log");
@@ -471,7 +471,7 @@ impl ExamplePgbouncer {
         );
         std::fs::write(&ini, text).unwrap();
         pg::chown_postgres(&ini);
-        let child = pg::as_postgres(pg::which("pgbouncer").unwrap().to_str().unwrap())
+        let child = pg::as_postgres(which("pgbouncer").unwrap().to_str().unwrap())
             .arg(&ini)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -598,7 +598,7 @@ fn sudoers_rule_passes_visudo() {
     if !require_all(&[("visudo (Debian package sudo)", have("visudo"))]) {
         return;
     }
-    let out = run(Command::new(pg::which("visudo").unwrap())
+    let out = run(Command::new(which("visudo").unwrap())
         .args(["-c", "-f"])
         .arg(Path::new(CONF).join("patroni-hook.sudoers")));
     assert!(out.status.success(), "visudo: {}", text(&out));
@@ -679,14 +679,14 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
     assert!(!stdout.contains("warning"), "check-config warned: {stdout}");
 
     // A new leader: the watch fires, reconcile rewrites appdb and reloads PgBouncer.
-    let backend = pg::free_port();
+    let backend = free_port();
     consul.kv_put(
         &format!("service/{SCOPE}/members/pg-patroni2"),
         &member_json("127.0.0.1", backend),
     );
     consul.kv_put(&format!("service/{SCOPE}/leader"), b"pg-patroni2");
     let want = format!("appdb = host=127.0.0.1 port={backend} dbname=appdb");
-    wait_until(
+    wait_for(
         "the watch's reconcile to point appdb at the new leader",
         Duration::from_secs(20),
         || {
@@ -695,7 +695,7 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
                 .contains(&want)
         },
     );
-    wait_until(
+    wait_for(
         "PgBouncer to reload and serve appdb from the new leader",
         Duration::from_secs(20),
         || {

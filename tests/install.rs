@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::pg::which;
-use common::{require_all, text};
+use common::{require_all, text, which};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;

@@ -5,9 +5,12 @@
 //! fails later with "unexpected answer" (exit 1), while a run that does not
 //! trust the certificate never gets an answer (exit 75).
 
+mod common;
+
+use common::{free_port, wait_for};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -104,11 +107,7 @@ fn https_consul_is_trusted_through_ca_file_only() {
         ],
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let _server = Server(
         Command::new("openssl")
             .current_dir(dir)
@@ -129,14 +128,11 @@ fn https_consul_is_trusted_through_ca_file_only() {
             .spawn()
             .unwrap(),
     );
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for openssl s_server on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        &format!("openssl s_server to listen on port {port}"),
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
     std::fs::write(
         dir.join("pgbouncer.ini"),
         "[databases]\nappdb = host=198.51.100.11 port=5432\n",

@@ -8,6 +8,7 @@ pub mod hook;
 pub mod netns;
 pub mod pg;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A command's exit status, stdout and stderr, for assertion messages.
@@ -60,4 +61,23 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0 for a free port")
+        .port()
+}
+
+/// Full path of a program on PATH or in the sbin directories.
+pub fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"])
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| p.is_file());
+    found
 }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{free_port, wait_for, which};
+
 /// Where Debian puts PostgreSQL 15.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -33,26 +35,6 @@ pub fn require_pg_and_pgbouncer() -> bool {
         missing.push("the postgres user".into());
     }
     super::require(&missing)
-}
-
-/// Full path of a program on PATH or in the sbin directories.
-pub fn which(prog: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/bin"])
-        .map(|d| Path::new(d).join(prog))
-        .find(|p| p.exists());
-    found
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A directory the postgres user owns, inside `parent`.
@@ -95,18 +77,6 @@ pub fn open_path_for_postgres(dir: &Path) {
             }
         }
         p = d.parent();
-    }
-}
-
-/// Polls `cond` until true or `timeout`; panics naming `what`.
-pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -293,7 +263,7 @@ impl Pgbouncer {
             child,
             pid,
         };
-        wait_until(
+        wait_for(
             "pgbouncer to write its pidfile and listen",
             Duration::from_secs(20),
             || {
