@@ -11,30 +11,43 @@ use super::{free_port, wait_for, which};
 /// Where Debian puts PostgreSQL 15.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
-/// Whether PostgreSQL, PgBouncer, psql and the postgres user are here.
+/// Whether PostgreSQL 15, PgBouncer, psql and the postgres user are here.
 /// LAB.md: missing under CI=true fails; elsewhere prints what is missing.
 pub fn require_pg_and_pgbouncer() -> bool {
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root".to_string());
-    }
+    let mut missing = pgbouncer_missing();
     if !Path::new(PG_BIN).join("postgres").exists() {
         missing.push(format!("PostgreSQL 15 ({PG_BIN}/postgres)"));
     }
+    super::require(&missing)
+}
+
+/// Whether PgBouncer can run here as the postgres user and be asked with
+/// psql (no PostgreSQL needed). As [`require_pg_and_pgbouncer`].
+pub fn require_pgbouncer() -> bool {
+    super::require(&pgbouncer_missing())
+}
+
+/// Whether the postgres user exists.
+pub fn have_postgres_user() -> bool {
+    matches!(nix::unistd::User::from_name("postgres"), Ok(Some(_)))
+}
+
+/// What running PgBouncer as postgres and asking it with psql lacks here.
+fn pgbouncer_missing() -> Vec<String> {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root (to run servers as postgres and chown to it)".to_string());
+    }
     if which("pgbouncer").is_none() {
-        missing.push("pgbouncer".into());
+        missing.push("pgbouncer (Debian package pgbouncer)".into());
     }
     if which("psql").is_none() {
-        missing.push("psql".into());
+        missing.push("psql (Debian package postgresql-client)".into());
     }
-    if nix::unistd::User::from_name("postgres")
-        .ok()
-        .flatten()
-        .is_none()
-    {
+    if !have_postgres_user() {
         missing.push("the postgres user".into());
     }
-    super::require(&missing)
+    missing
 }
 
 /// A directory the postgres user owns, inside `parent`.
