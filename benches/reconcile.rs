@@ -241,7 +241,7 @@ kill -HUP "$(cat {pid})"
         s.kv_put("service/c0/members/pg-b", &member(b.port));
         s.kv_put("service/c0/leader", b"pg-a");
         let mut client = Client::connect(pgb.port, "db0");
-        pg::wait_until(
+        common::wait_for(
             "db0 to serve A before measuring",
             Duration::from_secs(10),
             || client.query_line("SELECT name FROM marker;") == "A",
@@ -296,7 +296,7 @@ fn consul_url_of(script: &Path) -> String {
 }
 
 fn pgbouncer_version() -> String {
-    let out = Command::new(pg::which("pgbouncer").unwrap())
+    let out = Command::new(common::which("pgbouncer").unwrap())
         .arg("--version")
         .output()
         .unwrap();

@@ -22,11 +22,11 @@
 mod common;
 
 use common::netns::{self, Netns};
-use common::pg::{self, wait_until};
-use common::{require_all, text};
+use common::pg::{self, Pgbouncer, PgbouncerOptions};
+use common::{free_port, require_all, text, wait_for, which};
 use consul_double::{Options, Server};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/patroni-conf");
@@ -53,7 +53,7 @@ fn subst(text: &str, pairs: &[(&str, &str)]) -> String {
 }
 
 fn have(prog: &str) -> bool {
-    pg::which(prog).is_some()
+    which(prog).is_some()
 }
 
 fn bin() -> PathBuf {
@@ -429,36 +429,24 @@ fn patroni_callbacks_and_the_reconcile_unit_move_the_vip() {
     assert_eq!(out.status.code(), Some(0), "on_stop: {}", text(&out));
 }
 
-/// A PgBouncer started on the example pgbouncer.ini, stopped by pid on drop.
-struct ExamplePgbouncer {
-    port: u16,
-    ini: PathBuf,
-    pidfile: PathBuf,
-    log: PathBuf,
-    child: Child,
-}
-
 const ADMIN_PASSWORD: &str = "test-secret";
 
-impl ExamplePgbouncer {
-    fn start(dir: &Path) -> ExamplePgbouncer {
-        let d = pg::postgres_dir(dir, "pgbouncer");
-        let port = pg::free_port();
-        let ini = d.join("pgbouncer.ini");
-        let pidfile = d.join("pgbouncer.pid");
-        let log = d.join("pgbouncer.log");
-        let auth = d.join("userlist.txt");
-        std::fs::write(&auth, format!("\"postgres\" \"{ADMIN_PASSWORD}\"\n")).unwrap();
-        pg::chown_postgres(&auth);
+/// A PgBouncer started on the example pgbouncer.ini.
+fn start_example_pgbouncer(dir: &Path) -> Pgbouncer {
+    let options = PgbouncerOptions {
+        password: ADMIN_PASSWORD,
+        ..PgbouncerOptions::default()
+    };
+    Pgbouncer::start_with(dir, options, |f| {
         // Substituted: where it listens (loopback, a free port), and the paths
         // of this machine. The [databases] entry stays as shipped: nothing
         // connects to it before the watch points it at loopback.
-        let listen_port = format!("listen_port = {port}");
-        let socket = format!("unix_socket_dir = {}", d.display());
-        let logfile = format!("logfile = {}", log.display());
-        let pid = format!("pidfile = {}", pidfile.display());
-        let auth_file = format!("auth_file = {}", auth.display());
-        let text = subst(
+        let listen_port = format!("listen_port = {}", f.port);
+        let socket = format!("unix_socket_dir = {}", f.dir.display());
+        let logfile = format!("logfile = {}", f.log.display());
+        let pid = format!("pidfile = {}", f.pidfile.display());
+        let auth_file = format!("auth_file = {}", f.auth_file.display());
+        subst(
             &read("pgbouncer.ini"),
             &[
                 ("listen_addr = *", "listen_addr = 127.0.0.1"),
@@ -468,76 +456,19 @@ impl ExamplePgbouncer {
                 ("pidfile = /run/postgresql/pgbouncer.pid", &pid),
                 ("auth_file = /etc/pgbouncer/userlist.txt", &auth_file),
             ],
-        );
-        std::fs::write(&ini, text).unwrap();
-        pg::chown_postgres(&ini);
-        let child = pg::as_postgres(pg::which("pgbouncer").unwrap().to_str().unwrap())
-            .arg(&ini)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut p = ExamplePgbouncer {
-            port,
-            ini,
-            pidfile,
-            log,
-            child,
-        };
-        let end = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if p.pidfile.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            if let Ok(Some(st)) = p.child.try_wait() {
-                panic!(
-                    "PgBouncer refused the example pgbouncer.ini ({st}): {}",
-                    std::fs::read_to_string(&p.log).unwrap_or_default()
-                );
-            }
-            assert!(
-                std::time::Instant::now() < end,
-                "timed out waiting for PgBouncer to listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        p
-    }
-
-    /// `psql` on the admin console (database `pgbouncer`), rows as `a|b|c`.
-    fn admin(&self, sql: &str) -> String {
-        let out = run(Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-U", "postgres", "-d", "pgbouncer", "-Atc", sql])
-            .env("PGPASSWORD", ADMIN_PASSWORD));
-        assert!(out.status.success(), "psql {sql}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn setting(&self, key: &str) -> String {
-        let rows = self.admin("SHOW CONFIG");
-        rows.lines()
-            .find_map(|l| {
-                let mut f = l.split('|');
-                (f.next() == Some(key)).then(|| f.next().unwrap_or("").to_string())
-            })
-            .unwrap_or_else(|| panic!("{key} not in SHOW CONFIG: {rows}"))
-    }
+        )
+    })
 }
 
-impl Drop for ExamplePgbouncer {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The value of `key` in PgBouncer's `SHOW CONFIG`.
+fn setting(pgb: &Pgbouncer, key: &str) -> String {
+    let rows = pgb.admin("SHOW CONFIG");
+    rows.lines()
+        .find_map(|l| {
+            let mut f = l.split('|');
+            (f.next() == Some(key)).then(|| f.next().unwrap_or("").to_string())
+        })
+        .unwrap_or_else(|| panic!("{key} not in SHOW CONFIG: {rows}"))
 }
 
 fn watch_of(client: &serde_json::Value) -> (&str, Vec<String>) {
@@ -598,7 +529,7 @@ fn sudoers_rule_passes_visudo() {
     if !require_all(&[("visudo (Debian package sudo)", have("visudo"))]) {
         return;
     }
-    let out = run(Command::new(pg::which("visudo").unwrap())
+    let out = run(Command::new(which("visudo").unwrap())
         .args(["-c", "-f"])
         .arg(Path::new(CONF).join("patroni-hook.sudoers")));
     assert!(out.status.success(), "visudo: {}", text(&out));
@@ -610,10 +541,10 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
         return;
     }
     let dir = open_tempdir();
-    let pgb = ExamplePgbouncer::start(dir.path());
-    assert_eq!(pgb.setting("server_login_retry"), "1");
-    assert_eq!(pgb.setting("pool_mode"), "transaction");
-    assert_eq!(pgb.setting("server_connect_timeout"), "3");
+    let pgb = start_example_pgbouncer(dir.path());
+    assert_eq!(setting(&pgb, "server_login_retry"), "1");
+    assert_eq!(setting(&pgb, "pool_mode"), "transaction");
+    assert_eq!(setting(&pgb, "server_connect_timeout"), "3");
 
     // The PgBouncer host's patroni-hook config, with this machine's paths and
     // the double's address substituted.
@@ -679,14 +610,14 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
     assert!(!stdout.contains("warning"), "check-config warned: {stdout}");
 
     // A new leader: the watch fires, reconcile rewrites appdb and reloads PgBouncer.
-    let backend = pg::free_port();
+    let backend = free_port();
     consul.kv_put(
         &format!("service/{SCOPE}/members/pg-patroni2"),
         &member_json("127.0.0.1", backend),
     );
     consul.kv_put(&format!("service/{SCOPE}/leader"), b"pg-patroni2");
     let want = format!("appdb = host=127.0.0.1 port={backend} dbname=appdb");
-    wait_until(
+    wait_for(
         "the watch's reconcile to point appdb at the new leader",
         Duration::from_secs(20),
         || {
@@ -695,7 +626,7 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
                 .contains(&want)
         },
     );
-    wait_until(
+    wait_for(
         "PgBouncer to reload and serve appdb from the new leader",
         Duration::from_secs(20),
         || {

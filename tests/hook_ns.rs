@@ -6,9 +6,8 @@
 mod common;
 
 use common::hook::{bin, code, Fixture, SCOPE, V4, V6};
-use common::text;
+use common::{pg, require_all, text};
 use consul_double::{Options, Server};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -346,15 +345,8 @@ fn runs_as_postgres_with_file_capabilities() {
     let Some(f) = Fixture::new(&format!("{V4}/24")) else {
         return;
     };
-    let missing: Vec<&str> = [
-        (
-            "postgres user",
-            Command::new("id")
-                .arg("postgres")
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false),
-        ),
+    if !require_all(&[
+        ("the postgres user", pg::have_postgres_user()),
         (
             "setcap (libcap2-bin)",
             Command::new("setcap").arg("-v").output().is_ok(),
@@ -363,15 +355,7 @@ fn runs_as_postgres_with_file_capabilities() {
             "runuser (util-linux)",
             Command::new("runuser").arg("--help").output().is_ok(),
         ),
-    ]
-    .into_iter()
-    .filter(|(_, ok)| !ok)
-    .map(|(what, _)| what)
-    .collect();
-    if !missing.is_empty() {
-        let msg = format!("this test needs {}", missing.join(", "));
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("skipped: {msg}");
+    ]) {
         return;
     }
     f.set_leader("pg1");
@@ -381,15 +365,7 @@ fn runs_as_postgres_with_file_capabilities() {
     std::fs::copy(bin(), &exe).unwrap();
     let lockdir = d.join("run");
     std::fs::create_dir(&lockdir).unwrap();
-    let chown = |p: &Path| {
-        let st = Command::new("chown")
-            .arg("postgres:postgres")
-            .arg(p)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    };
-    chown(&lockdir);
+    pg::chown_postgres(&lockdir);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&f.config, std::fs::Permissions::from_mode(0o644)).unwrap();

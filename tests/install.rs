@@ -5,10 +5,8 @@
 
 mod common;
 
-use common::pg::which;
-use common::{require_all, text};
+use common::{pg, require, require_all, text, which};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -36,13 +34,7 @@ fn prerequisites() -> bool {
             "setcap and getcap (libcap2-bin)",
             which("setcap").is_some() && which("getcap").is_some(),
         ),
-        (
-            "the postgres user",
-            nix::unistd::User::from_name("postgres")
-                .ok()
-                .flatten()
-                .is_some(),
-        ),
+        ("the postgres user", pg::have_postgres_user()),
         (
             "target/*/examples/gen-docs (cargo build --examples)",
             gen_docs().exists(),
@@ -357,13 +349,19 @@ fn installs_on_this_machine_and_uninstalls_cleanly() {
             root.join("var/lib/patroni-hook"),
         ])
         .collect();
-    if let Some(p) = ours.iter().find(|p| p.exists()) {
-        // Never replace or remove an operator's (or another run's) install.
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: {} already exists: this machine has patroni-hook installed",
-            p.display()
-        );
+    // Never replace or remove an operator's (or another run's) install.
+    let installed: Vec<String> = ours
+        .iter()
+        .find(|p| p.exists())
+        .map(|p| {
+            format!(
+                "a machine without patroni-hook installed ({} exists)",
+                p.display()
+            )
+        })
+        .into_iter()
+        .collect();
+    if !require(&installed) {
         return;
     }
     // Every ancestor directory that exists now must exist afterwards, and every

@@ -3,23 +3,22 @@
 //! a fresh /run holds `systemd/journal/socket`, bind-mounted from a datagram
 //! socket this test reads; the host's /run and journal are never touched.
 
+mod common;
+
+use common::require_all;
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::Duration;
 
 #[test]
 fn log_lines_reach_journald_with_action_role_and_scope() {
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root");
-    }
-    if Command::new("unshare").arg("--help").output().is_err() {
-        missing.push("unshare (util-linux)");
-    }
-    if !missing.is_empty() {
-        let msg = format!("this test needs {}", missing.join(", "));
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("skipped: {msg}");
+    if !require_all(&[
+        ("root", nix::unistd::geteuid().is_root()),
+        (
+            "unshare (util-linux)",
+            Command::new("unshare").arg("--help").output().is_ok(),
+        ),
+    ]) {
         return;
     }
     let d = tempfile::tempdir().unwrap();

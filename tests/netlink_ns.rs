@@ -8,7 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::netns::{require_root_and_ip, veth, wait_for, Netns};
+use common::netns::{require_root_and_ip, veth, Netns};
+use common::wait_for;
 use ipnet::IpNet;
 use patroni_hook::announce::announce;
 use patroni_hook::netlink::Netlink;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::text;
+use common::{free_port, text, wait_for};
 
 use common::consul::Consul;
 use common::pg::{self, Client, Pgbouncer, Postgres};
@@ -130,7 +130,7 @@ fn pgbouncer_follows_the_leader_key() {
     );
     assert_eq!(after, expected);
     // The same client's next transaction reads B.
-    pg::wait_until(
+    wait_for(
         "PgBouncer to log the reload",
         Duration::from_secs(10),
         || lab.pgb.reloads() > reloads,
@@ -208,7 +208,7 @@ fn stale_pidfile_is_an_error_naming_it_and_the_new_file_stays() {
     lab.write_config(&lab.consul.url(), &lab.pgb.pidfile);
     let out = lab.reconcile();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    pg::wait_until(
+    wait_for(
         "the missed reload to happen",
         Duration::from_secs(10),
         || lab.pgb.reloads() > reloads,
@@ -273,7 +273,7 @@ fn reconcile_does_not_hang_on_watch_json_on_stdin() {
     stdin
         .write_all(b"{\"Key\":\"service/batman/leader\",\"CreateIndex\":5,\"ModifyIndex\":9,\"LockIndex\":1,\"Flags\":0,\"Value\":\"cGctYg==\",\"Session\":\"x\"}\n")
         .unwrap();
-    pg::wait_until(
+    wait_for(
         "reconcile to exit with stdin still open",
         Duration::from_secs(10),
         || child.try_wait().unwrap().is_some(),
@@ -293,7 +293,7 @@ fn reconcile_does_not_hang_on_watch_json_on_stdin() {
 fn watch_handler_moves_pgbouncer_on_a_leader_change() {
     let Some(lab) = Lab::new() else { return };
     // A separate double process with the watch (the in-process one holds the members).
-    let port = pg::free_port();
+    let port = free_port();
     let handler = format!(
         "{} --config {} reconcile",
         hook().display(),
@@ -317,7 +317,7 @@ fn watch_handler_moves_pgbouncer_on_a_leader_change() {
             .expect("starting consul-double"),
     );
     let url = format!("http://127.0.0.1:{port}");
-    pg::wait_until("consul-double to listen", Duration::from_secs(10), || {
+    wait_for("consul-double to listen", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     let put = |key: &str, body: &[u8]| {
@@ -357,18 +357,18 @@ fn watch_handler_moves_pgbouncer_on_a_leader_change() {
     );
     put(&format!("service/{SCOPE}/leader"), b"pg-b");
     let want = format!("port={}", lab.b.port);
-    pg::wait_until(
+    wait_for(
         "the watch handler to point pgbouncer.ini at B",
         Duration::from_secs(15),
         || String::from_utf8(lab.ini()).unwrap().contains(&want),
     );
     let mut client = Client::connect(lab.pgb.port, "appdb");
-    pg::wait_until("PgBouncer to serve B", Duration::from_secs(10), || {
+    wait_for("PgBouncer to serve B", Duration::from_secs(10), || {
         client.query_line("SELECT name FROM marker;") == "B"
     });
     put(&format!("service/{SCOPE}/leader"), b"pg-a");
     let want = format!("port={}", lab.a.port);
-    pg::wait_until(
+    wait_for(
         "the watch handler to point pgbouncer.ini back at A",
         Duration::from_secs(15),
         || String::from_utf8(lab.ini()).unwrap().contains(&want),

@@ -5,9 +5,12 @@
 //! fails later with "unexpected answer" (exit 1), while a run that does not
 //! trust the certificate never gets an answer (exit 75).
 
+mod common;
+
+use common::{free_port, require_all, wait_for};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -22,16 +25,6 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-fn have_openssl() -> bool {
-    if Command::new("openssl").arg("version").output().is_ok() {
-        return true;
-    }
-    let msg = "this test needs the openssl command (Debian package openssl)";
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-    eprintln!("skipped: {msg}");
-    false
-}
-
 struct Server(Child);
 impl Drop for Server {
     fn drop(&mut self) {
@@ -42,7 +35,10 @@ impl Drop for Server {
 
 #[test]
 fn https_consul_is_trusted_through_ca_file_only() {
-    if !have_openssl() {
+    if !require_all(&[(
+        "the openssl command (Debian package openssl)",
+        Command::new("openssl").arg("version").output().is_ok(),
+    )]) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -104,11 +100,7 @@ fn https_consul_is_trusted_through_ca_file_only() {
         ],
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let _server = Server(
         Command::new("openssl")
             .current_dir(dir)
@@ -129,14 +121,11 @@ fn https_consul_is_trusted_through_ca_file_only() {
             .spawn()
             .unwrap(),
     );
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for openssl s_server on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        &format!("openssl s_server to listen on port {port}"),
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
     std::fs::write(
         dir.join("pgbouncer.ini"),
         "[databases]\nappdb = host=198.51.100.11 port=5432\n",

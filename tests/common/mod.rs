@@ -2,62 +2,11 @@
 // Each test file is its own crate and uses a different part of these helpers.
 #![allow(dead_code)]
 
+mod basics;
 pub mod consul;
 pub mod fake_consul;
 pub mod hook;
 pub mod netns;
 pub mod pg;
 
-use std::time::{Duration, Instant};
-
-/// A command's exit status, stdout and stderr, for assertion messages.
-pub fn text(o: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// LAB.md: a missing prerequisite fails the test under `CI=true`; elsewhere
-/// the test skips, printing exactly what is missing. True when nothing is.
-pub fn require(missing: &[String]) -> bool {
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!("this test needs {}", missing.join(", "));
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{message}");
-    }
-    // Straight to the process's stderr: libtest captures `eprintln!` and shows
-    // it only for failing tests, and a skip must be seen.
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {message}");
-    false
-}
-
-/// `require` over (what, present) pairs.
-pub fn require_all(needs: &[(&str, bool)]) -> bool {
-    let missing: Vec<String> = needs
-        .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(what, _)| what.to_string())
-        .collect();
-    require(&missing)
-}
-
-/// Polls `condition` every 10 ms until it holds or `timeout` passes; panics
-/// naming `what` was awaited.
-pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+pub use basics::*;

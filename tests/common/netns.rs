@@ -11,7 +11,6 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 /// Prefix of every namespace these helpers create: `phk-<pid>-<n>-<label>`.
 const PREFIX: &str = "phk-";
@@ -235,21 +234,6 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     ]);
     a.ip(&["link", "set", a_if, "up"]);
     b.ip(&["link", "set", b_if, "up"]);
-}
-
-/// Polls `condition` every 10 ms until it holds or `timeout` passes; panics
-/// naming `what` was awaited.
-pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Moves the calling thread into the namespace behind `file`.

@@ -6,53 +6,48 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{free_port, wait_for, which};
+
 /// Where Debian puts PostgreSQL 15.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
-/// Whether PostgreSQL, PgBouncer, psql and the postgres user are here.
+/// Whether PostgreSQL 15, PgBouncer, psql and the postgres user are here.
 /// LAB.md: missing under CI=true fails; elsewhere prints what is missing.
 pub fn require_pg_and_pgbouncer() -> bool {
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root".to_string());
-    }
+    let mut missing = pgbouncer_missing();
     if !Path::new(PG_BIN).join("postgres").exists() {
         missing.push(format!("PostgreSQL 15 ({PG_BIN}/postgres)"));
-    }
-    if which("pgbouncer").is_none() {
-        missing.push("pgbouncer".into());
-    }
-    if which("psql").is_none() {
-        missing.push("psql".into());
-    }
-    if nix::unistd::User::from_name("postgres")
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        missing.push("the postgres user".into());
     }
     super::require(&missing)
 }
 
-/// Full path of a program on PATH or in the sbin directories.
-pub fn which(prog: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/bin"])
-        .map(|d| Path::new(d).join(prog))
-        .find(|p| p.exists());
-    found
+/// Whether PgBouncer can run here as the postgres user and be asked with
+/// psql (no PostgreSQL needed). As [`require_pg_and_pgbouncer`].
+pub fn require_pgbouncer() -> bool {
+    super::require(&pgbouncer_missing())
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Whether the postgres user exists.
+pub fn have_postgres_user() -> bool {
+    matches!(nix::unistd::User::from_name("postgres"), Ok(Some(_)))
+}
+
+/// What running PgBouncer as postgres and asking it with psql lacks here.
+fn pgbouncer_missing() -> Vec<String> {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root (to run servers as postgres and chown to it)".to_string());
+    }
+    if which("pgbouncer").is_none() {
+        missing.push("pgbouncer (Debian package pgbouncer)".into());
+    }
+    if which("psql").is_none() {
+        missing.push("psql (Debian package postgresql-client)".into());
+    }
+    if !have_postgres_user() {
+        missing.push("the postgres user".into());
+    }
+    missing
 }
 
 /// A directory the postgres user owns, inside `parent`.
@@ -95,18 +90,6 @@ pub fn open_path_for_postgres(dir: &Path) {
             }
         }
         p = d.parent();
-    }
-}
-
-/// Polls `cond` until true or `timeout`; panics naming `what`.
-pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -223,33 +206,51 @@ impl Drop for Postgres {
     }
 }
 
-/// A PgBouncer in transaction pooling, its ini managed by the test.
+/// Where a test's PgBouncer keeps its files, for the test's ini to name: all
+/// in one directory the postgres user owns.
+pub struct PgbouncerFiles {
+    /// Port on 127.0.0.1 for `listen_port`.
+    pub port: u16,
+    /// The directory itself (usable as `unix_socket_dir`).
+    pub dir: PathBuf,
+    /// For `pidfile`: the fixture waits until PgBouncer writes its pid there.
+    pub pidfile: PathBuf,
+    /// For `logfile`: the fixture waits until PgBouncer logs "process up" there.
+    pub log: PathBuf,
+    /// For `auth_file`: the postgres user with [`PgbouncerOptions::password`].
+    pub auth_file: PathBuf,
+}
+
+/// What a test's PgBouncer may do differently from the default one.
+#[derive(Default)]
+pub struct PgbouncerOptions {
+    /// The postgres user's password in the auth file, also used on the admin
+    /// console; empty by default.
+    pub password: &'static str,
+    /// `-v`: PgBouncer also logs each entry it loads, for reading a failure.
+    pub verbose: bool,
+}
+
+/// A real PgBouncer run as the postgres user, its ini managed by the test,
+/// stopped by its pid when dropped.
 pub struct Pgbouncer {
     /// Port on 127.0.0.1.
     pub port: u16,
-    /// The ini file.
+    /// The ini file (mode 0640, owned by postgres, as Debian installs it).
     pub ini: PathBuf,
     /// The pidfile.
     pub pidfile: PathBuf,
     /// The log file.
     pub log: PathBuf,
+    password: &'static str,
     child: Child,
-    pid: i32,
 }
 
 impl Pgbouncer {
-    /// Writes an ini with `appdb` pointing at `backend_port` and starts PgBouncer.
+    /// Writes an ini in transaction pooling with `appdb` pointing at
+    /// `backend_port` (and the unmanaged `other` too) and starts PgBouncer.
     pub fn start(parent: &Path, backend_port: u16) -> Pgbouncer {
-        let dir = postgres_dir(parent, "pgbouncer");
-        let port = free_port();
-        let ini = dir.join("pgbouncer.ini");
-        let pidfile = dir.join("pgbouncer.pid");
-        let log = dir.join("pgbouncer.log");
-        let auth = dir.join("userlist.txt");
-        std::fs::write(&auth, "\"postgres\" \"\"\n").unwrap();
-        chown_postgres(&auth);
-        std::fs::write(
-            &ini,
+        Pgbouncer::start_with(parent, PgbouncerOptions::default(), |f| {
             format!(
                 "; managed by patroni-hook: host= and port= of appdb follow the leader\n\
                  [databases]\n\
@@ -259,7 +260,7 @@ impl Pgbouncer {
                  \n\
                  [pgbouncer]\n\
                  listen_addr = 127.0.0.1\n\
-                 listen_port = {port}\n\
+                 listen_port = {}\n\
                  unix_socket_dir =\n\
                  auth_type = trust\n\
                  auth_file = {}\n\
@@ -267,64 +268,145 @@ impl Pgbouncer {
                  server_login_retry = 1\n\
                  logfile = {}\n\
                  pidfile = {}\n",
-                auth.display(),
-                log.display(),
-                pidfile.display()
-            ),
+                f.port,
+                f.auth_file.display(),
+                f.log.display(),
+                f.pidfile.display()
+            )
+        })
+    }
+
+    /// Starts PgBouncer on the ini `ini` writes for the files in
+    /// `<parent>/pgbouncer`, and waits (20 s at most) until it runs: its pid
+    /// in the pidfile, "process up" in its log and its port accepting.
+    pub fn start_with(
+        parent: &Path,
+        options: PgbouncerOptions,
+        ini: impl FnOnce(&PgbouncerFiles) -> String,
+    ) -> Pgbouncer {
+        let dir = postgres_dir(parent, "pgbouncer");
+        let files = PgbouncerFiles {
+            port: free_port(),
+            pidfile: dir.join("pgbouncer.pid"),
+            log: dir.join("pgbouncer.log"),
+            auth_file: dir.join("userlist.txt"),
+            dir,
+        };
+        std::fs::write(
+            &files.auth_file,
+            format!("\"postgres\" \"{}\"\n", options.password),
         )
         .unwrap();
-        chown_postgres(&ini);
+        chown_postgres(&files.auth_file);
+        let ini_path = files.dir.join("pgbouncer.ini");
+        std::fs::write(&ini_path, ini(&files)).unwrap();
+        chown_postgres(&ini_path);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&ini_path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        }
         // setpriv execs PgBouncer in place (runuser would fork), so the child
-        // we hold is PgBouncer itself and dies with a kill of its pid.
+        // we hold is PgBouncer itself: its pid is the one in the pidfile, and
+        // a signal to it reaches PgBouncer.
         let child = Command::new("setpriv")
             .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
-            .arg(which("pgbouncer").unwrap())
-            .arg(&ini)
+            .arg(which("pgbouncer").expect("pgbouncer on PATH or in /usr/sbin"))
+            .args(options.verbose.then_some("-v"))
+            .arg(&ini_path)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let pid = child.id() as i32;
         let mut pgb = Pgbouncer {
-            port,
-            ini,
-            pidfile,
-            log,
+            port: files.port,
+            ini: ini_path,
+            pidfile: files.pidfile,
+            log: files.log,
+            password: options.password,
             child,
-            pid,
         };
-        wait_until(
-            "pgbouncer to write its pidfile and listen",
+        let pid = pgb.pid().to_string();
+        wait_for(
+            "PgBouncer to write its pidfile, log \"process up\" and listen",
             Duration::from_secs(20),
             || {
                 if let Ok(Some(st)) = pgb.child.try_wait() {
-                    let log = std::fs::read_to_string(&pgb.log).unwrap_or_default();
-                    panic!("pgbouncer exited with {st}: {log}");
+                    panic!(
+                        "PgBouncer exited with {st} on {}; log:\n{}",
+                        pgb.ini.display(),
+                        pgb.log_text()
+                    );
                 }
-                pgb.pidfile.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                std::fs::read_to_string(&pgb.pidfile).is_ok_and(|p| p.trim() == pid)
+                    && pgb.log_text().contains("process up")
+                    && std::net::TcpStream::connect(("127.0.0.1", pgb.port)).is_ok()
             },
         );
         pgb
     }
 
+    /// PgBouncer's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// What PgBouncer has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// How many times PgBouncer logged a reload.
     pub fn reloads(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+        self.log_text()
             .lines()
             .filter(|l| l.contains("SIGHUP"))
             .count()
+    }
+
+    /// `psql` on the admin console (database `pgbouncer`) as postgres, rows
+    /// as `a|b|c`; panics unless psql succeeds.
+    pub fn admin(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-A", "-t", "-h", "127.0.0.1"])
+            .args(["-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "pgbouncer", "-c", sql])
+            .env("PGPASSWORD", self.password)
+            .env("PGCONNECT_TIMEOUT", "5")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql {sql}: {}", super::text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Host and port PgBouncer serves database `name` from (`SHOW DATABASES`).
+    pub fn database(&self, name: &str) -> Option<(String, String)> {
+        self.admin("SHOW DATABASES").lines().find_map(|l| {
+            let mut cols = l.split('|');
+            if cols.next()? != name {
+                return None;
+            }
+            Some((cols.next()?.into(), cols.next()?.into()))
+        })
     }
 }
 
 impl Drop for Pgbouncer {
     fn drop(&mut self) {
-        // By the pid we started (setpriv exec'd PgBouncer in place); the
-        // directory with the pidfile may be gone already.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        // By the pid we started. SIGTERM is PgBouncer's immediate shutdown;
+        // SIGKILL if it lingers. No panic here: this runs during one too.
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("PgBouncer {pid} ignored SIGTERM for 5 s; killing it");
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{delete, get, put, request, wait_for, Resp};
+use common::{delete, get, put, request, wait_for_some, Resp};
 use consul_double::{Options, Server};
 use serde_json::{json, Value};
 
@@ -416,7 +416,7 @@ fn lock_delay_refuses_acquire_until_it_passes() {
         put(s.addr(), &format!("/v1/kv/l?acquire={b}"), b"b").text(),
         "false"
     );
-    wait_for(
+    wait_for_some(
         "acquire to succeed after the 1s lock-delay",
         Duration::from_secs(5),
         || (put(s.addr(), &format!("/v1/kv/l?acquire={b}"), b"b").text() == "true").then_some(()),
@@ -732,7 +732,7 @@ fn session_behavior_delete_removes_keys_after_2x_ttl_not_before() {
     // Past the TTL but inside the 2× grace (§3.5): still there.
     std::thread::sleep(Duration::from_millis(1300).saturating_sub(created.elapsed()));
     assert!(s.kv_get("m").is_some(), "key deleted before 2×TTL");
-    wait_for(
+    wait_for_some(
         "the session's key to be deleted at 2×TTL",
         Duration::from_secs(5),
         || s.kv_get("m").is_none().then_some(()),
@@ -751,7 +751,7 @@ fn session_behavior_release_keeps_keys_and_clears_session() {
     let id = create_session(&s, json!({"ttl": "1s", "lockdelay": "0s"}));
     put(s.addr(), &format!("/v1/kv/m?acquire={id}"), b"n");
     let mi = modify_index(&s, "m");
-    wait_for(
+    wait_for_some(
         "the session to expire and release its key",
         Duration::from_secs(5),
         || s.kv_get("m").filter(|e| e.session.is_none()),
@@ -967,14 +967,14 @@ fn watch_runs_at_start_with_null_then_with_the_new_json() {
         ..Options::default()
     })
     .expect("start double");
-    let first = wait_for(
+    let first = wait_for_some(
         "the watch handler's first run",
         Duration::from_secs(10),
         || log_lines(&log).first().cloned(),
     );
     assert_eq!(first, format!("{} null", s.index()));
     put(s.addr(), "/v1/kv/service/b/leader", b"node1");
-    let second = wait_for(
+    let second = wait_for_some(
         "the watch handler's run after the PUT",
         Duration::from_secs(10),
         || log_lines(&log).get(1).cloned(),
@@ -988,7 +988,7 @@ fn watch_runs_at_start_with_null_then_with_the_new_json() {
     put(s.addr(), "/v1/kv/service/b/leader", b"node1");
     put(s.addr(), "/v1/kv/service/b/other", b"x");
     delete(s.addr(), "/v1/kv/service/b/leader");
-    let third = wait_for(
+    let third = wait_for_some(
         "the watch handler's run after the DELETE",
         Duration::from_secs(10),
         || log_lines(&log).get(2).cloned(),
@@ -1015,16 +1015,16 @@ fn watch_handler_that_ignores_stdin_does_not_block_the_watch() {
     .expect("start double");
     // The first run (key absent, `null`) must be seen before the change,
     // or the watch's first read may already see the value and run only once.
-    wait_for("the first handler run", Duration::from_secs(10), || {
+    wait_for_some("the first handler run", Duration::from_secs(10), || {
         (!log_lines(&log).is_empty()).then_some(())
     });
     // Larger than a pipe buffer, so a naive write-then-wait would block.
     s.kv_put("big", &vec![b'a'; 300 * 1024]);
-    wait_for("two handler runs", Duration::from_secs(10), || {
+    wait_for_some("two handler runs", Duration::from_secs(10), || {
         (log_lines(&log).len() >= 2).then_some(())
     });
     s.kv_put("big", &vec![b'b'; 300 * 1024]);
-    wait_for("a third handler run", Duration::from_secs(10), || {
+    wait_for_some("a third handler run", Duration::from_secs(10), || {
         (log_lines(&log).len() >= 3).then_some(())
     });
 }
@@ -1128,7 +1128,7 @@ fn binary_serves_until_sigterm() {
     assert_eq!(get(addr, "/v1/kv/k").status, 403);
     // SAFETY: signalling the child we spawned, by its pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = wait_for(
+    let status = wait_for_some(
         "consul-double to exit after SIGTERM",
         Duration::from_secs(10),
         || child.try_wait().expect("try_wait"),

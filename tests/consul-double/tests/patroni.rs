@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{get, wait_for};
+use common::{free_port, get, require, wait_for_some};
 use consul_double::{Options, Server};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -67,23 +67,11 @@ fn prereqs() -> Option<Prereqs> {
             ));
         }
     }
-    if missing.is_empty() {
-        let (uid, gid) = ids?;
-        return Some(Prereqs { uid, gid, venv });
+    if !require(&missing) {
+        return None;
     }
-    let msg = format!("missing prerequisites: {}", missing.join("; "));
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}");
-    }
-    eprintln!("skipping: {msg}");
-    None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    let (uid, gid) = ids?;
+    Some(Prereqs { uid, gid, venv })
 }
 
 fn pid_alive(pid: i32) -> bool {
@@ -258,7 +246,7 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn patronictl");
-        let status = wait_for("patronictl list to exit", Duration::from_secs(30), || {
+        let status = wait_for_some("patronictl list to exit", Duration::from_secs(30), || {
             child.try_wait().expect("try_wait patronictl")
         });
         let out = child.wait_with_output().expect("patronictl output");
@@ -357,14 +345,14 @@ fn single_member_leads_and_keeps_its_session() {
     let n = c.add_node("node1");
     c.start(n);
 
-    let (leader, session) = wait_for(
+    let (leader, session) = wait_for_some(
         "node1 to hold the leader key",
         Duration::from_secs(60),
         || c.leader().filter(|(name, _)| name == "node1"),
     );
     assert_eq!(leader, "node1");
     let pg_port = c.nodes[n].pg_port;
-    let member = wait_for(
+    let member = wait_for_some(
         "members/node1 with its conn_url",
         Duration::from_secs(30),
         || c.member("node1").filter(|m| m["role"] == "primary"),
@@ -381,7 +369,7 @@ fn single_member_leads_and_keeps_its_session() {
     assert_eq!(info[0]["Behavior"], "delete");
 
     let service_id = format!("{}/node1", c.scope);
-    wait_for(
+    wait_for_some(
         "Patroni's service registration",
         Duration::from_secs(30),
         || {
@@ -423,7 +411,7 @@ fn replica_takes_over_after_the_leader_session_expires() {
     c.start(a);
     c.start(b);
 
-    let (old_leader, old_session) = wait_for(
+    let (old_leader, old_session) = wait_for_some(
         "a member to hold the leader key",
         Duration::from_secs(60),
         || c.leader(),
@@ -434,7 +422,7 @@ fn replica_takes_over_after_the_leader_session_expires() {
         (b, a)
     };
     let replica = c.nodes[ri].name.clone();
-    wait_for(
+    wait_for_some(
         "the replica to run and report role replica",
         Duration::from_secs(90),
         || {
@@ -456,7 +444,7 @@ fn replica_takes_over_after_the_leader_session_expires() {
     let killed_at = Instant::now();
     c.nodes[li].kill(libc::SIGKILL);
 
-    let (new_leader, new_session) = wait_for(
+    let (new_leader, new_session) = wait_for_some(
         "the replica to take the leader key after the session expiry",
         Duration::from_secs(60),
         || c.leader().filter(|(name, _)| *name == replica),

@@ -1,12 +1,19 @@
 //! Test helpers shared by the integration tests: a tiny blocking HTTP/1.1
 //! client over a raw `TcpStream` (so tests control every byte, e.g. the
-//! `Content-Length: 0` on GET that Patroni sends), and a bounded poll.
+//! `Content-Length: 0` on GET that Patroni sends), and the std-only helpers
+//! patroni-hook's tests use too (skip-or-fail under CI, bounded waits, a
+//! free port), from the one copy in the repository's tests/common.
 
 #![allow(dead_code)]
 
+#[path = "../../../common/basics.rs"]
+mod basics;
+
+pub use basics::*;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One HTTP response.
 #[derive(Debug)]
@@ -106,18 +113,4 @@ pub fn put(addr: SocketAddr, target: &str, body: &[u8]) -> Resp {
 
 pub fn delete(addr: SocketAddr, target: &str) -> Resp {
     request(addr, "DELETE", target, &[], b"")
-}
-
-/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
