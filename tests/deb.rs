@@ -22,7 +22,7 @@
 mod common;
 
 use common::netns::{self, Netns};
-use common::pg::which;
+use common::which;
 use common::{require_all, text};
 use consul_double::{Options, Server};
 use std::collections::BTreeSet;

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::pg::which;
+use common::which;
 use common::{require_all, text};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
