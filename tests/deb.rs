@@ -496,7 +496,7 @@ fn package_installs_runs_upgrades_and_purges_cleanly() {
         .expect("vip-holder written");
     let holder: serde_json::Value = serde_json::from_slice(&holder.value).unwrap();
     assert_eq!(holder["member"], "pg1");
-    let addr_file = format!("{RUN}/vip-{SCOPE}.addr");
+    let addr_file = format!("{RUN}/vip-{SCOPE}.owned");
     assert_eq!(mode_owner(&addr_file).1, "postgres");
 
     // Another Patroni user, the documented way, and back.
