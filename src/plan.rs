@@ -124,7 +124,7 @@ pub enum ConsulView {
     /// Consul cannot be asked as configured: an unreadable token or CA file.
     Misconfigured(String),
     /// One recursive read of `<ns>/<scope>/`.
-    Answered(ScopeView),
+    Answered(Box<ScopeView>),
 }
 
 /// An address on an interface: the unit of what the hook owns.
@@ -401,14 +401,9 @@ fn current_vip(
             Verdict::Failed(why)
         });
     }
-    let elsewhere = o
-        .present
-        .iter()
-        .find(|p| p.net.addr() == net.addr() && p.interface != o.interface && !p.marked);
-    if let Some(p) = elsewhere {
+    if let Some(interface) = elsewhere(o, net) {
         let why = format!(
-            "{key} {net} is an address of interface {} on this host, not a VIP; nothing changed",
-            p.interface
+            "{key} {net} is an address of interface {interface} on this host, not a VIP; nothing changed"
         );
         return Err(if from_config {
             Verdict::Config(why)
@@ -417,6 +412,15 @@ fn current_vip(
         });
     }
     Ok(Some(net))
+}
+
+/// The other interface of this host that has `net`'s address, not marked
+/// as the hook's, if any.
+fn elsewhere(o: &Observed, net: IpNet) -> Option<String> {
+    o.present
+        .iter()
+        .find(|p| p.net.addr() == net.addr() && p.interface != o.interface && !p.marked)
+        .map(|p| p.interface.clone())
 }
 
 /// Whether an address the hook did not add may be taken over (a VIP found
@@ -433,6 +437,12 @@ fn claimable(o: &Observed, net: IpNet, interface: &str) -> Result<(), String> {
     }
     if o.member_ips.contains(&net.addr()) {
         return Err("a member uses it".into());
+    }
+    if o.others
+        .iter()
+        .any(|x| x.net.addr() == net.addr() && x.interface == interface)
+    {
+        return Err("another scope on this host owns it".into());
     }
     let here = o
         .present
@@ -503,7 +513,7 @@ pub fn record_step(
 /// Decides the steps.
 pub fn plan(o: &Observed) -> Plan {
     let view = match &o.consul {
-        ConsulView::Answered(v) => Some(v),
+        ConsulView::Answered(v) => Some(v.as_ref()),
         _ => None,
     };
     let (intent, first) = intent(o.trigger, &o.consul, &o.me);
@@ -584,6 +594,14 @@ pub fn plan(o: &Observed) -> Plan {
                 // address this scope held, if any; others are left alone,
                 // since which one is the VIP now is not known.
                 Ok(None) => match o.remembered.last() {
+                    Some(r) if elsewhere(o, r.net).is_some() => {
+                        p.intent = Intent::Keep;
+                        p.verdicts.push(Verdict::Failed(format!(
+                            "{r} is remembered, but interface {} of this host has that address now; not added",
+                            elsewhere(o, r.net).unwrap_or_default()
+                        )));
+                        return p;
+                    }
                     Some(r) => (r.net, false),
                     None => {
                         p.intent = Intent::Keep;
@@ -758,7 +776,7 @@ mod tests {
             es.push(entry("leader", l, 5));
         }
         es.extend_from_slice(extra);
-        ConsulView::Answered(ScopeView::read(&es, &keys()))
+        ConsulView::Answered(Box::new(ScopeView::read(&es, &keys())))
     }
 
     fn holder(member: &str, addr: &str, idx: u64) -> Entry {
@@ -1265,11 +1283,13 @@ mod tests {
             o.members_known = o.members_known && members_known;
             o.config_vip = config_vip.filter(|n| crate::keys::unusable_vip(*n).is_none());
             // Remembered addresses were valid VIPs when they were written.
-            o.remembered = remembered
-                .into_iter()
-                .filter(|(n, _, _)| crate::keys::unusable_vip(*n).is_none())
-                .map(|(net, interface, added)| Owned { net, interface, added })
-                .collect();
+            // One entry per address and interface, as state::read_owned keeps it.
+            for (net, interface, added) in remembered {
+                let x = Owned { net, interface, added };
+                if crate::keys::unusable_vip(net).is_none() && !o.remembered.iter().any(|r| r.same(&x)) {
+                    o.remembered.push(x);
+                }
+            }
             o.others = others
                 .into_iter()
                 .map(|(net, interface)| Owned { net, interface, added: true })
