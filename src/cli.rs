@@ -109,6 +109,13 @@ pub enum Command {
         #[arg(long)]
         scope: Option<String>,
     },
+    /// Patroni's before_stop on a database node: ask the PgBouncer hosts to
+    /// pause this cluster's databases, and wait (bounded) until they have
+    #[command(name = "before-stop")]
+    BeforeStop {
+        #[arg(long)]
+        scope: Option<String>,
+    },
     /// Converge the VIP and pgbouncer.ini to what Consul says
     Reconcile,
     /// Show what this host holds and what Consul says
@@ -130,6 +137,8 @@ pub enum Request {
         role: Role,
         scope: Option<String>,
     },
+    /// Ask the PgBouncer hosts to pause, before PostgreSQL stops.
+    BeforeStop { scope: Option<String> },
     /// Converge from Consul.
     Reconcile,
     /// Report state.
@@ -186,7 +195,7 @@ fn resolve(cli: Cli) -> Result<Invocation> {
         }
         (false, None) => {
             return Err(Error::usage(
-                "missing command: expected a Patroni callback (on_start, on_stop, on_role_change, on_restart, on_reload), role-change, start, stop, reconcile, status or check-config; see --help",
+                "missing command: expected a Patroni callback (on_start, on_stop, on_role_change, on_restart, on_reload), before-stop, role-change, start, stop, reconcile, status or check-config; see --help",
             ))
         }
         (false, Some(cmd)) => match cmd {
@@ -202,12 +211,15 @@ fn resolve(cli: Cli) -> Result<Invocation> {
             Command::Stop { role, scope } => {
                 callback(Action::Stop, role.unwrap_or(RoleArg::Replica), scope)
             }
+            Command::BeforeStop { scope } => Request::BeforeStop { scope },
             Command::Reconcile => Request::Reconcile,
             Command::Status { json } => Request::Status { json },
             Command::CheckConfig => Request::CheckConfig,
         },
     };
-    if let Request::Callback { scope: Some(s), .. } = &request {
+    if let Request::Callback { scope: Some(s), .. } | Request::BeforeStop { scope: Some(s) } =
+        &request
+    {
         if s.is_empty() || s.contains('/') || s.chars().any(|c| c.is_control() || c.is_whitespace())
         {
             return Err(Error::usage(format!(

@@ -21,6 +21,7 @@ pub fn main(inv: Invocation) -> i32 {
             role,
             scope,
         } => (action.as_str(), role.as_str(), scope.clone()),
+        Request::BeforeStop { scope } => ("before-stop", "-", scope.clone()),
         Request::Reconcile => ("reconcile", "-", None),
         Request::Status { .. } => ("status", "-", None),
         Request::CheckConfig => ("check-config", "-", None),
@@ -68,6 +69,9 @@ pub fn main(inv: Invocation) -> i32 {
                     budget,
                 )
                 .await
+            }
+            Request::BeforeStop { .. } => {
+                before_stop(&cfg, &consul, scope.as_deref(), inv.dry_run, budget).await
             }
             Request::Reconcile => reconcile::run(&cfg, &consul, budget, inv.dry_run).await,
             Request::Status { json } => status(&cfg, &consul, scope.as_deref(), json).await,
@@ -135,6 +139,95 @@ async fn callback(
     let want = plan::want(action, role, v.standby_leader);
     vip::converge(&run, Trigger::Callback(want), &mut report).await;
     report.exit_code()
+}
+
+/// `before-stop`: Patroni runs it (synchronously, with no arguments) right
+/// before it stops PostgreSQL on this node, also for a switchover. It asks
+/// the PgBouncer hosts to pause the cluster's databases, so clients wait for
+/// the new primary instead of meeting one that shuts down, and waits for
+/// their confirmation at most `before_stop.wait`: a PgBouncer host or a
+/// Consul that is away delays the stop by no more than that.
+async fn before_stop(
+    cfg: &Config,
+    consul: &Consul,
+    scope: Option<&str>,
+    dry_run: bool,
+    budget: Budget,
+) -> i32 {
+    let mut report = Report::default();
+    let scope = match need_scope(scope) {
+        Ok(s) => s,
+        Err(e) => {
+            report.fail(e);
+            return report.exit_code();
+        }
+    };
+    let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
+    let started = Instant::now();
+    let until = (started + cfg.before_stop.wait).min(budget.end);
+    consul.set_deadline(until);
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let request = crate::keys::PauseRequest {
+        member: cfg.name.clone(),
+        id: format!("{}-{}", cfg.name, since.as_nanos()),
+        since: since.as_secs(),
+    };
+    if dry_run {
+        out::line(format_args!(
+            "would write {} = {} and wait up to {} for {} confirmation(s)",
+            keys.pause_request,
+            request.id,
+            humantime::format_duration(cfg.before_stop.wait),
+            cfg.before_stop.confirmations
+        ));
+        return 0;
+    }
+    let body = serde_json::to_vec(&request).unwrap_or_default();
+    if let Err(e) = consul.put(&keys.pause_request, &body).await {
+        report.fail(e.context("not asking PgBouncer to pause; PostgreSQL stops all the same"));
+        return report.exit_code();
+    }
+    note!(
+        "asked PgBouncer to pause scope {scope} (request {})",
+        request.id
+    );
+    loop {
+        let confirmed: Vec<String> = match consul.list(&keys.pause_acks, false).await {
+            Ok(es) => ScopeView::read(&es, &keys)
+                .pause_acks
+                .into_iter()
+                .filter(|(_, id)| *id == request.id)
+                .map(|(host, _)| host)
+                .collect(),
+            Err(e) => {
+                report.fail(
+                    e.context("waiting for PgBouncer's pause; PostgreSQL stops all the same"),
+                );
+                return report.exit_code();
+            }
+        };
+        if confirmed.len() >= cfg.before_stop.confirmations as usize {
+            note!(
+                "paused by {} in {:?}",
+                confirmed.join(", "),
+                started.elapsed()
+            );
+            return report.exit_code();
+        }
+        if Instant::now() >= until {
+            crate::warn_line!(
+                "{} of {} PgBouncer host(s) confirmed a pause within {}; PostgreSQL stops all the same",
+                confirmed.len(),
+                cfg.before_stop.confirmations,
+                humantime::format_duration(cfg.before_stop.wait)
+            );
+            report.set(Kind::Temporary);
+            return report.exit_code();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// `status`: what this host holds and what Consul says.

@@ -59,6 +59,63 @@ pub struct Config {
     pub vip: Option<VipConfig>,
     /// PgBouncer management on this host, if any.
     pub pgbouncer: Option<PgbouncerConfig>,
+    /// What `before-stop` does on a database node.
+    pub before_stop: BeforeStopConfig,
+}
+
+/// `before-stop` on a database node: ask the PgBouncer hosts to pause the
+/// cluster's databases right before PostgreSQL stops, and wait for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeforeStopConfig {
+    /// At most this long for the confirmations (Patroni waits for before_stop).
+    pub wait: Duration,
+    /// How many PgBouncer hosts must confirm their pause.
+    pub confirmations: u32,
+}
+
+impl Default for BeforeStopConfig {
+    fn default() -> Self {
+        BeforeStopConfig {
+            wait: Duration::from_secs(1),
+            confirmations: 1,
+        }
+    }
+}
+
+/// When the PgBouncer host pauses a cluster's databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PauseOn {
+    /// Planned events: a switchover or manual failover (asked for by the old
+    /// primary's `before-stop`).
+    Switchover,
+    /// Also an unplanned failover: while the cluster has no leader key.
+    Always,
+    /// Never: a reload only, as without an admin console.
+    Never,
+}
+
+/// How to reach PgBouncer's admin console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Unix socket directory (`unix_socket_dir`), or a host name or address.
+    pub host: AdminHost,
+    /// `listen_port`.
+    pub port: u16,
+    /// A user in `admin_users`; peer authentication on the socket maps the
+    /// process's user.
+    pub user: String,
+    /// A file holding the password, when the console asks for one.
+    pub password_file: Option<PathBuf>,
+}
+
+/// Where the admin console listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminHost {
+    /// A Unix socket directory.
+    Socket(PathBuf),
+    /// A TCP host.
+    Tcp(String),
 }
 
 /// How to reach Consul.
@@ -99,6 +156,13 @@ pub struct PgbouncerConfig {
     pub pidfile: PathBuf,
     /// Clusters and the entries that follow each.
     pub clusters: Vec<Cluster>,
+    /// The admin console, for PAUSE, RESUME and RELOAD.
+    pub admin: Option<AdminConfig>,
+    /// When to pause.
+    pub pause_on: PauseOn,
+    /// The longest a pause lasts: PAUSE must complete within it, and a pause
+    /// is undone once it has passed, whatever happens.
+    pub pause_timeout: Duration,
 }
 
 /// One Patroni cluster followed by PgBouncer entries.
@@ -137,6 +201,25 @@ struct RawConfig {
     vip: Option<Option<RawVip>>,
     #[serde(default, deserialize_with = "present")]
     pgbouncer: Option<Option<RawPgbouncer>>,
+    #[serde(default, deserialize_with = "present")]
+    before_stop: Option<Option<RawBeforeStop>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBeforeStop {
+    wait: Option<String>,
+    confirmations: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    socket_dir: Option<PathBuf>,
+    host: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
 }
 
 /// Tells a key written with no value (`vip:`) from a key not written: the
@@ -188,6 +271,10 @@ struct RawPgbouncer {
     ini: PathBuf,
     pidfile: PathBuf,
     clusters: Vec<RawCluster>,
+    #[serde(default, deserialize_with = "present")]
+    admin: Option<Option<RawAdmin>>,
+    pause_on: Option<PauseOn>,
+    pause_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -205,6 +292,9 @@ pub struct Env {
     pub hostname: String,
     /// `$CONSUL_HTTP_TOKEN`, used when no `token_file` is configured.
     pub consul_http_token: Option<String>,
+    /// The user this process runs as, default of `pgbouncer.admin.user`
+    /// (peer authentication maps it).
+    pub user: String,
 }
 
 impl Env {
@@ -214,11 +304,17 @@ impl Env {
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default();
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| "postgres".into());
         Env {
             hostname,
             consul_http_token: std::env::var("CONSUL_HTTP_TOKEN")
                 .ok()
                 .filter(|t| !t.trim().is_empty()),
+            user,
         }
     }
 }
@@ -370,11 +466,60 @@ pub fn from_str(
                     target: c.target.unwrap_or(TargetKind::Leader),
                 });
             }
+            let admin = match section(path, "pgbouncer.admin", p.admin)? {
+                None => None,
+                Some(a) => Some(admin(path, a, env)?),
+            };
+            let pause_on = match (p.pause_on, &admin) {
+                (Some(PauseOn::Never), _) => PauseOn::Never,
+                (Some(on), Some(_)) => on,
+                (None, Some(_)) => PauseOn::Switchover,
+                (None, None) => PauseOn::Never,
+                (Some(_), None) => {
+                    return Err(bad(
+                        "pgbouncer.pause_on",
+                        "expected pgbouncer.admin too: pausing needs the admin console",
+                    ))
+                }
+            };
+            let pause_timeout = duration(
+                path,
+                "pgbouncer.pause_timeout",
+                p.pause_timeout.as_deref(),
+                "10s",
+            )?;
+            if pause_timeout < Duration::from_secs(1) {
+                return Err(bad(
+                    "pgbouncer.pause_timeout",
+                    "expected at least 1s: a switchover takes a few seconds",
+                ));
+            }
             Some(PgbouncerConfig {
                 ini: p.ini,
                 pidfile: p.pidfile,
                 clusters,
+                admin,
+                pause_on,
+                pause_timeout,
             })
+        }
+    };
+
+    let before_stop = match section(path, "before_stop", raw.before_stop)? {
+        None => BeforeStopConfig::default(),
+        Some(b) => {
+            let wait = duration(path, "before_stop.wait", b.wait.as_deref(), "1s")?;
+            let confirmations = b.confirmations.unwrap_or(1);
+            if confirmations == 0 {
+                return Err(bad(
+                    "before_stop.confirmations",
+                    "expected at least 1 (leave before-stop out of Patroni's config to pause nothing)",
+                ));
+            }
+            BeforeStopConfig {
+                wait,
+                confirmations,
+            }
         }
     };
 
@@ -387,6 +532,43 @@ pub fn from_str(
         consul,
         vip,
         pgbouncer,
+        before_stop,
+    })
+}
+
+fn admin(path: &Path, a: RawAdmin, env: &Env) -> Result<AdminConfig> {
+    let bad = |key: &str, expected: &str| Error::config(path, key, expected);
+    let host = match (a.socket_dir, a.host) {
+        (Some(d), None) if d.is_absolute() => AdminHost::Socket(d),
+        (Some(_), None) => {
+            return Err(bad(
+                "pgbouncer.admin.socket_dir",
+                "expected an absolute path (PgBouncer's unix_socket_dir)",
+            ))
+        }
+        (None, Some(h)) => {
+            crate::ini::validate_host(&h)
+                .map_err(|e| bad("pgbouncer.admin.host", &e.to_string()))?;
+            AdminHost::Tcp(h)
+        }
+        (None, None) => AdminHost::Socket(PathBuf::from("/var/run/postgresql")),
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "pgbouncer.admin",
+                "expected socket_dir or host, not both",
+            ))
+        }
+    };
+    let user = match a.user {
+        Some(u) if crate::keys::is_member_name(&u) => u,
+        Some(_) => return Err(bad("pgbouncer.admin.user", "expected a user name")),
+        None => env.user.clone(),
+    };
+    Ok(AdminConfig {
+        host,
+        port: a.port.unwrap_or(6432),
+        user,
+        password_file: a.password_file,
     })
 }
 
@@ -573,6 +755,7 @@ mod tests {
         Env {
             hostname: "pg1".into(),
             consul_http_token: None,
+            user: "postgres".into(),
         }
     }
 
@@ -726,6 +909,7 @@ pgbouncer:
             &Env {
                 hostname: "h".into(),
                 consul_http_token: Some("envtok".into()),
+                user: "postgres".into(),
             },
             &|_: &Path| unreachable!(),
         )
@@ -757,6 +941,76 @@ pgbouncer:
         ))
         .unwrap();
         assert_eq!(c.pgbouncer.unwrap().clusters[0].target, TargetKind::Vip);
+    }
+
+    #[test]
+    fn pause_settings() {
+        let base = "pgbouncer:\n  ini: /i\n  pidfile: /p\n  clusters:\n    - scope: a\n      databases: [x]\n";
+        // No admin console: nothing to pause with.
+        let c = parse(base).unwrap().pgbouncer.unwrap();
+        assert_eq!(c.pause_on, PauseOn::Never);
+        assert!(c.admin.is_none());
+        let e = parse(&format!("{base}  pause_on: switchover\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pgbouncer.pause_on") && e.contains("admin"),
+            "{e}"
+        );
+        // An admin console: switchovers pause by default.
+        let c = parse(&format!(
+            "{base}  admin:\n    socket_dir: /run/pgb\n    port: 6433\n"
+        ))
+        .unwrap()
+        .pgbouncer
+        .unwrap();
+        assert_eq!(c.pause_on, PauseOn::Switchover);
+        assert_eq!(c.pause_timeout, Duration::from_secs(10));
+        let a = c.admin.unwrap();
+        assert_eq!(a.host, AdminHost::Socket("/run/pgb".into()));
+        assert_eq!((a.port, a.user.as_str()), (6433, "postgres"));
+        for (extra, key) in [
+            (
+                "  admin:\n    socket_dir: rel\n",
+                "pgbouncer.admin.socket_dir",
+            ),
+            (
+                "  admin:\n    socket_dir: /a\n    host: h\n",
+                "pgbouncer.admin",
+            ),
+            ("  admin:\n    host: 'a b'\n", "pgbouncer.admin.host"),
+            ("  admin:\n", "pgbouncer.admin"),
+            (
+                "  admin: {}\n  pause_timeout: 100ms\n",
+                "pgbouncer.pause_timeout",
+            ),
+            ("  admin: {}\n  pause_on: sometimes\n", "pause_on"),
+        ] {
+            let e = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let c = parse(&format!(
+            "{base}  admin: {{}}\n  pause_on: always\n  pause_timeout: 30s\n"
+        ))
+        .unwrap()
+        .pgbouncer
+        .unwrap();
+        assert_eq!(
+            (c.pause_on, c.pause_timeout),
+            (PauseOn::Always, Duration::from_secs(30))
+        );
+        // before_stop on a database node.
+        let c = parse("before_stop:\n  wait: 2s\n  confirmations: 2\n").unwrap();
+        assert_eq!(c.before_stop.wait, Duration::from_secs(2));
+        assert_eq!(c.before_stop.confirmations, 2);
+        assert_eq!(
+            parse("{}").unwrap().before_stop,
+            BeforeStopConfig::default()
+        );
+        let e = parse("before_stop:\n  confirmations: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("before_stop.confirmations"), "{e}");
     }
 
     #[test]

@@ -210,6 +210,27 @@ impl Consul {
         self.bool_answer(resp, &what).await
     }
 
+    /// Writes `value` whatever the key holds.
+    pub async fn put(&self, key: &str, value: &[u8]) -> Result<()> {
+        let what = format!("writing {key} to Consul {}", self.base);
+        let resp = self
+            .send(reqwest::Method::PUT, key, "", Some(value.to_vec()), &what)
+            .await?;
+        match self.bool_answer(resp, &what).await? {
+            true => Ok(()),
+            false => Err(Error::failed(&what, "Consul answered false")),
+        }
+    }
+
+    /// Deletes the key whatever it holds (absent is success).
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let what = format!("deleting {key} from Consul {}", self.base);
+        let resp = self
+            .send(reqwest::Method::DELETE, key, "", None, &what)
+            .await?;
+        self.bool_answer(resp, &what).await.map(drop)
+    }
+
     /// Deletes the key only if its ModifyIndex is `cas`.
     pub async fn delete_cas(&self, key: &str, cas: u64) -> Result<bool> {
         let what = format!("deleting {key} from Consul {}", self.base);

@@ -57,7 +57,7 @@ const DATABASES: &[u8] = b"databases";
 const PGBOUNCER: &[u8] = b"pgbouncer";
 
 /// PgBouncer's default `server_login_retry`, in seconds (doc/config.md).
-pub const SERVER_LOGIN_RETRY_DEFAULT: u32 = 15;
+pub const SERVER_LOGIN_RETRY_DEFAULT: f64 = 15.0;
 
 /// Rewrites `host=` and `port=` of each managed `[databases]` entry.
 ///
@@ -234,20 +234,17 @@ pub fn pgbouncer_setting(input: &[u8], key: &str) -> Option<String> {
         .map(|p| String::from_utf8_lossy(&input[p.value.clone()]).into_owned())
 }
 
-/// `server_login_retry` in whole seconds, rounded up; 15 (PgBouncer's default)
-/// when unset.
+/// A time setting of `[pgbouncer]` in seconds (`server_login_retry`,
+/// `query_timeout`, `query_wait_timeout`...), `default` when unset.
 ///
-/// PgBouncer reads it as a fraction of seconds (`CF_TIME_USEC`, `parse_time` in
-/// cfparser.c); rounding up keeps "above 2 s" exact: 2.5 gives 3. A value
-/// PgBouncer would refuse also gives 15, so the caller's warning still shows.
-pub fn server_login_retry_seconds(input: &[u8]) -> u32 {
-    let Some(value) = pgbouncer_setting(input, "server_login_retry") else {
-        return SERVER_LOGIN_RETRY_DEFAULT;
-    };
-    match value.parse::<f64>() {
-        // `as` saturates: a huge value gives u32::MAX, still "above 2".
-        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => seconds.ceil() as u32,
-        _ => SERVER_LOGIN_RETRY_DEFAULT,
+/// PgBouncer reads these as a fraction of seconds (`CF_TIME_USEC`,
+/// `parse_time` in libusual's cfparser.c: strtod, no unit suffix, not
+/// negative); a value it would refuse also gives `default`, so a warning
+/// about the default still shows.
+pub fn time_setting(input: &[u8], key: &str, default: f64) -> f64 {
+    match pgbouncer_setting(input, key).map(|v| v.trim().parse::<f64>()) {
+        Some(Ok(seconds)) if seconds.is_finite() && seconds >= 0.0 => seconds,
+        _ => default,
     }
 }
 
@@ -766,18 +763,20 @@ mod tests {
         );
         assert_eq!(pgbouncer_setting(input, "PIDFILE"), None);
         assert_eq!(pgbouncer_setting(input, "logfile"), None);
-        assert_eq!(server_login_retry_seconds(input), 1);
+        assert_eq!(time_setting(input, "server_login_retry", 15.0), 1.0);
     }
 
     #[test]
-    fn server_login_retry_defaults_and_rounds_up() {
+    fn time_settings_default_and_keep_fractions() {
         let with = |v: &str| format!("[pgbouncer]\nserver_login_retry = {v}\n").into_bytes();
-        assert_eq!(server_login_retry_seconds(b"[pgbouncer]\n"), 15);
-        assert_eq!(server_login_retry_seconds(&with("2")), 2);
-        assert_eq!(server_login_retry_seconds(&with("2.5")), 3);
-        assert_eq!(server_login_retry_seconds(&with("0.2")), 1);
-        assert_eq!(server_login_retry_seconds(&with("0")), 0);
-        assert_eq!(server_login_retry_seconds(&with("soon")), 15);
-        assert_eq!(server_login_retry_seconds(&with("-1")), 15);
+        let retry = |i: &[u8]| time_setting(i, "server_login_retry", SERVER_LOGIN_RETRY_DEFAULT);
+        assert_eq!(retry(b"[pgbouncer]\n"), 15.0);
+        assert_eq!(retry(&with("2")), 2.0);
+        assert_eq!(retry(&with("2.5")), 2.5);
+        assert_eq!(retry(&with("0.1")), 0.1);
+        assert_eq!(retry(&with("0")), 0.0);
+        assert_eq!(retry(&with("soon")), 15.0);
+        assert_eq!(retry(&with("-1")), 15.0);
+        assert_eq!(retry(&with("100ms")), 15.0);
     }
 }

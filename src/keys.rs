@@ -33,6 +33,11 @@ pub struct ScopeKeys {
     pub floating_ip: String,
     /// `<ns>/<scope>/vip-holder`: who holds the VIP (patroni-hook).
     pub vip_holder: String,
+    /// `<ns>/<scope>/pause-request`: the primary that is about to stop asks
+    /// the PgBouncer hosts to pause (patroni-hook `before-stop`).
+    pub pause_request: String,
+    /// `<ns>/<scope>/pause-ack/`: one key per PgBouncer host that paused.
+    pub pause_acks: String,
 }
 
 impl ScopeKeys {
@@ -45,6 +50,8 @@ impl ScopeKeys {
             failover: format!("{prefix}failover"),
             floating_ip: format!("{prefix}floating-ip"),
             vip_holder: format!("{prefix}vip-holder"),
+            pause_request: format!("{prefix}pause-request"),
+            pause_acks: format!("{prefix}pause-ack/"),
             prefix,
         }
     }
@@ -70,6 +77,27 @@ pub struct Member {
     pub conn: Result<(String, u16), String>,
     /// Host and port of `api_url`, or why not (absent counts as an error).
     pub api: Result<(String, u16), String>,
+    /// `api_url` is https.
+    pub api_https: bool,
+}
+
+impl Member {
+    /// `http://host:port/primary` of the member's REST API, which answers 200
+    /// only while the member runs as a primary holding the leader lock
+    /// (Patroni's REST API documentation); `None` without a usable `api_url`
+    /// or when it is https (no CA to verify it against).
+    pub fn primary_check_url(&self) -> Option<String> {
+        let (host, port) = self.api.as_ref().ok()?;
+        if self.api_https {
+            return None;
+        }
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        Some(format!("http://{host}:{port}/primary"))
+    }
 }
 
 /// The JSON stored at `<ns>/<scope>/vip-holder`.
@@ -104,6 +132,17 @@ pub enum Holder {
     },
 }
 
+/// The JSON at `<ns>/<scope>/pause-request` and at each `pause-ack/<host>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseRequest {
+    /// The member about to stop PostgreSQL.
+    pub member: String,
+    /// Unique per request, so a confirmation names what it confirms.
+    pub id: String,
+    /// When it was asked, seconds since the Unix epoch.
+    pub since: u64,
+}
+
 /// One recursive read of `<ns>/<scope>/`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeView {
@@ -120,6 +159,10 @@ pub struct ScopeView {
     /// Nothing at all under the scope's prefix: not a cluster mid-failover
     /// but a wrong namespace or scope (or a cluster never started).
     pub empty: bool,
+    /// A pause request and its ModifyIndex (an unreadable one is ignored).
+    pub pause_request: Option<(PauseRequest, u64)>,
+    /// Confirmations: the host, the request id it confirms.
+    pub pause_acks: Vec<(String, String)>,
 }
 
 impl ScopeView {
@@ -175,6 +218,19 @@ impl ScopeView {
             holder,
             failover: find(&keys.failover).is_some(),
             empty: !entries.iter().any(|e| e.key.starts_with(&keys.prefix)),
+            pause_request: find(&keys.pause_request).and_then(|e| {
+                serde_json::from_slice::<PauseRequest>(&e.value)
+                    .ok()
+                    .map(|r| (r, e.modify_index))
+            }),
+            pause_acks: entries
+                .iter()
+                .filter_map(|e| {
+                    let host = e.key.strip_prefix(&keys.pause_acks)?;
+                    let r = serde_json::from_slice::<PauseRequest>(&e.value).ok()?;
+                    Some((host.to_string(), r.id))
+                })
+                .collect(),
         }
     }
 
@@ -214,10 +270,17 @@ fn member(key: &str, name: &str, value: &[u8]) -> Member {
             Some(url) => parse(url).map_err(|why| format!("{key}: {field} {why}")),
         },
     };
+    let api_https = json
+        .as_ref()
+        .ok()
+        .and_then(|v| v.get("api_url"))
+        .and_then(|u| u.as_str())
+        .is_some_and(|u| u.starts_with("https://"));
     Member {
         name: name.to_string(),
         conn: field("conn_url", parse_conn_url),
         api: field("api_url", parse_api_url),
+        api_https,
     }
 }
 
@@ -474,6 +537,10 @@ mod tests {
             Ok(("db2.example.com".to_string(), 8008))
         );
         assert!(v.member("pg3").unwrap().conn.is_err());
+        assert_eq!(
+            v.member("pg1").unwrap().primary_check_url().as_deref(),
+            Some("http://198.51.100.11:8008/primary")
+        );
         let ips: Vec<String> = v.member_ips().iter().map(|i| i.to_string()).collect();
         assert_eq!(ips, ["198.51.100.11", "2001:db8::12"]);
         assert_eq!(

@@ -3,10 +3,11 @@
 //!
 //! `main.rs` is a thin shell over this library; tests use the modules directly.
 //! Pure modules (no I/O): `budget`, `config` (`from_str`), `ini`, `keys`,
-//! `plan`. Effect modules: `announce`, `consul`, `netlink`, `pgbouncer`,
-//! `state`, `log`, `out`. Verbs: `vip`, `reconcile`, `pgbouncer_host`,
+//! `plan`, `pause`. Effect modules: `admin`, `announce`, `consul`, `netlink`,
+//! `patroni_api`, `pgbouncer`, `state`, `log`, `out`. Verbs: `vip`, `reconcile`, `pgbouncer_host`,
 //! `commands`.
 
+pub mod admin;
 pub mod announce;
 pub mod apply;
 pub mod budget;
@@ -20,6 +21,8 @@ pub mod keys;
 pub mod log;
 pub mod netlink;
 pub mod out;
+pub mod patroni_api;
+pub mod pause;
 pub mod pgbouncer;
 pub mod pgbouncer_host;
 pub mod plan;

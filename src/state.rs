@@ -344,6 +344,29 @@ pub fn set_decided(lock_file: &Path, subject: &str, ticket: Ticket) -> Result<()
         .map_err(|e| Error::failed(format!("writing {}", path.display()), e))
 }
 
+/// Where the PgBouncer host keeps what it paused for a scope.
+pub fn pause_path(lock_file: &Path, scope: &str) -> PathBuf {
+    dir(lock_file).join(format!("pgbouncer-pause-{scope}.json"))
+}
+
+/// What this host paused for `scope` (nothing when the file is missing or
+/// does not read: a pause whose record is lost ends at PgBouncer's own
+/// query_wait_timeout, and the next request pauses anew).
+pub fn read_pause(lock_file: &Path, scope: &str) -> crate::pause::Local {
+    std::fs::read(pause_path(lock_file, scope))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Records what this host paused for `scope`.
+pub fn write_pause(lock_file: &Path, scope: &str, local: &crate::pause::Local) -> Result<()> {
+    let path = pause_path(lock_file, scope);
+    let body = serde_json::to_vec(local)
+        .map_err(|e| Error::failed(format!("encoding {}", path.display()), e))?;
+    write_atomic(&path, &body).map_err(|e| Error::failed(format!("writing {}", path.display()), e))
+}
+
 /// The mark of a pgbouncer.ini rewritten but not yet followed by a reload.
 pub fn reload_pending_path(lock_file: &Path) -> PathBuf {
     lock_file.with_extension("reload-pending")

@@ -46,7 +46,7 @@ pub struct Run<'a> {
 /// Reads the scope: one recursive read, as a view the planner takes.
 pub async fn read_view(consul: &Consul, keys: &ScopeKeys, consistent: bool) -> ConsulView {
     match consul.list(&keys.prefix, consistent).await {
-        Ok(entries) => ConsulView::Answered(ScopeView::read(&entries, keys)),
+        Ok(entries) => ConsulView::Answered(Box::new(ScopeView::read(&entries, keys))),
         Err(e) => match e.kind() {
             Kind::Temporary => ConsulView::Unreachable(e.to_string()),
             Kind::Failed => ConsulView::Unusable(e.to_string()),
@@ -67,7 +67,25 @@ pub async fn converge(run: &Run<'_>, trigger: Trigger, report: &mut Report) -> O
         _ => read_view(run.consul, &keys, true).await,
     };
     let known = members(&first, run.budget.consul_until).await;
+    // A primary that asked PgBouncer to pause (its before-stop) and leads
+    // again (the switchover did not happen) withdraws the request, so the
+    // pause ends now rather than at pause_timeout.
+    let withdraw = match (&first, trigger) {
+        (ConsulView::Answered(v), Trigger::Callback(Want::Hold)) => v
+            .pause_request
+            .as_ref()
+            .filter(|(r, _)| r.member == run.cfg.name)
+            .map(|(_, index)| *index),
+        _ => None,
+    };
     let p = round(run, &keys, trigger, first, known, ticket, report).await?;
+    if let (Some(index), Intent::Hold, false) = (withdraw, &p.intent, run.dry_run) {
+        run.consul.set_deadline(run.budget.end);
+        match run.consul.delete_cas(&keys.pause_request, index).await {
+            Ok(_) => note!("withdrew this node's pause request: it leads"),
+            Err(e) => debug_line!("{e}"),
+        }
+    }
     if !p.ask_consul {
         return Some(p);
     }

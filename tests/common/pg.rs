@@ -192,6 +192,18 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// Fast shutdown (SIGINT to the postmaster, as Patroni's stop does),
+    /// waiting until it is gone; the drop does nothing more then.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        wait_for("PostgreSQL to stop", Duration::from_secs(30), || {
+            nix::sys::signal::kill(pid, None).is_err()
+        });
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         // Fast shutdown by pid (SIGINT), then make sure it is gone.

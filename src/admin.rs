@@ -1,0 +1,151 @@
+//! The only module that talks to PgBouncer's admin console: PAUSE, RESUME,
+//! RELOAD and SET over the PostgreSQL wire protocol (tokio-postgres, simple
+//! query protocol: the console refuses the extended one, and takes one
+//! command per query).
+//!
+//! A PAUSE that does not complete in time cannot be cancelled (a cancel
+//! request resumes only a global pause, admin.c admin_handle_cancel), and the
+//! database stays paused: the connection is dropped and RESUME is sent on a
+//! fresh one. RESUME of a database that is not paused answers 08P01 ("is not
+//! paused"), which is success here.
+
+use crate::config::{AdminConfig, AdminHost};
+use crate::error::Error;
+use std::time::{Duration, Instant};
+use tokio_postgres::NoTls;
+
+/// A connection to the admin console.
+pub struct Admin {
+    client: tokio_postgres::Client,
+    task: tokio::task::JoinHandle<()>,
+    what: String,
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Admin {
+    /// Connects, waiting at most until `until`.
+    pub async fn connect(cfg: &AdminConfig, until: Instant) -> Result<Admin, Error> {
+        let what = match &cfg.host {
+            AdminHost::Socket(d) => {
+                format!("PgBouncer's admin console at {}:{}", d.display(), cfg.port)
+            }
+            AdminHost::Tcp(h) => format!("PgBouncer's admin console at {h}:{}", cfg.port),
+        };
+        let mut pg = tokio_postgres::Config::new();
+        match &cfg.host {
+            AdminHost::Socket(d) => pg.host_path(d),
+            AdminHost::Tcp(h) => pg.host(h),
+        };
+        pg.port(cfg.port)
+            .user(&cfg.user)
+            .dbname("pgbouncer")
+            .application_name("patroni-hook");
+        if let Some(f) = &cfg.password_file {
+            let pw = std::fs::read_to_string(f).map_err(|e| {
+                Error::failed(
+                    format!("reading pgbouncer.admin.password_file {}", f.display()),
+                    e,
+                )
+            })?;
+            pg.password(pw.trim_end_matches(['\n', '\r']));
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        let connected = tokio::time::timeout(left, pg.connect(NoTls)).await;
+        let (client, connection) = match connected {
+            Err(_) => {
+                return Err(Error::temporary(
+                    format!("connecting to {what}"),
+                    "no answer in time",
+                ))
+            }
+            Ok(Err(e)) => return Err(Error::failed(format!("connecting to {what}"), cause(&e))),
+            Ok(Ok(c)) => c,
+        };
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Admin { client, task, what })
+    }
+
+    /// Runs one console command, waiting at most until `until`; `Ok(false)`
+    /// when it did not complete in time (the connection is then unusable).
+    pub async fn command(&self, sql: &str, until: Instant) -> Result<bool, Error> {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.client.simple_query(sql)).await {
+            Err(_) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => Err(Error::failed(format!("{sql} on {}", self.what), cause(&e))),
+        }
+    }
+
+    /// PAUSE one database: `Ok(true)` once every server connection of it is
+    /// released, `Ok(false)` when that did not happen by `until`.
+    pub async fn pause(&self, db: &str, until: Instant) -> Result<bool, Error> {
+        self.command(&format!("PAUSE {}", ident(db)), until).await
+    }
+
+    /// RESUME one database; "not paused" is success.
+    pub async fn resume(&self, db: &str, until: Instant) -> Result<(), Error> {
+        let sql = format!("RESUME {}", ident(db));
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.client.simple_query(&sql)).await {
+            Err(_) => Err(Error::temporary(
+                format!("{sql} on {}", self.what),
+                "no answer in time",
+            )),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e))
+                if e.code().map(|c| c.code()) == Some("08P01")
+                    && e.to_string().contains("not paused") =>
+            {
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Error::failed(format!("{sql} on {}", self.what), cause(&e))),
+        }
+    }
+}
+
+/// A database name for the console: it takes a bare word, quoted with "" when
+/// it holds anything else (admin.c uses the same tokenizer as the config).
+fn ident(db: &str) -> String {
+    if db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        db.to_string()
+    } else {
+        format!("\"{}\"", db.replace('"', "\"\""))
+    }
+}
+
+fn cause(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(c) = src {
+                s = format!("{s}: {c}");
+                src = c.source();
+            }
+            s
+        }
+    }
+}
+
+/// The bound for a PAUSE: the earlier of the pause timeout and the run's end.
+pub fn pause_until(since: Instant, pause_timeout: Duration, run_end: Instant) -> Instant {
+    (since + pause_timeout).min(run_end)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_names_are_quoted_when_needed() {
+        assert_eq!(super::ident("appdb"), "appdb");
+        assert_eq!(super::ident("app-db"), "\"app-db\"");
+        assert_eq!(super::ident("a\"b"), "\"a\"\"b\"");
+    }
+}
