@@ -142,8 +142,11 @@ fn settings_of_the_pgbouncer_section() {
         ini::pgbouncer_setting(&input, "pidfile").as_deref(),
         Some("/run/pgbouncer/pgbouncer.pid")
     );
-    assert_eq!(ini::server_login_retry_seconds(&input), 1);
-    assert_eq!(ini::server_login_retry_seconds(&fixture("crlf.in.ini")), 15);
+    assert_eq!(ini::time_setting(&input, "server_login_retry", 15.0), 1.0);
+    assert_eq!(
+        ini::time_setting(&fixture("crlf.in.ini"), "server_login_retry", 15.0),
+        15.0
+    );
 }
 
 // ---------------------------------------------------------------------------
