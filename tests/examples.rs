@@ -173,6 +173,12 @@ fn patroni_yaml_validates_with_patroni_and_has_the_callbacks() {
             "postgresql.callbacks.{cb}"
         );
     }
+    // Synchronous, with no arguments from Patroni: the command names itself.
+    assert_eq!(
+        doc["postgresql"]["before_stop"].as_str(),
+        Some(format!("{CALLBACK} before-stop").as_str()),
+        "postgresql.before_stop"
+    );
     // Validation connects to consul.host: substituted with the double's address.
     let consul = Server::start(Options::default()).expect("starting the Consul double");
     let dir = tempfile::tempdir().unwrap();
@@ -446,6 +452,10 @@ fn start_example_pgbouncer(dir: &Path) -> Pgbouncer {
         let logfile = format!("logfile = {}", f.log.display());
         let pid = format!("pidfile = {}", f.pidfile.display());
         let auth_file = format!("auth_file = {}", f.auth_file.display());
+        let hba_path = f.dir.join("pgbouncer-hba.conf");
+        std::fs::write(&hba_path, read("pgbouncer-hba.conf")).unwrap();
+        pg::chown_postgres(&hba_path);
+        let hba = format!("auth_hba_file = {}", hba_path.display());
         subst(
             &read("pgbouncer.ini"),
             &[
@@ -455,6 +465,7 @@ fn start_example_pgbouncer(dir: &Path) -> Pgbouncer {
                 ("logfile = /var/log/postgresql/pgbouncer.log", &logfile),
                 ("pidfile = /run/postgresql/pgbouncer.pid", &pid),
                 ("auth_file = /etc/pgbouncer/userlist.txt", &auth_file),
+                ("auth_hba_file = /etc/pgbouncer/pgbouncer-hba.conf", &hba),
             ],
         )
     })
@@ -471,19 +482,28 @@ fn setting(pgb: &Pgbouncer, key: &str) -> String {
         .unwrap_or_else(|| panic!("{key} not in SHOW CONFIG: {rows}"))
 }
 
-fn watch_of(client: &serde_json::Value) -> (&str, Vec<String>) {
+/// The watches of consul-client.json: the keys, and the one handler they
+/// all run.
+fn watches_of(client: &serde_json::Value) -> (Vec<String>, Vec<String>) {
     let watches = client["watches"].as_array().expect("watches: a list");
-    assert_eq!(watches.len(), 1, "one watch");
-    let w = &watches[0];
-    assert_eq!(w["type"], "key");
-    assert_eq!(w["handler_type"], "script");
-    let args = w["args"]
-        .as_array()
-        .expect("args: a list")
-        .iter()
-        .map(|a| a.as_str().expect("args are strings").to_string())
-        .collect();
-    (w["key"].as_str().expect("key"), args)
+    let mut keys = Vec::new();
+    let mut handler: Option<Vec<String>> = None;
+    for w in watches {
+        assert_eq!(w["type"], "key");
+        assert_eq!(w["handler_type"], "script");
+        let args: Vec<String> = w["args"]
+            .as_array()
+            .expect("args: a list")
+            .iter()
+            .map(|a| a.as_str().expect("args are strings").to_string())
+            .collect();
+        if let Some(h) = &handler {
+            assert_eq!(h, &args, "every watch runs the same handler");
+        }
+        handler = Some(args);
+        keys.push(w["key"].as_str().expect("key").to_string());
+    }
+    (keys, handler.expect("at least one watch"))
 }
 
 #[test]
@@ -497,8 +517,13 @@ fn consul_configs_have_the_expected_shape() {
     assert_eq!(client["retry_join"], servers);
     assert_eq!(server["retry_join"], servers);
     assert_eq!(client["client_addr"], "127.0.0.1");
-    let (key, args) = watch_of(&client);
-    assert_eq!(key, format!("service/{SCOPE}/leader"));
+    let (keys, args) = watches_of(&client);
+    // The leader (a new primary), the failover key (a switchover starts) and
+    // the old primary's pause request.
+    assert_eq!(
+        keys,
+        ["leader", "failover", "pause-request"].map(|k| format!("service/{SCOPE}/{k}"))
+    );
     assert_eq!(
         args,
         [
@@ -542,7 +567,8 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
     }
     let dir = open_tempdir();
     let pgb = start_example_pgbouncer(dir.path());
-    assert_eq!(setting(&pgb, "server_login_retry"), "1");
+    assert_eq!(setting(&pgb, "server_login_retry"), "0.1");
+    assert_eq!(setting(&pgb, "auth_type"), "hba");
     assert_eq!(setting(&pgb, "pool_mode"), "transaction");
     assert_eq!(setting(&pgb, "server_connect_timeout"), "3");
 
@@ -555,6 +581,8 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
         let lock = format!("lock_file: {}/patroni-hook.lock", run_dir.display());
         let ini = format!("ini: {}", pgb.ini.display());
         let pid = format!("pidfile: {}", pgb.pidfile.display());
+        let socket = format!("socket_dir: {}", pgb.ini.parent().unwrap().display());
+        let port = format!("port: {}", pgb.port);
         std::fs::write(
             &cfg,
             subst(
@@ -564,6 +592,8 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
                     ("lock_file: /run/patroni-hook/patroni-hook.lock", &lock),
                     ("ini: /etc/pgbouncer/pgbouncer.ini", &ini),
                     ("pidfile: /run/postgresql/pgbouncer.pid", &pid),
+                    ("socket_dir: /run/postgresql", &socket),
+                    ("port: 6432", &port),
                 ],
             ),
         )
@@ -577,7 +607,7 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
     // postgres (no sudo needed when the agent is root), installed paths
     // become this test's binary and config.
     let client: serde_json::Value = serde_json::from_str(&read("consul-client.json")).unwrap();
-    let (key, args) = watch_of(&client);
+    let (keys, args) = watches_of(&client);
     assert_eq!(args[..4], ["/usr/bin/sudo", "-n", "-u", "postgres"]);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -596,7 +626,7 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
     let consul = Server::start_on(
         listener,
         Options {
-            watches: vec![(key.to_string(), handler)],
+            watches: keys.iter().map(|k| (k.clone(), handler.clone())).collect(),
             ..Options::default()
         },
     )
@@ -643,9 +673,13 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
         shipped.lines().count(),
         "line count changed"
     );
-    assert!(std::fs::read_to_string(&pgb.log)
-        .unwrap_or_default()
-        .contains("SIGHUP"));
+    // Reloaded on the admin console, as postgres by peer authentication on
+    // the Unix socket (pgbouncer-hba.conf), not by a signal.
+    assert!(
+        pgb.log_text().contains("RELOAD command issued"),
+        "{}",
+        pgb.log_text()
+    );
     consul.stop();
 }
 
