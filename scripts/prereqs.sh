@@ -59,6 +59,10 @@ missing_debs() {
     command -v runuser >/dev/null 2>&1 || want+=(util-linux)
     # tests/edges.rs holds a run at one system call to race it against another
     command -v strace >/dev/null 2>&1 || want+=(strace)
+    # tests/metrics.rs scrapes the real node_exporter; tests/examples.rs checks
+    # the alert rules with promtool
+    [ -x /usr/bin/prometheus-node-exporter ] || want+=(prometheus-node-exporter)
+    command -v promtool >/dev/null 2>&1 || want+=(prometheus)
     # tests/examples.rs: units (systemd-analyze verify), sudoers (visudo -c), Vagrantfile (vagrant validate, ruby -c)
     command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
     command -v visudo >/dev/null 2>&1 || [ -x /usr/sbin/visudo ] || want+=(sudo)
@@ -83,9 +87,14 @@ install_prereqs() {
         apt-get install -y -qq --no-install-recommends $want >/dev/null
         # The package enables a vip-manager service with an empty configuration;
         # the lab starts its own, in its namespaces, and this one must not run.
-        if [ -d /run/systemd/system ] && systemctl list-unit-files vip-manager.service >/dev/null 2>&1; then
-            systemctl disable --now vip-manager.service >/dev/null 2>&1 || true
-        fi
+        # Likewise Prometheus and node_exporter: the tests start their own, on
+        # loopback ports of their choosing.
+        local unit
+        for unit in vip-manager prometheus prometheus-node-exporter; do
+            if [ -d /run/systemd/system ] && systemctl list-unit-files "$unit.service" >/dev/null 2>&1; then
+                systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
+            fi
+        done
     fi
     # The Debian packages start a cluster and a pgbouncer service on install;
     # the tests start their own on other ports, so the packaged ones are left alone.

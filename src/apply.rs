@@ -15,10 +15,13 @@ use crate::state;
 use crate::{error_line, note, warn_line};
 use std::path::Path;
 
-/// How a run is ending: the worst kind seen so far.
+/// How a run is ending: the worst kind seen so far, and what it did (for
+/// the metrics).
 #[derive(Debug, Default)]
 pub struct Report {
     worst: Option<Kind>,
+    /// What the run did.
+    pub facts: crate::metrics::Facts,
 }
 
 impl Report {

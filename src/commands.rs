@@ -9,7 +9,7 @@ use crate::consul::Consul;
 use crate::error::{Error, Kind};
 use crate::keys::{LeaderKey, ScopeKeys, ScopeView};
 use crate::plan::{self, Action, Role, Trigger};
-use crate::{log, note, out, pgbouncer_host, reconcile, state, vip};
+use crate::{log, metrics, note, out, pgbouncer_host, reconcile, state, vip};
 use std::time::Instant;
 
 /// Loads the configuration, sets up logging and runs the request. Returns the exit code.
@@ -54,11 +54,16 @@ pub fn main(inv: Invocation) -> i32 {
     };
     let started = Instant::now();
     let budget = Budget::new(started, cfg.deadline);
+    let records = !inv.dry_run
+        && matches!(
+            inv.request,
+            Request::Callback { .. } | Request::BeforeStop { .. } | Request::Reconcile
+        );
     let run = async {
         // Built inside the runtime: reqwest's client needs one.
         let consul = Consul::new(&cfg.consul, budget.consul_until);
         match inv.request {
-            Request::Callback { action, role, .. } => {
+            Request::Callback { action, role, .. } => Outcome::Run(Box::new(
                 callback(
                     &cfg,
                     &consul,
@@ -68,35 +73,92 @@ pub fn main(inv: Invocation) -> i32 {
                     inv.dry_run,
                     budget,
                 )
-                .await
+                .await,
+            )),
+            Request::BeforeStop { .. } => Outcome::Run(Box::new(
+                before_stop(&cfg, &consul, scope.as_deref(), inv.dry_run, budget).await,
+            )),
+            Request::Reconcile => Outcome::Run(Box::new(
+                reconcile::run(&cfg, &consul, budget, inv.dry_run).await,
+            )),
+            Request::Status { json } => {
+                Outcome::Code(status(&cfg, &consul, scope.as_deref(), json).await)
             }
-            Request::BeforeStop { .. } => {
-                before_stop(&cfg, &consul, scope.as_deref(), inv.dry_run, budget).await
-            }
-            Request::Reconcile => reconcile::run(&cfg, &consul, budget, inv.dry_run).await,
-            Request::Status { json } => status(&cfg, &consul, scope.as_deref(), json).await,
-            Request::CheckConfig => check_config(&cfg, &consul).await,
+            Request::CheckConfig => Outcome::Code(check_config(&cfg, &consul).await),
         }
     };
     // Backstop for the contract's bound: every call is already cut to the time
     // left, this catches anything that is not.
-    let code = rt.block_on(async {
+    let outcome = rt.block_on(async {
         match tokio::time::timeout(cfg.deadline, run).await {
-            Ok(code) => code,
+            Ok(o) => o,
             Err(_) => {
                 crate::warn_line!(
                     "deadline of {} reached; stopped, run again",
                     humantime::format_duration(cfg.deadline)
                 );
-                75
+                Outcome::Code(75)
             }
         }
     });
     // Dropping a runtime waits for its blocking threads, and reqwest resolves
     // host names on one: a hung DNS lookup would outlive the deadline.
     rt.shutdown_background();
+    let code = match &outcome {
+        Outcome::Run(r) => r.exit_code(),
+        Outcome::Code(c) => *c,
+    };
+    // Runs that converge something leave their metrics (status and
+    // check-config only look, and a dry run changes nothing).
+    if let (Some(path), true) = (&cfg.metrics, records) {
+        let facts = match &outcome {
+            Outcome::Run(r) => r.facts.clone(),
+            Outcome::Code(_) => metrics::Facts::default(),
+        };
+        write_metrics(&cfg, path, action, scope.as_deref(), code, started, &facts);
+    }
     crate::debug_line!("finished in {:?} with exit code {code}", started.elapsed());
     code
+}
+
+/// What a command returns: a run that converged something (with its
+/// facts, for the metrics), or only an exit code.
+enum Outcome {
+    Run(Box<Report>),
+    Code(i32),
+}
+
+/// Records this run in the metrics textfile, under the host lock (counters
+/// are read back and incremented); a lock not had in a moment skips it.
+fn write_metrics(
+    cfg: &Config,
+    path: &std::path::Path,
+    action: &str,
+    scope: Option<&str>,
+    code: i32,
+    started: Instant,
+    facts: &metrics::Facts,
+) {
+    let until = Instant::now() + std::time::Duration::from_millis(200);
+    let _lock = match state::acquire(&cfg.lock_file, until) {
+        Ok(l) => l,
+        Err(e) => return crate::warn_line!("{e}; metrics not written"),
+    };
+    let ended = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let run = metrics::Run {
+        action,
+        scope: scope.unwrap_or(""),
+        exit_code: code,
+        duration: started.elapsed(),
+        ended,
+        facts,
+    };
+    if let Err(e) = metrics::update(path, &run) {
+        crate::warn_line!("{e}");
+    }
 }
 
 fn need_scope(scope: Option<&str>) -> Result<&str, Error> {
@@ -115,18 +177,18 @@ async fn callback(
     scope: Option<&str>,
     dry_run: bool,
     budget: Budget,
-) -> i32 {
+) -> Report {
     let mut report = Report::default();
     let scope = match need_scope(scope) {
         Ok(s) => s,
         Err(e) => {
             report.fail(e);
-            return report.exit_code();
+            return report;
         }
     };
     let Some(v) = &cfg.vip else {
         note!("no vip section in {}; nothing to do", cfg.path.display());
-        return 0;
+        return report;
     };
     let run = vip::Run {
         cfg,
@@ -138,7 +200,7 @@ async fn callback(
     };
     let want = plan::want(action, role, v.standby_leader);
     vip::converge(&run, Trigger::Callback(want), &mut report).await;
-    report.exit_code()
+    report
 }
 
 /// `before-stop`: Patroni runs it (synchronously, with no arguments) right
@@ -153,13 +215,13 @@ async fn before_stop(
     scope: Option<&str>,
     dry_run: bool,
     budget: Budget,
-) -> i32 {
+) -> Report {
     let mut report = Report::default();
     let scope = match need_scope(scope) {
         Ok(s) => s,
         Err(e) => {
             report.fail(e);
-            return report.exit_code();
+            return report;
         }
     };
     let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
@@ -182,12 +244,12 @@ async fn before_stop(
             humantime::format_duration(cfg.before_stop.wait),
             cfg.before_stop.confirmations
         ));
-        return 0;
+        return report;
     }
     let body = serde_json::to_vec(&request).unwrap_or_default();
     if let Err(e) = consul.put(&keys.pause_request, &body).await {
         report.fail(e.context("not asking PgBouncer to pause; PostgreSQL stops all the same"));
-        return report.exit_code();
+        return report;
     }
     note!(
         "asked PgBouncer to pause scope {scope} (request {})",
@@ -205,7 +267,7 @@ async fn before_stop(
                 report.fail(
                     e.context("waiting for PgBouncer's pause; PostgreSQL stops all the same"),
                 );
-                return report.exit_code();
+                return report;
             }
         };
         if confirmed.len() >= cfg.before_stop.confirmations as usize {
@@ -214,7 +276,7 @@ async fn before_stop(
                 confirmed.join(", "),
                 started.elapsed()
             );
-            return report.exit_code();
+            return report;
         }
         if Instant::now() >= until {
             crate::warn_line!(
@@ -224,7 +286,7 @@ async fn before_stop(
                 humantime::format_duration(cfg.before_stop.wait)
             );
             report.set(Kind::Temporary);
-            return report.exit_code();
+            return report;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
@@ -441,6 +503,16 @@ async fn check_config(cfg: &Config, consul: &Consul) -> i32 {
         }
     }
     warnings.extend(pgbouncer_host::check(cfg));
+    if let Some(t) = &cfg.metrics {
+        let dir = t.parent().unwrap_or(std::path::Path::new("/"));
+        let writable = nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok();
+        if !writable {
+            warnings.push(format!(
+                "metrics.textfile: directory {} is not writable by this user; runs will not leave their metrics",
+                dir.display()
+            ));
+        }
+    }
     if cfg.vip.as_ref().is_some_and(|v| v.address.is_none()) {
         warnings.push(
             "vip.address is not set: the VIP comes from Consul's floating-ip; a node can remove it without Consul only once it has held it".to_string(),

@@ -61,6 +61,8 @@ pub struct Config {
     pub pgbouncer: Option<PgbouncerConfig>,
     /// What `before-stop` does on a database node.
     pub before_stop: BeforeStopConfig,
+    /// The node_exporter textfile each run rewrites, if any.
+    pub metrics: Option<PathBuf>,
 }
 
 /// `before-stop` on a database node: ask the PgBouncer hosts to pause the
@@ -203,6 +205,14 @@ struct RawConfig {
     pgbouncer: Option<Option<RawPgbouncer>>,
     #[serde(default, deserialize_with = "present")]
     before_stop: Option<Option<RawBeforeStop>>,
+    #[serde(default, deserialize_with = "present")]
+    metrics: Option<Option<RawMetrics>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    textfile: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -523,6 +533,21 @@ pub fn from_str(
         }
     };
 
+    let metrics = match section(path, "metrics", raw.metrics)? {
+        None => None,
+        Some(m) => {
+            let t = m.textfile;
+            // node_exporter's textfile collector reads *.prom files only.
+            if !t.is_absolute() || t.extension().and_then(|e| e.to_str()) != Some("prom") {
+                return Err(bad(
+                    "metrics.textfile",
+                    "expected an absolute path ending in .prom, in node_exporter's --collector.textfile.directory",
+                ));
+            }
+            Some(t)
+        }
+    };
+
     Ok(Config {
         path: path.to_path_buf(),
         name,
@@ -533,6 +558,7 @@ pub fn from_str(
         vip,
         pgbouncer,
         before_stop,
+        metrics,
     })
 }
 
@@ -999,6 +1025,22 @@ pgbouncer:
             (c.pause_on, c.pause_timeout),
             (PauseOn::Always, Duration::from_secs(30))
         );
+        // metrics.
+        assert_eq!(
+            parse("metrics:\n  textfile: /var/lib/prometheus/node-exporter/patroni_hook.prom\n")
+                .unwrap()
+                .metrics
+                .unwrap()
+                .display()
+                .to_string(),
+            "/var/lib/prometheus/node-exporter/patroni_hook.prom"
+        );
+        for bad in ["m.prom", "/x/m.txt", "/x/m"] {
+            let e = parse(&format!("metrics:\n  textfile: {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("metrics.textfile"), "{bad}: {e}");
+        }
         // before_stop on a database node.
         let c = parse("before_stop:\n  wait: 2s\n  confirmations: 2\n").unwrap();
         assert_eq!(c.before_stop.wait, Duration::from_secs(2));

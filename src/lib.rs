@@ -19,6 +19,7 @@ pub mod error;
 pub mod ini;
 pub mod keys;
 pub mod log;
+pub mod metrics;
 pub mod netlink;
 pub mod out;
 pub mod patroni_api;

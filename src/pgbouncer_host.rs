@@ -118,6 +118,10 @@ pub async fn reconcile(
     let ticket = Ticket::now();
     let now = unix_now();
     let timeout_secs = p.pause_timeout.as_secs().max(1);
+    report.facts.pgbouncer = Some(crate::metrics::PgbouncerFacts {
+        scopes: p.clusters.iter().map(|c| c.scope.clone()).collect(),
+        ..Default::default()
+    });
     let entries = match read_clusters(&cfg.consul.namespace, &p.clusters, consul).await {
         Ok(e) => e,
         Err(e) => {
@@ -142,6 +146,7 @@ pub async fn reconcile(
             if !dry_run {
                 resume(cfg, p, consul, budget, &expired, report).await;
             }
+            paused_now(cfg, p, report);
             return;
         }
     };
@@ -207,6 +212,10 @@ pub async fn reconcile(
                 );
                 for db in &c.databases {
                     targets.push((db.clone(), t.clone()));
+                    if let Some(f) = report.facts.pgbouncer.as_mut() {
+                        f.targets
+                            .push((c.scope.clone(), db.clone(), t.host.clone(), t.port));
+                    }
                 }
             }
             Resolved::Wait(why) => {
@@ -252,7 +261,10 @@ pub async fn reconcile(
         }
     }
     if !targets.is_empty() {
-        follow_leaders(cfg, p, &targets, ticket, dry_run, report).await;
+        let rewrote = follow_leaders(cfg, p, &targets, ticket, dry_run, report).await;
+        if let Some(f) = report.facts.pgbouncer.as_mut() {
+            f.rewrote = rewrote;
+        }
     }
     if dry_run {
         for r in &to_resume {
@@ -265,6 +277,20 @@ pub async fn reconcile(
         }
     } else {
         resume(cfg, p, consul, budget, &to_resume, report).await;
+    }
+    paused_now(cfg, p, report);
+}
+
+/// For the metrics: which clusters this host has paused after the run.
+fn paused_now(cfg: &Config, p: &PgbouncerConfig, report: &mut Report) {
+    let now: Vec<String> = p
+        .clusters
+        .iter()
+        .filter(|c| state::read_pause(&cfg.lock_file, &c.scope).paused.is_some())
+        .map(|c| c.scope.clone())
+        .collect();
+    if let Some(f) = report.facts.pgbouncer.as_mut() {
+        f.paused_now = now;
     }
 }
 
@@ -405,6 +431,9 @@ async fn pause_cluster(
         c.scope,
         started.elapsed()
     );
+    if let Some(f) = report.facts.pgbouncer.as_mut() {
+        f.paused.push(c.scope.clone());
+    }
     // A newer run resumed while this PAUSE waited: what it resumed must not
     // stay paused by this late PAUSE.
     if state::last_decided(&cfg.lock_file, &subject).is_some_and(|last| last > ticket) {
@@ -481,7 +510,13 @@ async fn resume(
         );
         let subject = format!("pgbouncer-pause-{}", c.scope);
         let mut local = state::read_pause(&cfg.lock_file, &c.scope);
-        let request = local.paused.take().and_then(|x| x.request);
+        let made = local.paused.take();
+        if let (Some(m), Some(f)) = (&made, report.facts.pgbouncer.as_mut()) {
+            let lasted = unix_now().saturating_sub(m.since);
+            f.resumed
+                .push((c.scope.clone(), Duration::from_secs(lasted)));
+        }
+        let request = made.and_then(|x| x.request);
         if let Err(e) = state::write_pause(&cfg.lock_file, &c.scope, &local)
             .and_then(|()| state::set_decided(&cfg.lock_file, &subject, Ticket::now()))
         {
@@ -507,7 +542,8 @@ async fn resume(
 }
 
 /// Points the managed entries at `targets`, under the lock, and reloads
-/// PgBouncer when the file changed (or a reload is still pending).
+/// PgBouncer when the file changed (or a reload is still pending). True
+/// when it rewrote the file.
 async fn follow_leaders(
     cfg: &Config,
     p: &PgbouncerConfig,
@@ -515,13 +551,16 @@ async fn follow_leaders(
     ticket: Ticket,
     dry_run: bool,
     report: &mut Report,
-) {
+) -> bool {
     let _lock = if dry_run {
         None
     } else {
         match state::acquire(&cfg.lock_file, Instant::now() + Duration::from_secs(1)) {
             Ok(l) => Some(l),
-            Err(e) => return report.fail(e),
+            Err(e) => {
+                report.fail(e);
+                return false;
+            }
         }
     };
     if !dry_run {
@@ -531,18 +570,24 @@ async fn follow_leaders(
                     "a run that started {:?} after this one rewrote pgbouncer.ini meanwhile; its version stands",
                     last.since(ticket)
                 );
-                return;
+                return false;
             }
         }
     }
     let input = match std::fs::read(&p.ini) {
         Ok(b) => b,
-        Err(e) => return report.fail(Error::failed(format!("reading {}", p.ini.display()), e)),
+        Err(e) => {
+            report.fail(Error::failed(format!("reading {}", p.ini.display()), e));
+            return false;
+        }
     };
     let pairs: Vec<(&str, &Target)> = targets.iter().map(|(d, t)| (d.as_str(), t)).collect();
     let edited = match ini::edit(&input, &pairs) {
         Ok(e) => e,
-        Err(e) => return report.fail(e.context(format!("{} kept as it is", p.ini.display()))),
+        Err(e) => {
+            report.fail(e.context(format!("{} kept as it is", p.ini.display())));
+            return false;
+        }
     };
     if !edited.missing.is_empty() {
         report.fail(Error::failed(
@@ -567,7 +612,7 @@ async fn follow_leaders(
                 out::line(format_args!("pgbouncer.ini: nothing to do"));
             }
         }
-        return;
+        return false;
     }
     let summary = targets
         .iter()
@@ -584,7 +629,7 @@ async fn follow_leaders(
                 None => format!("SIGHUP to the pid in {}", p.pidfile.display()),
             }
         ));
-        return;
+        return false;
     }
     if let Err(e) = std::fs::write(&pending, b"") {
         crate::warn_line!(
@@ -593,13 +638,15 @@ async fn follow_leaders(
         );
     }
     if let Err(e) = pgbouncer::write_atomic(&p.ini, &edited.output) {
-        return report.fail(e);
+        report.fail(e);
+        return false;
     }
     if let Err(e) = state::set_decided(&cfg.lock_file, SUBJECT, ticket) {
         crate::warn_line!("{e}");
     }
     note!("rewrote {}: {summary}", p.ini.display());
     reload(p, &pending, report).await;
+    true
 }
 
 /// Makes PgBouncer load the file: RELOAD on the admin console when there is

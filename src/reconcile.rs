@@ -13,15 +13,15 @@ use crate::error::Error;
 use crate::plan::Trigger;
 use crate::{pgbouncer_host, vip};
 
-/// Runs reconcile; returns the exit code.
-pub async fn run(cfg: &Config, consul: &Consul, budget: Budget, dry_run: bool) -> i32 {
+/// Runs reconcile; returns how it ended and what it did.
+pub async fn run(cfg: &Config, consul: &Consul, budget: Budget, dry_run: bool) -> Report {
     let mut report = Report::default();
     if cfg.vip.is_none() && cfg.pgbouncer.is_none() {
         report.fail(Error::usage(format!(
             "{}: neither a vip nor a pgbouncer section: nothing to reconcile",
             cfg.path.display()
         )));
-        return report.exit_code();
+        return report;
     }
     if let Some(v) = &cfg.vip {
         match &cfg.scope {
@@ -50,5 +50,5 @@ pub async fn run(cfg: &Config, consul: &Consul, budget: Budget, dry_run: bool) -
         consul.set_deadline(budget.end.checked_sub(keep).unwrap_or(budget.end));
         pgbouncer_host::reconcile(cfg, p, consul, &budget, dry_run, &mut report).await;
     }
-    report.exit_code()
+    report
 }

@@ -254,17 +254,18 @@ async fn round(
     }
     let mut applied = true;
     let mut added = Vec::new();
+    let mut removed = 0;
     for step in p
         .steps
         .iter()
         .filter(|s| !matches!(s, VipStep::Announce(_)))
     {
         match local.apply(step).await {
-            Ok(()) => {
-                if let VipStep::Add(o) = step {
-                    added.push(o.clone());
-                }
-            }
+            Ok(()) => match step {
+                VipStep::Add(o) => added.push(o.clone()),
+                VipStep::Remove(_) => removed += 1,
+                _ => {}
+            },
             // The address is gone; the memory of it is only stale, and the
             // next release finds it absent and forgets it.
             Err(e) if matches!(step, VipStep::Forget(_)) => warn_line!("{e}"),
@@ -278,17 +279,42 @@ async fn round(
     // A release that could not wait for the lock may have run while this
     // hold was adding: then its decision is the newer one, and what this
     // run added goes again.
+    let facts = report
+        .facts
+        .vip
+        .get_or_insert_with(|| crate::metrics::VipFacts {
+            scope: run.scope.to_string(),
+            ..Default::default()
+        });
+    facts.added += added.len() as u32;
+    facts.removed += removed;
+    if applied {
+        match p.intent {
+            Intent::Hold => facts.held = Some(p.vip.clone()),
+            Intent::Release => facts.held = Some(None),
+            Intent::Keep => {}
+        }
+    }
     if let Some(last) = newer().filter(|_| !added.is_empty()) {
         note!(
             "a run that started {:?} after this one decided while it was adding; undoing",
             last.since(ticket)
         );
+        facts.held = Some(None);
+        let mut undone = 0;
+        let mut errors = Vec::new();
         for o in &added {
             for step in [VipStep::Remove(o.clone()), VipStep::Forget(o.clone())] {
-                if let Err(e) = local.apply(&step).await {
-                    report.fail(e);
+                match local.apply(&step).await {
+                    Ok(()) if matches!(step, VipStep::Remove(_)) => undone += 1,
+                    Ok(()) => {}
+                    Err(e) => errors.push(e),
                 }
             }
+        }
+        facts.removed += undone;
+        for e in errors {
+            report.fail(e);
         }
         return None;
     }

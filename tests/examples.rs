@@ -683,6 +683,39 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
     consul.stop();
 }
 
+/// The alert rules pass promtool's check, and fire (and stay quiet) as their
+/// unit tests in tests/fixtures/prometheus-alerts.test.yml say.
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    if !require_all(&[("promtool (Debian package prometheus)", have("promtool"))]) {
+        return;
+    }
+    let rules = Path::new(CONF).join("prometheus-alerts.yml");
+    let out = run(Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&rules));
+    assert!(out.status.success(), "promtool check rules: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 4 rules found"),
+        "{}",
+        text(&out)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tests = dir.path().join("alerts.test.yml");
+    let fixture = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prometheus-alerts.test.yml"),
+    )
+    .unwrap();
+    std::fs::write(
+        &tests,
+        fixture.replace("RULES", &rules.display().to_string()),
+    )
+    .unwrap();
+    let out = run(Command::new("promtool").args(["test", "rules"]).arg(&tests));
+    assert!(out.status.success(), "promtool test rules: {}", text(&out));
+}
+
 #[test]
 fn systemd_units_pass_systemd_analyze_verify() {
     let patroni = patroni_venv().join("bin/patroni");
