@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::fake_consul::{kv_json, FakeConsul, Reply};
+use common::fake_consul::{gated, kv_json, FakeConsul, Reply};
 use common::hook::{code, Fixture, NODE_V4, NODE_V6, SCOPE, V4, V6};
 use common::text;
 use std::process::Stdio;
@@ -248,15 +248,7 @@ fn a_release_does_not_wait_for_a_held_lock() {
     assert_eq!(code(&f.hook(&["on_role_change", "primary", SCOPE])), 0);
     // Another process holds the lock and does not let go (a run stopped by a
     // debugger, say).
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(f.lock_file())
-        .unwrap();
-    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| e)
-        .expect("taking the lock");
+    let held = f.hold_lock();
     let started = Instant::now();
     let out = f.hook(&["on_stop", "primary", SCOPE]);
     let took = started.elapsed();
@@ -717,15 +709,8 @@ fn an_older_release_without_the_lock_does_not_undo_a_newer_promotion() {
     let Some(f) = Fixture::new(&format!("{V4}/24")) else {
         return;
     };
-    let gate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let g = gate.clone();
     let old_view = kv_json(&[("service/batman/leader", b"pg2", 5)]);
-    let fake = FakeConsul::start(f.node_listener(), move |_| {
-        while !g.load(std::sync::atomic::Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Reply::Respond(200, vec![], old_view.clone())
-    });
+    let (fake, gate) = gated(f.node_listener(), old_view);
     let cfg = f.config_variant("old.yml", &f.consul.url(), &fake.url());
     let reconcile = f
         .command(&cfg, &["reconcile"])
@@ -743,14 +728,8 @@ fn an_older_release_without_the_lock_does_not_undo_a_newer_promotion() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(f.vip_count(V4), 1);
     // The lock is held (by a stuck run, say) when the old view arrives.
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .open(f.lock_file())
-        .unwrap();
-    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| e)
-        .unwrap();
-    gate.store(true, std::sync::atomic::Ordering::SeqCst);
+    let held = f.hold_lock();
+    gate.open();
     let done = reconcile.wait_with_output().unwrap();
     drop(held);
     assert_eq!(
@@ -768,15 +747,8 @@ fn a_reconcile_that_keeps_does_not_cancel_an_older_promotion() {
     let Some(f) = Fixture::new(&format!("{V4}/24")) else {
         return;
     };
-    let gate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let g = gate.clone();
     let fence = kv_json(&[("service/batman/leader", b"pg1", 5)]);
-    let fake = FakeConsul::start(f.node_listener(), move |_| {
-        while !g.load(std::sync::atomic::Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Reply::Respond(200, vec![], fence.clone())
-    });
+    let (fake, gate) = gated(f.node_listener(), fence);
     let cfg = f.config_variant("slow.yml", &f.consul.url(), &fake.url());
     let promotion = f
         .command(&cfg, &["on_role_change", "primary", SCOPE])
@@ -792,7 +764,7 @@ fn a_reconcile_that_keeps_does_not_cancel_an_older_promotion() {
     // The double has no leader key: mid-failover, keep.
     let out = f.hook(&["reconcile"]);
     assert_eq!(code(&out), 75, "{}", text(&out));
-    gate.store(true, std::sync::atomic::Ordering::SeqCst);
+    gate.open();
     let done = promotion.wait_with_output().unwrap();
     assert_eq!(
         f.vip_count(V4),

@@ -177,6 +177,35 @@ fn serve(conn: TcpStream, handler: &Handler, seen: &Mutex<Vec<Request>>, stop: &
     }
 }
 
+/// A gate a handler waits at until the test opens it.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    /// Lets every waiting and later request through.
+    pub fn open(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn wait(&self) {
+        while !self.0.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A fake that answers every request with `body` (200), but only once the
+/// returned gate is opened: a Consul whose answer arrives when the test says.
+pub fn gated(listener: TcpListener, body: Vec<u8>) -> (FakeConsul, Gate) {
+    let gate = Gate::default();
+    let g = gate.clone();
+    let fake = FakeConsul::start(listener, move |_| {
+        g.wait();
+        Reply::Respond(200, vec![], body.clone())
+    });
+    (fake, gate)
+}
+
 /// A Consul KV answer (the JSON array of a GET) for `(key, value, index)` entries.
 pub fn kv_json(entries: &[(&str, &[u8], u64)]) -> Vec<u8> {
     use base64::Engine as _;

@@ -229,6 +229,20 @@ impl Fixture {
             .map(|e| e.modify_index)
     }
 
+    /// Takes the hook's lock as another run would and keeps it until the
+    /// returned guard drops (a run stopped by a debugger, say).
+    pub fn hold_lock(&self) -> nix::fcntl::Flock<std::fs::File> {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.lock_file())
+            .unwrap();
+        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .expect("taking the hook's lock")
+    }
+
     /// A TCP listener on the node's loopback (for a fake Consul).
     pub fn node_listener(&self) -> std::net::TcpListener {
         self.node
