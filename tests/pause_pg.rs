@@ -215,6 +215,19 @@ impl Lab {
             .unwrap_or(false)
     }
 
+    /// The old primary's before-stop and the PgBouncer host's reconcile, as
+    /// a switchover runs them: ends paused.
+    fn pause_for_a_switchover(&self) {
+        let before_stop = self.hook(&self.db_config, &["before-stop"]).spawn().unwrap();
+        wait_for("the pause request", Duration::from_secs(5), || {
+            self.consul.kv_get(&self.key("pause-request")).is_some()
+        });
+        let out = self.reconcile();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let _ = before_stop.wait_with_output();
+        assert!(self.paused(), "paused for the switchover");
+    }
+
     fn ini_port(&self) -> String {
         self.pgb
             .database("appdb")
@@ -404,13 +417,7 @@ fn a_cancelled_switchover_resumes() {
     let Some(lab) = Lab::start("10s") else {
         return;
     };
-    let before_stop = lab.hook(&lab.db_config, &["before-stop"]).spawn().unwrap();
-    wait_for("the pause request", Duration::from_secs(5), || {
-        lab.consul.kv_get(&lab.key("pause-request")).is_some()
-    });
-    assert_eq!(lab.reconcile().status.code(), Some(0));
-    let _ = before_stop.wait_with_output();
-    assert!(lab.paused());
+    lab.pause_for_a_switchover();
     // A run now: the old primary is still stopping.
     let out = lab.reconcile();
     assert_eq!(out.status.code(), Some(75), "{}", text(&out));
@@ -433,13 +440,7 @@ fn a_pause_ends_at_pause_timeout_even_without_consul() {
     let Some(lab) = Lab::start("2s") else {
         return;
     };
-    let before_stop = lab.hook(&lab.db_config, &["before-stop"]).spawn().unwrap();
-    wait_for("the pause request", Duration::from_secs(5), || {
-        lab.consul.kv_get(&lab.key("pause-request")).is_some()
-    });
-    assert_eq!(lab.reconcile().status.code(), Some(0));
-    let _ = before_stop.wait_with_output();
-    assert!(lab.paused());
+    lab.pause_for_a_switchover();
     // Consul goes away.
     let cfg = std::fs::read_to_string(&lab.pgb_config)
         .unwrap()
