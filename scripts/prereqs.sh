@@ -30,6 +30,8 @@ missing_debs() {
     command -v visudo >/dev/null 2>&1 || [ -x /usr/sbin/visudo ] || want+=(sudo)
     command -v vagrant >/dev/null 2>&1 || want+=(vagrant)
     command -v vip-manager >/dev/null 2>&1 || want+=(vip-manager)
+    # the lab's vip-manager variant: Patroni on a real etcd
+    command -v etcd >/dev/null 2>&1 || want+=(etcd-server)
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3-venv)
     echo "${want[@]:-}"
 }
@@ -43,11 +45,14 @@ install_prereqs() {
         apt-get update -qq
         # shellcheck disable=SC2086
         apt-get install -y -qq --no-install-recommends $want >/dev/null
-        # The package enables a vip-manager service with an empty configuration;
-        # the lab starts its own, in its namespaces, and this one must not run.
-        if [ -d /run/systemd/system ] && systemctl list-unit-files vip-manager.service >/dev/null 2>&1; then
-            systemctl disable --now vip-manager.service >/dev/null 2>&1 || true
-        fi
+        # The packages enable vip-manager and etcd services; the lab starts its
+        # own, in its namespaces, and these must not run.
+        local unit
+        for unit in vip-manager etcd; do
+            if [ -d /run/systemd/system ] && systemctl list-unit-files "$unit.service" >/dev/null 2>&1; then
+                systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
+            fi
+        done
     fi
     # The Debian packages start a cluster and a pgbouncer service on install;
     # the tests start their own on other ports, so the packaged ones are left alone.
@@ -67,7 +72,13 @@ install_prereqs() {
         mkdir -p "$(dirname "$PATRONI_VENV")"
         # Debian's python, not one under /root: the postgres user must be able to run it.
         /usr/bin/python3 -m venv "$PATRONI_VENV"
-        "$PATRONI_VENV/bin/pip" install -q --disable-pip-version-check 'patroni[consul]>=4,<5' 'psycopg[binary]>=3'
+        "$PATRONI_VENV/bin/pip" install -q --disable-pip-version-check 'patroni[consul,etcd]>=4,<5' 'psycopg[binary]>=3'
+    fi
+    # The etcd extra (python-etcd) came later: a virtualenv made before lacks it.
+    # The lab's vip-manager variant runs Patroni's etcd (v2 API) backend.
+    if ! "$PATRONI_VENV/bin/python" -c 'import etcd' >/dev/null 2>&1; then
+        echo "==> adding Patroni's etcd extra to $PATRONI_VENV"
+        "$PATRONI_VENV/bin/pip" install -q --disable-pip-version-check 'patroni[consul,etcd]>=4,<5'
     fi
     # The postgres user runs Patroni from it: readable, and its parents traversable.
     chmod -R a+rX "$PATRONI_VENV"
