@@ -25,6 +25,8 @@
 #                  files, logs and pids live in $LAB_ROOT/<id>
 #   LAB_VIP_MANAGER  hook (default) or vip-manager
 #   LAB_VIP_MANAGER_INTERVAL  vip-manager's --interval in ms (default 1000, its own default)
+#   LAB_NODE_WATCHES=0  hook variant without the watches on the database nodes (their
+#                  timers only), to measure what the watches cost or save
 #   LAB_PAUSE_ON   recorded with the run and in the bench rows (PgBouncer PAUSE is not
 #                  implemented by the hook yet: nothing is passed to it)
 #   LAB_HOOK_BIN, LAB_DOUBLE_BIN   binaries to use instead of building target/release
@@ -385,9 +387,11 @@ start_etcd() {
 # (its VIP) and one for the PgBouncer host (its ini).
 start_consul_double() {
     local watch="$LAB_DCS_NAMESPACE/$SCOPE/leader" handler="$RUN/bin/watch-handler.sh" args=() n
-    for n in "${NODES[@]}"; do
-        args+=(--watch "$watch=$handler $(ns_of "$n") $RUN/logs/$n-watch.log $RUN/bin/patroni-hook $RUN/$n/hook.yml")
-    done
+    if [ "${LAB_NODE_WATCHES:-1}" = 1 ]; then
+        for n in "${NODES[@]}"; do
+            args+=(--watch "$watch=$handler $(ns_of "$n") $RUN/logs/$n-watch.log $RUN/bin/patroni-hook $RUN/$n/hook.yml")
+        done
+    fi
     args+=(--watch "$watch=$handler $(ns_of pgb) $RUN/logs/pgbouncer-watch.log $RUN/bin/patroni-hook $RUN/pgbouncer/hook.yml")
     spawn consul "$(ns_of consul)" "$RUN/bin/consul-double" \
         --listen "$(addr_of consul):$LAB_CONSUL_PORT" "${args[@]}"
@@ -429,6 +433,7 @@ cmd_up() {
 LAB_RUN_ID=$RID
 LAB_MANAGER=$MANAGER
 LAB_VIP_MANAGER_INTERVAL=$interval
+LAB_NODE_WATCHES=${LAB_NODE_WATCHES:-1}
 LAB_PAUSE_ON=$pause_on
 EOF
     echo "$RID" >"$LAB_ROOT/current"

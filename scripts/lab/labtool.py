@@ -158,6 +158,7 @@ class Lab:
             raise LabError(f"{self.run}/lab.env: LAB_MANAGER is {self.manager!r}, expected hook or vip-manager")
         self.interval_ms = int(state.get("LAB_VIP_MANAGER_INTERVAL") or 1000)
         self.pause_on = state.get("LAB_PAUSE_ON") or None
+        self.node_watches = state.get("LAB_NODE_WATCHES", "1") != "0"
 
     @classmethod
     def current(cls, topo):
@@ -178,7 +179,9 @@ class Lab:
     @property
     def label(self):
         """The VIP manager as the results name it."""
-        return "hook" if self.manager == "hook" else f"vip-manager-{self.interval_ms}ms"
+        if self.manager == "hook":
+            return "hook" if self.node_watches else "hook-timer-only"
+        return f"vip-manager-{self.interval_ms}ms"
 
     @property
     def leader_key(self):
@@ -1058,7 +1061,7 @@ def analyze(ev_dir):
         ("first write through PgBouncer on new primary", per["pgbouncer"]["first_on_new"], "", False),
         ("first write through the VIP on new primary", per["vip"]["first_on_new"], "", False),
     ]
-    hook = ev["manager"] == "hook"
+    hook = ev["manager"].startswith("hook")
     cb_t = cb_new and cb_new["t"]
     lost = len(check["missing"]) if check.get("checked_on") else None
     return {
@@ -1097,7 +1100,7 @@ def print_timeline(r):
           f"Patroni's own (direct) {r['patroni_outage_ms']} ms")
     def f(v):
         return "n/a" if v is None else f"{v:.1f} ms"
-    if r["manager"] == "hook":
+    if r["manager"].startswith("hook"):
         print(f"  VIP on new primary {f(r['vip_after_callback_ms'])} after its callback, "
               f"{f(r['vip_after_leader_key_ms'])} after the leader key; "
               f"ini rewritten {f(r['ini_after_leader_key_ms'])} after the leader key")
