@@ -88,7 +88,14 @@ new_run_id() { printf 'l%s%04d' "$(date +%H%M%S)" $((RANDOM % 10000)); }
 
 pidfile() { echo "$RUN/pids/$1.pid"; }
 pid_of() { local f; f="$(pidfile "$1")"; [ -f "$f" ] && cat "$f"; }
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+# A zombie (exited, not yet reaped by its parent) is not alive.
+alive() {
+    [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null || return 1
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [ "${stat:0:1}" != Z ]
+}
 
 # Waits until pid $1 is gone, at most $2 seconds; returns 1 if it is not.
 wait_gone() {

@@ -237,16 +237,29 @@ class Lab:
         lab_sh(*args, env={"LAB_RUN_ID": self.rid, "LAB_ROOT": self.root}, timeout=timeout)
 
 
-def lab_sh(*args, env=None, timeout=300):
-    """Runs scripts/lab.sh ARGS, its output on ours; raises when it fails."""
+def lab_sh(*args, env=None, timeout=300, detach=False):
+    """Runs scripts/lab.sh ARGS, its output on ours; raises when it fails.
+    `detach`: in its own session, out of reach of the terminal's Ctrl-C."""
     e = dict(os.environ)
     e.update(env or {})
     try:
-        r = subprocess.run(["bash", LAB_SH, *args], env=e, stdin=subprocess.DEVNULL, timeout=timeout)
+        r = subprocess.run(["bash", LAB_SH, *args], env=e, stdin=subprocess.DEVNULL, timeout=timeout,
+                           start_new_session=detach)
     except subprocess.TimeoutExpired:
         raise LabError(f"timed out after {timeout} s waiting for scripts/lab.sh {' '.join(args)}")
     if r.returncode != 0:
         raise LabError(f"scripts/lab.sh {' '.join(args)} failed (exit {r.returncode})")
+
+
+@contextlib.contextmanager
+def signals_ignored():
+    """SIGINT and SIGTERM ignored for a cleanup that must finish (bounded)."""
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def alive(pid):
@@ -776,12 +789,20 @@ class Measurement:
                     os.path.join(self.dir, "load.err"))
         return self
 
-    def stop(self):
-        # The load's final check of acknowledged rows takes up to 30 s.
-        for name, grace in (("ev-load", 60), ("ev-sampler", 10)):
+    def stop(self, hurry=False):
+        # Not interrupted by a second signal: both are stopped and reaped.
+        with signals_ignored():
+            self._stop(hurry)
+
+    def _stop(self, hurry):
+        # The load's final check of acknowledged rows takes up to 30 s; when
+        # the event was abandoned (an error, a signal) nobody reads it.
+        for name, grace in (("ev-load", 2 if hurry else 60), ("ev-sampler", 2 if hurry else 10)):
             p = self.procs.pop(name, None)
             if p is None:
                 continue
+            if hurry:
+                print(f"  stopping {name} (pid {p.pid}) without waiting for its final check", file=sys.stderr)
             p.terminate()
             try:
                 p.wait(grace)
@@ -792,8 +813,8 @@ class Measurement:
             with contextlib.suppress(OSError):
                 os.unlink(self.lab.path("pids", f"{name}.pid"))
 
-    def __exit__(self, *exc):
-        self.stop()
+    def __exit__(self, exc_type, *_):
+        self.stop(hurry=exc_type is not None)
         return False
 
     def lost_rows(self):
@@ -1223,10 +1244,12 @@ def lab_session(topo, manager, rid=None, interval_ms=None):
         lab_sh("up", env=env, timeout=900)
         yield Lab(topo, root, rid)
     finally:
-        try:
-            lab_sh("down", env={"LAB_RUN_ID": rid, "LAB_ROOT": root}, timeout=300)
-        except LabError as e:
-            print(f"labtool: taking lab {rid} down: {e}", file=sys.stderr)
+        # Taking the lab down is not interrupted by a second signal.
+        with signals_ignored():
+            try:
+                lab_sh("down", env={"LAB_RUN_ID": rid, "LAB_ROOT": root}, timeout=300, detach=True)
+            except LabError as e:
+                print(f"labtool: taking lab {rid} down: {e}", file=sys.stderr)
 
 
 def set_vip_manager_interval(lab, interval_ms):
