@@ -566,8 +566,19 @@ fn recorded_pids(topo: &Topology, run: &Path) -> Vec<i32> {
     pids
 }
 
+/// Whether `pid` runs: exists and is not a zombie (one that exited and waits
+/// to be reaped by its parent, init for the lab's daemons, is not running).
 fn alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the command name's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_none_or(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 /// Asserts that `down` left nothing: no namespace, no recorded process, no run dir.
