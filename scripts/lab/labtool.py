@@ -57,6 +57,11 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 TOPOLOGY = os.path.join(HERE, "topology.env")
 LAB_SH = os.path.join(REPO, "scripts", "lab.sh")
 DEFAULT_ROOT = "/run/patroni-hook-lab"
+# The load generator needs psycopg and the events patronictl: the Patroni
+# virtualenv's, whichever Python runs this.
+VENV = os.environ.get("PATRONI_VENV") or "/opt/patroni-hook-test/venv"
+VENV_PYTHON = os.path.join(VENV, "bin", "python")
+PATRONICTL = os.path.join(VENV, "bin", "patronictl")
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -773,7 +778,7 @@ class Measurement:
         self.procs = {}
 
     def _start(self, name, args, err):
-        cmd = ["ip", "netns", "exec", self.lab.ns("client"), sys.executable, os.path.abspath(__file__), *args]
+        cmd = ["ip", "netns", "exec", self.lab.ns("client"), VENV_PYTHON, os.path.abspath(__file__), *args]
         env = dict(os.environ, LAB_ROOT=self.lab.root, LAB_RUN_ID=self.lab.rid)
         p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=open(err, "a"), stderr=subprocess.STDOUT)
         with open(self.lab.path("pids", f"{name}.pid"), "w") as f:
@@ -832,7 +837,7 @@ class Measurement:
 
 def act_switchover(lab, old, ev_dir):
     cmd = ["ip", "netns", "exec", lab.ns("client"), "env", "LC_ALL=C.UTF-8",
-           os.path.join(os.path.dirname(sys.executable), "patronictl"), "-c", lab.path(old, "patroni.yml"),
+           PATRONICTL, "-c", lab.path(old, "patroni.yml"),
            "switchover", "--leader", old, "--force", lab.topo.scope]
     with open(os.path.join(ev_dir, "patronictl.out"), "w") as out:
         try:
@@ -1286,7 +1291,7 @@ def show_status(lab):
         print(f"  {f[:-4]}: pid {pid} {'running' if alive(pid) else 'gone'}")
     try:
         subprocess.run(["ip", "netns", "exec", lab.ns("client"), "env", "LC_ALL=C.UTF-8",
-                        os.path.join(os.path.dirname(sys.executable), "patronictl"), "-c",
+                        PATRONICTL, "-c",
                         lab.path(topo.db_nodes[0], "patroni.yml"), "list"], stdin=subprocess.DEVNULL, timeout=30)
     except subprocess.TimeoutExpired:
         print("patronictl list: no answer within 30 s")
