@@ -72,6 +72,8 @@ missing_debs() {
     # dpkg-shlibdeps; lintian checks the package.
     command -v dpkg-shlibdeps >/dev/null 2>&1 || want+=(dpkg-dev)
     command -v lintian >/dev/null 2>&1 || want+=(lintian)
+    # the lab's vip-manager variant: Patroni on a real etcd
+    command -v etcd >/dev/null 2>&1 || want+=(etcd-server)
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3-venv)
     echo "${want[@]:-}"
 }
@@ -85,12 +87,11 @@ install_prereqs() {
         apt-get update -qq
         # shellcheck disable=SC2086
         apt-get install -y -qq --no-install-recommends $want >/dev/null
-        # The package enables a vip-manager service with an empty configuration;
-        # the lab starts its own, in its namespaces, and this one must not run.
-        # Likewise Prometheus and node_exporter: the tests start their own, on
-        # loopback ports of their choosing.
+        # The packages enable vip-manager, etcd, Prometheus and node_exporter
+        # services; the lab and the tests start their own, in their namespaces
+        # or on loopback ports of their choosing, and these must not run.
         local unit
-        for unit in vip-manager prometheus prometheus-node-exporter; do
+        for unit in vip-manager etcd prometheus prometheus-node-exporter; do
             if [ -d /run/systemd/system ] && systemctl list-unit-files "$unit.service" >/dev/null 2>&1; then
                 systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
             fi
@@ -118,7 +119,13 @@ install_prereqs() {
         mkdir -p "$(dirname "$PATRONI_VENV")"
         # Debian's python, not one under /root: the postgres user must be able to run it.
         /usr/bin/python3 -m venv "$PATRONI_VENV"
-        "$PATRONI_VENV/bin/pip" install -q --disable-pip-version-check 'patroni[consul]>=4,<5' 'psycopg[binary]>=3'
+        "$PATRONI_VENV/bin/pip" install -q --disable-pip-version-check 'patroni[consul,etcd]>=4,<5' 'psycopg[binary]>=3'
+    fi
+    # The etcd extra (python-etcd) came later: a virtualenv made before lacks it.
+    # The lab's vip-manager variant runs Patroni's etcd (v2 API) backend.
+    if ! "$PATRONI_VENV/bin/python" -c 'import etcd' >/dev/null 2>&1; then
+        echo "==> adding Patroni's etcd extra to $PATRONI_VENV"
+        "$PATRONI_VENV/bin/pip" install -q --disable-pip-version-check 'patroni[consul,etcd]>=4,<5'
     fi
     # The postgres user runs Patroni from it: readable, and its parents traversable.
     chmod -R a+rX "$PATRONI_VENV"

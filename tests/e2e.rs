@@ -1,39 +1,124 @@
 //! End to end, on the lab: real Patroni 4 + PostgreSQL 15 on three network
-//! namespaces, the Consul double, PgBouncer and a client writing through both
-//! paths, all brought up by `scripts/lab.sh` (the same implementation the demo
-//! and the bench use; the topology is not repeated here).
+//! namespaces, PgBouncer and a client writing through both paths, all brought
+//! up by `scripts/lab.sh` and driven by `scripts/lab/labtool.py` (the same
+//! implementation the demo and the bench use). Names, addresses and ports come
+//! from `scripts/lab/topology.env`, the lab's one definition of its layout.
 //!
-//! One lab is brought up once and four events run on it: a switchover, a
-//! failover by SIGKILL of the primary's Patroni and PostgreSQL, a clean stop of
-//! the primary, and a SIGKILL of Patroni alone. For each, lab.sh samples the
-//! three nodes' addresses every 20 ms and writes `result.json`; this test
-//! asserts on it and checks the end state itself: the VIP on the new primary
-//! only (`ip -j addr`), `vip-holder` naming it, pgbouncer.ini pointing at it,
-//! writes through PgBouncer and through the VIP landing on it, and every row
-//! the client saw acknowledged present. Outages are printed, never asserted
-//! (LAB.md: timing targets belong to the bench).
+//! The hook's lab (Patroni on the Consul double) is brought up once and four
+//! events run on it: a switchover, a failover by SIGKILL of the primary's
+//! Patroni and PostgreSQL, a clean stop of the primary, and a SIGKILL of
+//! Patroni alone. For each, labtool samples the three nodes' addresses every
+//! 20 ms and writes `result.json`; this test asserts on it and checks the end
+//! state itself: the VIP on the new primary only (`ip -j addr`), `vip-holder`
+//! naming it, pgbouncer.ini pointing at it, writes through PgBouncer and through
+//! the VIP landing on it, and every row the client saw acknowledged present.
+//! The vip-manager lab (Patroni on etcd, Debian's vip-manager moving the VIP)
+//! gets one switchover with the same end-state checks, so the bench's
+//! comparison rows cannot rot. Outages are printed, never asserted (timing
+//! targets belong to the bench).
 //!
 //! Needs root, iproute2, PostgreSQL 15, PgBouncer, psql, setpriv, setcap, curl,
-//! the Patroni virtualenv ($PATRONI_VENV) and the consul-double binary (built
-//! by `cargo test --workspace`). Missing: a failure under CI=true, else a skip
-//! that says what is missing.
+//! the Patroni virtualenv ($PATRONI_VENV) with Patroni's etcd extra, the
+//! consul-double binary (built by `cargo test --workspace`), vip-manager and
+//! etcd (Debian's vip-manager and etcd-server). Missing: a failure under
+//! CI=true, else a skip that says what is missing.
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Where e2e labs keep their state: apart from an operator's own lab.
 const LAB_ROOT: &str = "/run/patroni-hook-lab-e2e";
-const SCOPE: &str = "labcluster";
-const VIP: &str = "198.51.100.100";
-const NODES: [(&str, &str); 3] = [
-    ("db1", "198.51.100.11"),
-    ("db2", "198.51.100.12"),
-    ("db3", "198.51.100.13"),
-];
+
+/// One whole lab at a time: two would share two cores between six Patroni
+/// and PostgreSQL pairs.
+static WHOLE_LAB: Mutex<()> = Mutex::new(());
+
+/// `scripts/lab/topology.env`: plain `KEY=VALUE` lines (a value with spaces
+/// in double quotes), comments and blank lines.
+struct Topology {
+    vars: HashMap<String, String>,
+}
+
+impl Topology {
+    fn load() -> Topology {
+        let path = repo().join("scripts/lab/topology.env");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut vars = HashMap::new();
+        for (no, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{}:{}: expected KEY=VALUE", path.display(), no + 1));
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            vars.insert(key.to_string(), value.to_string());
+        }
+        Topology { vars }
+    }
+
+    fn get(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .unwrap_or_else(|| panic!("scripts/lab/topology.env: {key} is not defined"))
+    }
+
+    fn addr(&self, host: &str) -> &str {
+        self.get(&format!("LAB_ADDR_{host}"))
+    }
+
+    fn vip(&self) -> &str {
+        self.get("LAB_VIP")
+    }
+
+    fn db_nodes(&self) -> Vec<&str> {
+        self.get("LAB_DB_NODES").split_whitespace().collect()
+    }
+
+    /// The hosts (namespaces besides the switch) of a variant.
+    fn hosts(&self, manager: &str) -> Vec<&str> {
+        self.get(&format!("LAB_HOSTS_{}", manager.replace('-', "_")))
+            .split_whitespace()
+            .collect()
+    }
+
+    /// `<namespace>/<scope>/<key>`, as Patroni and the hook name the keys.
+    fn key(&self, key: &str) -> String {
+        format!(
+            "{}/{}/{key}",
+            self.get("LAB_DCS_NAMESPACE"),
+            self.get("LAB_SCOPE")
+        )
+    }
+
+    fn pgbouncer_conninfo(&self) -> String {
+        format!(
+            "host={} port={} dbname={}",
+            self.addr("pgb"),
+            self.get("LAB_PGB_PORT"),
+            self.get("LAB_PGB_DB")
+        )
+    }
+
+    fn vip_conninfo(&self) -> String {
+        format!(
+            "host={} port={} dbname=postgres",
+            self.vip(),
+            self.get("LAB_PG_PORT")
+        )
+    }
+}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -70,9 +155,10 @@ fn double_bin() -> Option<PathBuf> {
     release.exists().then_some(release)
 }
 
-/// Whether the lab can run here. LAB.md: under CI=true a missing prerequisite
-/// fails; elsewhere the test prints exactly what is missing and returns.
-fn prerequisites() -> bool {
+/// Whether the lab of `manager` (hook or vip-manager) can run here. Under
+/// CI=true a missing prerequisite fails; elsewhere the test prints exactly
+/// what is missing and returns.
+fn prerequisites(manager: &str) -> bool {
     let mut missing = Vec::new();
     if !nix::unistd::geteuid().is_root() {
         missing.push("root".to_string());
@@ -96,8 +182,22 @@ fn prerequisites() -> bool {
     if !patroni.exists() {
         missing.push(format!("{} (PATRONI_VENV)", patroni.display()));
     }
-    if double_bin().is_none() {
+    if manager == "hook" && double_bin().is_none() {
         missing.push("the consul-double binary (cargo build -p consul-double)".into());
+    }
+    if manager == "vip-manager" {
+        for (prog, package) in [("vip-manager", "vip-manager"), ("etcd", "etcd-server")] {
+            if !on_path(prog) {
+                missing.push(format!("{prog} (Debian package {package})"));
+            }
+        }
+        let etcd_module = Command::new(venv().join("bin/python"))
+            .args(["-c", "import etcd"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !etcd_module {
+            missing.push("python-etcd in PATRONI_VENV (patroni[etcd])".into());
+        }
     }
     common::require(&missing)
 }
@@ -112,13 +212,17 @@ fn show(text: &str) {
 /// when the test panics.
 struct Lab {
     id: String,
+    topo: Topology,
+    manager: &'static str,
 }
 
 impl Lab {
-    fn new(tag: &str) -> Lab {
+    fn new(tag: &str, manager: &'static str) -> Lab {
         remove_orphans();
         Lab {
             id: format!("e{tag}{}", std::process::id()),
+            topo: Topology::load(),
+            manager,
         }
     }
 
@@ -127,13 +231,15 @@ impl Lab {
     }
 
     fn ns(&self, host: &str) -> String {
-        format!("phl-{}-{host}", self.id)
+        format!("{}-{}-{host}", self.topo.get("LAB_NS_PREFIX"), self.id)
     }
 
     /// Runs `lab.sh ARGS` for this lab, bounded by `timeout`; returns
     /// (success, combined output).
     fn sh(&self, args: &[&str], timeout: Duration, extra_env: &[(&str, &str)]) -> (bool, String) {
-        lab_command(&self.id, args, timeout, extra_env)
+        let mut env = vec![("LAB_VIP_MANAGER", self.manager)];
+        env.extend_from_slice(extra_env);
+        lab_command(&self.id, args, timeout, &env)
     }
 
     /// Like `sh`, panicking with the output when it fails.
@@ -162,13 +268,15 @@ impl Lab {
         )
     }
 
-    /// The nodes whose eth1 carries the VIP, from `ip -j addr` in each namespace.
+    /// The nodes whose interface carries the VIP, from `ip -j addr` in each namespace.
     fn vip_holders(&self) -> Vec<String> {
-        NODES
-            .iter()
-            .filter(|(n, _)| {
+        self.topo
+            .db_nodes()
+            .into_iter()
+            .filter(|n| {
                 let out = Command::new("ip")
-                    .args(["-j", "-n", &self.ns(n), "addr", "show", "dev", "eth1"])
+                    .args(["-j", "-n", &self.ns(n), "addr", "show"])
+                    .args(["dev", self.topo.get("LAB_IFACE")])
                     .output()
                     .expect("ip -j addr");
                 let v: serde_json::Value =
@@ -177,23 +285,38 @@ impl Lab {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .any(|a| a["local"] == VIP)
+                    .any(|a| a["local"] == self.topo.vip())
             })
-            .map(|(n, _)| n.to_string())
+            .map(str::to_string)
             .collect()
     }
 
-    fn consul_raw(&self, key: &str) -> String {
-        self.in_client(
-            "curl",
-            &[
-                "-s",
-                "--max-time",
-                "2",
-                &format!("http://198.51.100.2:8500/v1/kv/service/{SCOPE}/{key}?raw"),
-            ],
-        )
-        .1
+    /// The raw value of one of Patroni's keys (`leader`, `vip-holder`) in the
+    /// lab's DCS: the Consul double, or etcd's v2 API.
+    fn dcs_raw(&self, key: &str) -> String {
+        let t = &self.topo;
+        let url = if self.manager == "hook" {
+            format!(
+                "http://{}:{}/v1/kv/{}?raw",
+                t.addr("consul"),
+                t.get("LAB_CONSUL_PORT"),
+                t.key(key)
+            )
+        } else {
+            format!(
+                "http://{}:{}/v2/keys/{}",
+                t.addr("etcd"),
+                t.get("LAB_ETCD_PORT"),
+                t.key(key)
+            )
+        };
+        let body = self.in_client("curl", &["-s", "--max-time", "2", &url]).1;
+        if self.manager == "hook" {
+            return body;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("etcd answered {body:?} for {url}: {e}"));
+        v["node"]["value"].as_str().unwrap_or_default().to_string()
     }
 
     /// Which node answers a write on `conninfo` (the data directory's node name).
@@ -228,52 +351,60 @@ impl Lab {
         let old = r["old"].as_str().expect("old").to_string();
         let new = r["new"].as_str().expect("new").to_string();
         show(&format!(
-            "e2e {kind}: {old} -> {new} in {:.0?}; outage PgBouncer {} ms, VIP {} ms, \
-             Patroni's own {} ms; VIP on two nodes {} ms; VIP {} ms after on_role_change",
+            "e2e {} {kind}: {old} -> {new} in {:.0?}; outage PgBouncer {} ms, VIP {} ms, \
+             Patroni's own {} ms; VIP on two nodes {} ms; VIP {} ms after the leader key",
+            r["manager"].as_str().unwrap_or("?"),
             started.elapsed(),
             r["pgbouncer_outage_ms"],
             r["vip_outage_ms"],
             r["patroni_outage_ms"],
-            r["two_holders_ms"],
-            r["vip_after_callback_ms"],
+            r["vip_two_nodes_ms"],
+            r["vip_after_leader_key_ms"],
         ));
         assert_ne!(old, new, "{kind}: the leader did not change");
         assert_eq!(
             r["converged"], true,
-            "{kind}: lab.sh did not see convergence"
+            "{kind}: labtool did not see convergence: {}",
+            r["problems"]
         );
 
-        // The end state, checked here independently of lab.sh's own waits.
-        assert_eq!(self.consul_raw("leader"), new, "{kind}: leader key");
+        // The end state, checked here independently of labtool's own waits.
+        assert_eq!(self.dcs_raw("leader"), new, "{kind}: leader key");
         assert_eq!(
             self.vip_holders(),
             vec![new.clone()],
             "{kind}: the VIP must be on the new primary only"
         );
-        let holder: serde_json::Value =
-            serde_json::from_str(&self.consul_raw("vip-holder")).expect("vip-holder is JSON");
-        assert_eq!(
-            holder["member"],
-            new.as_str(),
-            "{kind}: vip-holder {holder}"
-        );
-        let new_addr = NODES.iter().find(|(n, _)| *n == new).expect("known node").1;
         let ini = std::fs::read_to_string(self.run_dir().join("pgbouncer/pgbouncer.ini"))
             .expect("pgbouncer.ini");
-        let appdb = ini
+        let entry = ini
             .lines()
-            .find(|l| l.starts_with("appdb"))
-            .expect("appdb entry");
+            .find(|l| l.starts_with(self.topo.get("LAB_PGB_DB")))
+            .expect("the PgBouncer database's entry");
+        // The hook points PgBouncer at the new primary; with vip-manager it
+        // points at the VIP, and nothing rewrites it.
+        let host = if self.manager == "hook" {
+            let holder: serde_json::Value =
+                serde_json::from_str(&self.dcs_raw("vip-holder")).expect("vip-holder is JSON");
+            assert_eq!(
+                holder["member"],
+                new.as_str(),
+                "{kind}: vip-holder {holder}"
+            );
+            self.topo.addr(&new)
+        } else {
+            self.topo.vip()
+        };
         assert!(
-            appdb.contains(&format!("host={new_addr} ")),
-            "{kind}: pgbouncer.ini should point at {new_addr}: {appdb}"
+            entry.contains(&format!("host={host} ")),
+            "{kind}: pgbouncer.ini should point at {host}: {entry}"
         );
         for (path, conninfo) in [
-            ("PgBouncer", "host=198.51.100.20 port=6432 dbname=appdb"),
-            ("the VIP", "host=198.51.100.100 port=5432 dbname=postgres"),
+            ("PgBouncer", self.topo.pgbouncer_conninfo()),
+            ("the VIP", self.topo.vip_conninfo()),
         ] {
             assert_eq!(
-                self.write_lands_on(conninfo),
+                self.write_lands_on(&conninfo),
                 (true, new.clone()),
                 "{kind}: a write through {path} should land on {new}"
             );
@@ -289,7 +420,7 @@ impl Lab {
             );
         }
         assert_eq!(
-            r["missing_acked_rows"], 0,
+            r["lost_rows"], 0,
             "{kind}: acknowledged rows are missing (see load-result.json)"
         );
         assert!(
@@ -397,8 +528,8 @@ fn remove_orphans() {
 }
 
 /// The namespaces of a lab that still exist.
-fn namespaces_of(id: &str) -> Vec<String> {
-    let prefix = format!("phl-{id}-");
+fn namespaces_of(topo: &Topology, id: &str) -> Vec<String> {
+    let prefix = format!("{}-{id}-", topo.get("LAB_NS_PREFIX"));
     std::fs::read_dir("/run/netns")
         .map(|d| {
             d.flatten()
@@ -410,7 +541,7 @@ fn namespaces_of(id: &str) -> Vec<String> {
 }
 
 /// Every pid the lab recorded, plus the postmasters.
-fn recorded_pids(run: &Path) -> Vec<i32> {
+fn recorded_pids(topo: &Topology, run: &Path) -> Vec<i32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir(run.join("pids"))
         .into_iter()
@@ -424,7 +555,7 @@ fn recorded_pids(run: &Path) -> Vec<i32> {
             pids.push(pid);
         }
     }
-    for (n, _) in NODES {
+    for n in topo.db_nodes() {
         if let Some(pid) = std::fs::read_to_string(run.join(n).join("data/postmaster.pid"))
             .ok()
             .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
@@ -435,89 +566,117 @@ fn recorded_pids(run: &Path) -> Vec<i32> {
     pids
 }
 
+/// Whether `pid` runs: exists and is not a zombie (one that exited and waits
+/// to be reaped by its parent, init for the lab's daemons, is not running).
 fn alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the command name's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_none_or(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 /// Asserts that `down` left nothing: no namespace, no recorded process, no run dir.
-fn assert_gone(id: &str, run: &Path, pids: &[i32]) {
-    assert!(
-        namespaces_of(id).is_empty(),
-        "namespaces left: {:?}",
-        namespaces_of(id)
-    );
+fn assert_gone(lab: &Lab, run: &Path, pids: &[i32]) {
+    let left = namespaces_of(&lab.topo, &lab.id);
+    assert!(left.is_empty(), "namespaces left: {left:?}");
     let living: Vec<_> = pids.iter().copied().filter(|p| alive(*p)).collect();
     assert!(living.is_empty(), "processes still running: {living:?}");
     assert!(!run.exists(), "{} still exists", run.display());
 }
 
+/// Takes the lab down through lab.sh and checks nothing is left.
+fn down_and_check(lab: &Lab) {
+    let run = lab.run_dir();
+    let pids = recorded_pids(&lab.topo, &run);
+    assert!(pids.len() >= 9, "recorded pids: {pids:?}");
+    lab.sh_ok(&["down"], Duration::from_secs(180));
+    assert_gone(lab, &run, &pids);
+}
+
 #[test]
 fn failover_events_on_a_real_patroni_cluster() {
-    if !prerequisites() {
+    if !prerequisites("hook") {
         return;
     }
+    let _one = WHOLE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let lab = Lab::new("");
+    let lab = Lab::new("", "hook");
     lab.sh_ok(&["up"], Duration::from_secs(300));
     show(&lab.sh_ok(&["status"], Duration::from_secs(60)));
 
     let sw = lab.event("switchover");
     assert_eq!(
-        sw["two_holders_ms"], 0.0,
+        sw["vip_two_nodes_ms"], 0.0,
         "switchover: the VIP was on two nodes while Patroni ran on both: {}",
-        sw["two_holder_spans"]
+        sw["vip_two_node_spans"]
     );
 
-    let fo = lab.event("failover");
-    show(&format!(
-        "e2e failover: the killed node kept the VIP {} ms after the new primary got it (safety net)",
-        fo["old_kept_vip_after_new_got_it_ms"]
-    ));
+    lab.event("failover");
 
     let stop = lab.event("stop-primary");
     assert_eq!(
-        stop["two_holders_ms"], 0.0,
+        stop["vip_two_nodes_ms"], 0.0,
         "clean stop: the VIP was on two nodes: {}",
-        stop["two_holder_spans"]
+        stop["vip_two_node_spans"]
     );
 
-    let kp = lab.event("kill-patroni");
-    show(&format!(
-        "e2e kill-patroni: the old node kept the VIP {} ms after the new primary got it, until the safety net removed it",
-        kp["old_kept_vip_after_new_got_it_ms"]
-    ));
+    lab.event("kill-patroni");
 
-    let run = lab.run_dir();
-    let pids = recorded_pids(&run);
-    assert!(pids.len() >= 9, "recorded pids: {pids:?}");
-    lab.sh_ok(&["down"], Duration::from_secs(180));
-    assert_gone(&lab.id, &run, &pids);
-    show(&format!("e2e: all events in {:.0?}", started.elapsed()));
+    down_and_check(&lab);
+    show(&format!(
+        "e2e hook: all events in {:.0?}",
+        started.elapsed()
+    ));
+}
+
+#[test]
+fn vip_manager_on_etcd_follows_a_switchover() {
+    if !prerequisites("vip-manager") {
+        return;
+    }
+    let _one = WHOLE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let lab = Lab::new("v", "vip-manager");
+    lab.sh_ok(&["up"], Duration::from_secs(300));
+    lab.event("switchover");
+    down_and_check(&lab);
+    show(&format!(
+        "e2e vip-manager: up, switchover, down in {:.0?}",
+        started.elapsed()
+    ));
 }
 
 #[test]
 fn down_removes_a_partial_lab() {
-    if !prerequisites() {
+    if !prerequisites("hook") {
         return;
     }
-    let lab = Lab::new("p");
+    let lab = Lab::new("p", "hook");
     let (ok, out) = lab.sh(
         &["up"],
         Duration::from_secs(120),
-        &[("LAB_FAIL_AFTER", "consul")],
+        &[("LAB_FAIL_AFTER", "dcs")],
     );
-    assert!(!ok, "up with LAB_FAIL_AFTER=consul should fail:\n{out}");
-    assert!(
-        namespaces_of(&lab.id).len() == 7,
-        "a partial up should have left its 7 namespaces: {:?}\n{out}",
-        namespaces_of(&lab.id)
+    assert!(!ok, "up with LAB_FAIL_AFTER=dcs should fail:\n{out}");
+    let expected = lab.topo.hosts("hook").len() + 1; // and the switch
+    assert_eq!(
+        namespaces_of(&lab.topo, &lab.id).len(),
+        expected,
+        "a partial up should have left its {expected} namespaces: {:?}\n{out}",
+        namespaces_of(&lab.topo, &lab.id)
     );
     let run = lab.run_dir();
-    let pids = recorded_pids(&run);
+    let pids = recorded_pids(&lab.topo, &run);
     assert!(
         pids.iter().any(|p| alive(*p)),
         "the Consul double should be running: {pids:?}\n{out}"
     );
     lab.sh_ok(&["down"], Duration::from_secs(120));
-    assert_gone(&lab.id, &run, &pids);
+    assert_gone(&lab, &run, &pids);
 }
