@@ -669,7 +669,7 @@ main() {
     *)
         # status, the events, bench and the other scenarios: labtool.py.
         need_root
-        [ -x "$PY" ] || die "no Python at $PY (the Patroni virtualenv; sudo scripts/lab.sh demo installs it)"
+        [ -x "$PY" ] || die "no Python at $PY (the Patroni virtualenv; scripts/lab.sh demo installs it)"
         exec "$PY" "$LABTOOL" "$cmd" "$@"
         ;;
     esac
