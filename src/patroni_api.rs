@@ -9,6 +9,24 @@
 use crate::error::Error;
 use std::time::{Duration, Instant};
 
+/// Asks `url` once; true when it answers 200 by `until` (no answer, another
+/// status or an error: false).
+pub async fn is_writable(url: &str, until: Instant) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    else {
+        return false;
+    };
+    let left = until.saturating_duration_since(Instant::now());
+    let ask = client.get(url).timeout(left);
+    matches!(
+        tokio::time::timeout(left, ask.send()).await,
+        Ok(Ok(r)) if r.status() == reqwest::StatusCode::OK
+    )
+}
+
 /// Polls `url` until it answers 200 or `until` passes; `Ok(true)` when it did.
 pub async fn wait_writable(url: &str, until: Instant) -> Result<bool, Error> {
     let client = reqwest::Client::builder()

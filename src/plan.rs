@@ -195,6 +195,8 @@ pub struct Observed {
     pub member_ips: std::collections::BTreeSet<std::net::IpAddr>,
     /// Every member's host is known (all parsed, all names resolved).
     pub members_known: bool,
+    /// What this node's Patroni REST API said of `GET /primary`, if asked.
+    pub local_primary: Option<bool>,
     /// Re-announce a VIP that is already present (callbacks do; reconcile,
     /// which runs every few seconds, announces only what it adds).
     pub reannounce: bool,
@@ -297,7 +299,18 @@ pub struct Plan {
 
 /// What the run wants, from the trigger and Consul's answer alone; the verb
 /// needs it before the lock (a release never waits for one).
-pub fn intent(trigger: Trigger, consul: &ConsulView, me: &str) -> (Intent, Option<Verdict>) {
+///
+/// `local_primary` is what this node's own Patroni REST API said (`GET
+/// /primary`), when it was asked: reconcile adds the VIP only once Patroni
+/// here runs as primary. The leader key names a new leader the moment it
+/// takes the lock, before its promotion and possibly before the old
+/// primary's release has run; the promotion callback adds the VIP after it.
+pub fn intent(
+    trigger: Trigger,
+    consul: &ConsulView,
+    me: &str,
+    local_primary: Option<bool>,
+) -> (Intent, Option<Verdict>) {
     let leader_says = |v: &ScopeView| match &v.leader {
         LeaderKey::Name(n) if n == me => Ok(true),
         LeaderKey::Name(_) => Ok(false),
@@ -342,6 +355,12 @@ pub fn intent(trigger: Trigger, consul: &ConsulView, me: &str) -> (Intent, Optio
         ),
         (trigger, ConsulView::Answered(v)) => match leader_says(v) {
             Err(verdict) => (Intent::Keep, Some(verdict)),
+            Ok(true) if trigger == Trigger::Reconcile && local_primary == Some(false) => (
+                Intent::Keep,
+                Some(Verdict::Temporary(
+                    "the leader key names this node but its Patroni does not answer as primary yet; the VIP waits for the promotion".into(),
+                )),
+            ),
             Ok(true) => (Intent::Hold, None),
             // Another member holds the lock: it gets the VIP, so this node
             // must not keep it either, or it would be on two hosts.
@@ -516,7 +535,7 @@ pub fn plan(o: &Observed) -> Plan {
         ConsulView::Answered(v) => Some(v.as_ref()),
         _ => None,
     };
-    let (intent, first) = intent(o.trigger, &o.consul, &o.me);
+    let (intent, first) = intent(o.trigger, &o.consul, &o.me, o.local_primary);
     let mut p = Plan {
         intent: intent.clone(),
         vip: None,
@@ -806,6 +825,7 @@ mod tests {
             others: vec![],
             member_ips,
             members_known,
+            local_primary: None,
             reannounce: true,
         }
     }
@@ -906,7 +926,7 @@ mod tests {
         ];
         for (trigger, row) in table {
             for ((name, view), (want_intent, want_verdict)) in views.iter().zip(row) {
-                let (i, v) = intent(trigger, view, "pg1");
+                let (i, v) = intent(trigger, view, "pg1", None);
                 assert_eq!(i, want_intent, "{trigger:?} {name}");
                 let k = v.map(|v| match v {
                     Verdict::Temporary(_) => "temporary",
@@ -916,6 +936,33 @@ mod tests {
                 assert_eq!(k, want_verdict, "{trigger:?} {name}");
             }
         }
+    }
+
+    #[test]
+    fn reconcile_adds_only_once_patroni_here_is_primary() {
+        let me = answered(Some("pg1"), &[]);
+        for (local, want) in [
+            (None, Intent::Hold),
+            (Some(true), Intent::Hold),
+            (Some(false), Intent::Keep),
+        ] {
+            assert_eq!(
+                intent(Trigger::Reconcile, &me, "pg1", local).0,
+                want,
+                "{local:?}"
+            );
+            // A callback is Patroni itself: it is not asked.
+            assert_eq!(
+                intent(Trigger::Callback(Want::Hold), &me, "pg1", local).0,
+                Intent::Hold
+            );
+        }
+        // Releasing never waits for it.
+        let other = answered(Some("pg2"), &[]);
+        assert_eq!(
+            intent(Trigger::Reconcile, &other, "pg1", Some(false)).0,
+            Intent::Release
+        );
     }
 
     #[test]

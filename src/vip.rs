@@ -66,11 +66,15 @@ pub async fn converge(run: &Run<'_>, trigger: Trigger, report: &mut Report) -> O
         Trigger::Callback(Want::Release) if !run.dry_run => ConsulView::NotAsked,
         _ => read_view(run.consul, &keys, true).await,
     };
-    let known = members(&first, run.budget.consul_until).await;
+    let seen = Seen {
+        members: members(&first, run.budget.consul_until).await,
+        local_primary: local_primary(run, trigger, &first).await,
+        consul: first,
+    };
     // A primary that asked PgBouncer to pause (its before-stop) and leads
     // again (the switchover did not happen) withdraws the request, so the
     // pause ends now rather than at pause_timeout.
-    let withdraw = match (&first, trigger) {
+    let withdraw = match (&seen.consul, trigger) {
         (ConsulView::Answered(v), Trigger::Callback(Want::Hold)) => v
             .pause_request
             .as_ref()
@@ -78,7 +82,7 @@ pub async fn converge(run: &Run<'_>, trigger: Trigger, report: &mut Report) -> O
             .map(|(_, index)| *index),
         _ => None,
     };
-    let p = round(run, &keys, trigger, first, known, ticket, report).await?;
+    let p = round(run, &keys, trigger, seen, ticket, report).await?;
     if let (Some(index), Intent::Hold, false) = (withdraw, &p.intent, run.dry_run) {
         run.consul.set_deadline(run.budget.end);
         match run.consul.delete_cas(&keys.pause_request, index).await {
@@ -92,8 +96,41 @@ pub async fn converge(run: &Run<'_>, trigger: Trigger, report: &mut Report) -> O
     // Local work is done: the rest of the deadline is Consul's.
     run.consul.set_deadline(run.budget.end);
     let view = read_view(run.consul, &keys, false).await;
-    let known = members(&view, run.budget.end).await;
-    round(run, &keys, trigger, view, known, ticket, report).await
+    let seen = Seen {
+        members: members(&view, run.budget.end).await,
+        local_primary: None,
+        consul: view,
+    };
+    round(run, &keys, trigger, seen, ticket, report).await
+}
+
+/// For reconcile when the leader key names this node: does its Patroni
+/// answer `GET /primary` with 200 (asked once, within the Consul share)?
+/// `None` when not asked: not reconcile, another leader, or no http
+/// `api_url` of this member to ask.
+async fn local_primary(run: &Run<'_>, trigger: Trigger, view: &ConsulView) -> Option<bool> {
+    let ConsulView::Answered(v) = view else {
+        return None;
+    };
+    if trigger != Trigger::Reconcile
+        || v.leader != crate::keys::LeaderKey::Name(run.cfg.name.clone())
+    {
+        return None;
+    }
+    let url = v.member(&run.cfg.name)?.primary_check_url()?;
+    let until = run
+        .budget
+        .consul_until
+        .max(Instant::now() + Duration::from_millis(200));
+    Some(crate::patroni_api::is_writable(&url, until).await)
+}
+
+/// What a round decides from, besides the local state: Consul's answer, the
+/// members' addresses it names, and this node's Patroni.
+struct Seen {
+    consul: ConsulView,
+    members: (BTreeSet<IpAddr>, bool),
+    local_primary: Option<bool>,
 }
 
 /// The members' own addresses: IP literals, and what host names resolve to
@@ -139,12 +176,16 @@ async fn round(
     run: &Run<'_>,
     keys: &ScopeKeys,
     trigger: Trigger,
-    consul: ConsulView,
-    (member_ips, members_known): (BTreeSet<IpAddr>, bool),
+    seen: Seen,
     ticket: Ticket,
     report: &mut Report,
 ) -> Option<Plan> {
     let cfg = run.cfg;
+    let Seen {
+        consul,
+        members: (member_ips, members_known),
+        local_primary,
+    } = seen;
     let subject = format!("vip-{}", run.scope);
     let local = match Local::open(run.vip, &cfg.lock_file, run.scope).await {
         Ok(l) => l,
@@ -153,7 +194,7 @@ async fn round(
             return None;
         }
     };
-    let (intent, _) = plan::intent(trigger, &consul, &cfg.name);
+    let (intent, _) = plan::intent(trigger, &consul, &cfg.name, local_primary);
     let release = intent == Intent::Release;
     // A hold needs its interface; a release removes what it owns wherever
     // that is, and says the configured interface is missing.
@@ -224,6 +265,7 @@ async fn round(
         others: local.others(),
         member_ips,
         members_known,
+        local_primary,
         reannounce: matches!(trigger, Trigger::Callback(_)),
     };
     let p = plan::plan(&observed);

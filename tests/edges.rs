@@ -987,3 +987,46 @@ fn temp_files_of_killed_runs_are_swept() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(!litter.exists(), "{}", text(&out));
 }
+
+/// Reconcile on a node the leader key names adds the VIP only once that
+/// node's Patroni answers as primary: the key moves at lock time, before the
+/// promotion and maybe before the old primary's release ran (a switchover
+/// put the VIP on two nodes for a moment when reconcile added it then).
+#[test]
+fn reconcile_adds_the_vip_only_once_patroni_here_is_primary() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    let primary = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let p = primary.clone();
+    let api = FakeConsul::start(f.node_listener(), move |r| {
+        match (r.path.as_str(), p.load(std::sync::atomic::Ordering::SeqCst)) {
+            ("/primary", true) => Reply::Respond(200, vec![], b"{}".to_vec()),
+            _ => Reply::Respond(503, vec![], b"{}".to_vec()),
+        }
+    });
+    f.consul.kv_put(
+        &f.key("members/pg1"),
+        format!(
+            r#"{{"conn_url":"postgres://{NODE_V4}:5432/postgres","api_url":"{}/patroni"}}"#,
+            api.url()
+        )
+        .as_bytes(),
+    );
+    f.set_leader("pg1");
+    let out = f.hook(&["reconcile"]);
+    assert_eq!(code(&out), 75, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 0, "not before the promotion: {}", text(&out));
+    assert!(api.requests().iter().any(|r| r.path == "/primary"));
+    primary.store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = f.hook(&["reconcile"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 1, "{}", text(&out));
+    // The promotion callback is Patroni itself: it does not ask.
+    let out = f.hook(&["on_stop", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    primary.store(false, std::sync::atomic::Ordering::SeqCst);
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 1);
+}

@@ -218,7 +218,10 @@ impl Lab {
     /// The old primary's before-stop and the PgBouncer host's reconcile, as
     /// a switchover runs them: ends paused.
     fn pause_for_a_switchover(&self) {
-        let before_stop = self.hook(&self.db_config, &["before-stop"]).spawn().unwrap();
+        let before_stop = self
+            .hook(&self.db_config, &["before-stop"])
+            .spawn()
+            .unwrap();
         wait_for("the pause request", Duration::from_secs(5), || {
             self.consul.kv_get(&self.key("pause-request")).is_some()
         });
