@@ -28,8 +28,9 @@
 #   LAB_VIP_MANAGER_INTERVAL  vip-manager's --interval in ms (default 1000, its own default)
 #   LAB_NODE_WATCHES=0  hook variant without the watches on the database nodes (their
 #                  timers only), to measure what the watches cost or save
-#   LAB_PAUSE_ON   recorded with the run and in the bench rows (PgBouncer PAUSE is not
-#                  implemented by the hook yet: nothing is passed to it)
+#   LAB_PAUSE_ON   the PgBouncer host's pgbouncer.pause_on: switchover (default), always
+#                  or never; recorded with the run and in the bench rows
+#   LAB_PGB_LOGIN_RETRY  PgBouncer's server_login_retry (default 0.1)
 #   LAB_HOOK_BIN, LAB_DOUBLE_BIN   binaries to use instead of building target/release
 #   LAB_OUT_DIR    where bench and demo write lab-*.{md,json} (default target/)
 #   LAB_KEEP_LOGS  down copies logs/ and events/ there before removing the run dir
@@ -246,6 +247,9 @@ postgresql:
 EOF
     if [ "$MANAGER" = hook ]; then
         cat <<EOF
+  # Right before PostgreSQL stops (after the checkpoint of a switchover):
+  # ask PgBouncer to pause, wait for it (at most before_stop.wait).
+  before_stop: $hook before-stop
   callbacks:
     on_start: $hook
     on_stop: $hook
@@ -271,6 +275,8 @@ vip:
   address: $VIP/$LAB_PREFIX_LEN
   interface: $LAB_IFACE
   gratuitous_arp: 3
+before_stop:
+  wait: 1s
 EOF
 }
 
@@ -298,19 +304,23 @@ $LAB_PGB_DB = host=$first port=$LAB_PG_PORT dbname=postgres
 [pgbouncer]
 listen_addr = $(addr_of pgb)
 listen_port = $LAB_PGB_PORT
-unix_socket_dir =
+; The admin console on this socket, for the hook's PAUSE, RESUME and RELOAD.
+unix_socket_dir = $d
+admin_users = postgres
 auth_type = trust
 auth_file = $d/userlist.txt
 pool_mode = transaction
-; The default 15 turns a 3 s switchover into a 15 s stall.
-server_login_retry = 1
+; The default 15 turns a 3 s switchover into a 15 s stall; 0.1 caps the
+; back-off failed logins to a stopping or dead primary leave behind.
+server_login_retry = ${LAB_PGB_LOGIN_RETRY:-0.1}
 ; After a SIGKILL of Patroni alone, its PostgreSQL runs on as a primary whose
 ; synchronous standby has just been promoted elsewhere: a COMMIT there waits
 ; for that standby forever (statement_timeout ends before the commit's wait).
 ; The reload marks the server connection for closing, but only when it is
 ; released, which a stuck commit never does. query_timeout makes PgBouncer
-; cancel it, so the client's next transaction goes to the new primary.
-query_timeout = 3
+; cancel it, so the client's next transaction goes to the new primary. It
+; also bounds a client queued by a pause, so it is longer than pause_timeout.
+query_timeout = 4
 max_client_conn = 200
 default_pool_size = 20
 ; No logfile: PgBouncer in the foreground logs to stderr, i.e. logs/pgbouncer.log.
@@ -329,6 +339,13 @@ consul:
 pgbouncer:
   ini: $d/pgbouncer.ini
   pidfile: $d/pgbouncer.pid
+  admin:
+    socket_dir: $d
+    port: $LAB_PGB_PORT
+    user: postgres
+  pause_on: $PAUSE_ON
+  # A switchover's pause lasts about Patroni's own outage (~2 s here).
+  pause_timeout: 3s
   clusters:
     - scope: $SCOPE
       databases: [$LAB_PGB_DB]
@@ -400,7 +417,12 @@ start_consul_double() {
             args+=(--watch "$watch=$handler $(ns_of "$n") $RUN/logs/$n-watch.log $RUN/bin/patroni-hook $RUN/$n/hook.yml")
         done
     fi
-    args+=(--watch "$watch=$handler $(ns_of pgb) $RUN/logs/pgbouncer-watch.log $RUN/bin/patroni-hook $RUN/pgbouncer/hook.yml")
+    # The PgBouncer host also follows a switchover's start and the old
+    # primary's pause request.
+    local key
+    for key in leader failover pause-request; do
+        args+=(--watch "$LAB_DCS_NAMESPACE/$SCOPE/$key=$handler $(ns_of pgb) $RUN/logs/pgbouncer-watch.log $RUN/bin/patroni-hook $RUN/pgbouncer/hook.yml")
+    done
     spawn consul "$(ns_of consul)" "$RUN/bin/consul-double" \
         --listen "$(addr_of consul):$LAB_CONSUL_PORT" "${args[@]}"
 }
@@ -428,9 +450,11 @@ cmd_up() {
     need_root
     MANAGER="${LAB_VIP_MANAGER:-hook}"
     check_prereqs "$MANAGER"
-    local interval="${LAB_VIP_MANAGER_INTERVAL:-1000}" pause_on="${LAB_PAUSE_ON:-}"
+    local interval="${LAB_VIP_MANAGER_INTERVAL:-1000}"
+    PAUSE_ON="${LAB_PAUSE_ON:-switchover}"
+    [ "$MANAGER" = hook ] || PAUSE_ON=""
     [[ "$interval" =~ ^[1-9][0-9]{0,5}$ ]] || die "LAB_VIP_MANAGER_INTERVAL must be milliseconds, not '$interval'"
-    case "$pause_on" in "" | switchover | always | never) ;; *) die "LAB_PAUSE_ON must be switchover, always or never, not '$pause_on'" ;; esac
+    case "$PAUSE_ON" in "" | switchover | always | never) ;; *) die "LAB_PAUSE_ON must be switchover, always or never, not '$PAUSE_ON'" ;; esac
     set_run "${LAB_RUN_ID:-$(new_run_id)}"
     [ ! -e "$RUN" ] || die "a lab with run id $RID exists ($RUN); run: LAB_RUN_ID=$RID scripts/lab.sh down"
     [ "$MANAGER" = vip-manager ] || resolve_binaries
@@ -442,12 +466,9 @@ LAB_RUN_ID=$RID
 LAB_MANAGER=$MANAGER
 LAB_VIP_MANAGER_INTERVAL=$interval
 LAB_NODE_WATCHES=${LAB_NODE_WATCHES:-1}
-LAB_PAUSE_ON=$pause_on
+LAB_PAUSE_ON=$PAUSE_ON
 EOF
     echo "$RID" >"$LAB_ROOT/current"
-    if [ -n "$pause_on" ]; then
-        say "LAB_PAUSE_ON=$pause_on recorded with the run; the hook has no PgBouncer pause yet, nothing is passed to it"
-    fi
     chown postgres:postgres "$RUN/logs"
     if [ "$MANAGER" = hook ]; then
         # postgres must traverse to its files and run the hook: copies under the run dir.

@@ -100,8 +100,9 @@ impl Admin {
             )),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e))
-                if e.code().map(|c| c.code()) == Some("08P01")
-                    && e.to_string().contains("not paused") =>
+                if e.as_db_error().is_some_and(|d| {
+                    d.code().code() == "08P01" && d.message().contains("not paused")
+                }) =>
             {
                 Ok(())
             }

@@ -82,11 +82,14 @@ pub struct Member {
 }
 
 impl Member {
-    /// `http://host:port/primary` of the member's REST API, which answers 200
-    /// only while the member runs as a primary holding the leader lock
-    /// (Patroni's REST API documentation); `None` without a usable `api_url`
-    /// or when it is https (no CA to verify it against).
-    pub fn primary_check_url(&self) -> Option<String> {
+    /// `http://host:port/patroni` of the member's REST API: its JSON says
+    /// `"role": "primary"` only once PostgreSQL there is out of recovery
+    /// (Patroni asks `pg_is_in_recovery()` for each request, api.py
+    /// get_postgresql_status). `GET /primary` is no such check: it answers
+    /// 200 as soon as the member holds the leader lock, before `pg_ctl
+    /// promote` (run without waiting) has ended recovery. `None` without a
+    /// usable `api_url`, or when it is https (no CA to verify it against).
+    pub fn status_url(&self) -> Option<String> {
         let (host, port) = self.api.as_ref().ok()?;
         if self.api_https {
             return None;
@@ -96,7 +99,7 @@ impl Member {
         } else {
             host.clone()
         };
-        Some(format!("http://{host}:{port}/primary"))
+        Some(format!("http://{host}:{port}/patroni"))
     }
 }
 
@@ -538,8 +541,8 @@ mod tests {
         );
         assert!(v.member("pg3").unwrap().conn.is_err());
         assert_eq!(
-            v.member("pg1").unwrap().primary_check_url().as_deref(),
-            Some("http://198.51.100.11:8008/primary")
+            v.member("pg1").unwrap().status_url().as_deref(),
+            Some("http://198.51.100.11:8008/patroni")
         );
         let ips: Vec<String> = v.member_ips().iter().map(|i| i.to_string()).collect();
         assert_eq!(ips, ["198.51.100.11", "2001:db8::12"]);

@@ -304,7 +304,7 @@ async fn wait_writable(
     budget: &Budget,
     report: &mut Report,
 ) -> bool {
-    let Some(url) = view.member(leader).and_then(|m| m.primary_check_url()) else {
+    let Some(url) = view.member(leader).and_then(|m| m.status_url()) else {
         // No http api_url to ask: the leader key is all there is.
         note!("leader {leader} has no http api_url to ask; resuming on the leader key");
         return true;

@@ -117,7 +117,7 @@ async fn local_primary(run: &Run<'_>, trigger: Trigger, view: &ConsulView) -> Op
     {
         return None;
     }
-    let url = v.member(&run.cfg.name)?.primary_check_url()?;
+    let url = v.member(&run.cfg.name)?.status_url()?;
     let until = run
         .budget
         .consul_until

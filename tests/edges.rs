@@ -568,7 +568,9 @@ fn own_address_is_kept_when_members_use_host_names() {
         assert_eq!(f.vip_count(own), 1, "{}", text(&out));
         f.consul
             .kv_put(&f.key("floating-ip"), format!("{V4}/24").as_bytes());
-        let out = f.hook(&["reconcile"]);
+        // (A callback: reconcile cannot ask this Patroni, whose api_url host
+        // does not resolve, whether it is primary, and adds nothing.)
+        let out = f.hook(&["on_role_change", "primary", SCOPE]);
         assert_eq!(code(&out), 0, "{}", text(&out));
         assert_eq!(f.vip_count(V4), 1);
         assert_eq!(f.vip_count(own), 1, "own address kept: {}", text(&out));
@@ -999,10 +1001,20 @@ fn reconcile_adds_the_vip_only_once_patroni_here_is_primary() {
     };
     let primary = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let p = primary.clone();
+    // Patroni's GET /patroni: the role from pg_is_in_recovery().
     let api = FakeConsul::start(f.node_listener(), move |r| {
-        match (r.path.as_str(), p.load(std::sync::atomic::Ordering::SeqCst)) {
-            ("/primary", true) => Reply::Respond(200, vec![], b"{}".to_vec()),
-            _ => Reply::Respond(503, vec![], b"{}".to_vec()),
+        let role = if p.load(std::sync::atomic::Ordering::SeqCst) {
+            "primary"
+        } else {
+            "replica"
+        };
+        match r.path.as_str() {
+            "/patroni" => Reply::Respond(
+                200,
+                vec![],
+                format!(r#"{{"state":"running","role":"{role}"}}"#).into_bytes(),
+            ),
+            _ => Reply::Respond(404, vec![], vec![]),
         }
     });
     f.consul.kv_put(
@@ -1016,8 +1028,13 @@ fn reconcile_adds_the_vip_only_once_patroni_here_is_primary() {
     f.set_leader("pg1");
     let out = f.hook(&["reconcile"]);
     assert_eq!(code(&out), 75, "{}", text(&out));
-    assert_eq!(f.vip_count(V4), 0, "not before the promotion: {}", text(&out));
-    assert!(api.requests().iter().any(|r| r.path == "/primary"));
+    assert_eq!(
+        f.vip_count(V4),
+        0,
+        "not before the promotion: {}",
+        text(&out)
+    );
+    assert!(api.requests().iter().any(|r| r.path == "/patroni"));
     primary.store(true, std::sync::atomic::Ordering::SeqCst);
     let out = f.hook(&["reconcile"]);
     assert_eq!(code(&out), 0, "{}", text(&out));

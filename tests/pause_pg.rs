@@ -1,6 +1,6 @@
 //! PgBouncer paused for a switchover: real PgBouncer 1.18 in front of two
 //! real PostgreSQL 15 instances, the Consul double, and a fake Patroni REST
-//! API per member (`GET /primary`: 200 or 503, as the test says).
+//! API per member (`GET /patroni`: role primary or replica, as the test says).
 //!
 //! The old primary's `before-stop` asks for the pause and waits for it; the
 //! PgBouncer host's reconcile (run here as the Consul watch would run it)
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 const SCOPE: &str = "batman";
 
-/// A fake Patroni REST API: `/primary` answers 200 while `primary` is set.
+/// A fake Patroni REST API: `/patroni` says role primary while `primary` is set.
 struct Api {
     primary: Arc<AtomicBool>,
     server: FakeConsul,
@@ -34,13 +34,20 @@ impl Api {
         let flag = Arc::new(AtomicBool::new(primary));
         let f = flag.clone();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Patroni's GET /patroni: the role from pg_is_in_recovery().
         let server = FakeConsul::start(listener, move |r| {
-            let up = f.load(Ordering::SeqCst);
-            match (r.path.as_str(), up) {
-                ("/primary", true) => {
-                    Reply::Respond(200, vec![], b"{\"role\":\"primary\"}".to_vec())
-                }
-                _ => Reply::Respond(503, vec![], b"{\"role\":\"replica\"}".to_vec()),
+            let role = if f.load(Ordering::SeqCst) {
+                "primary"
+            } else {
+                "replica"
+            };
+            match r.path.as_str() {
+                "/patroni" => Reply::Respond(
+                    200,
+                    vec![],
+                    format!(r#"{{"state":"running","role":"{role}"}}"#).into_bytes(),
+                ),
+                _ => Reply::Respond(404, vec![], vec![]),
             }
         });
         Api {
@@ -517,4 +524,31 @@ fn a_pause_that_cannot_complete_is_undone_and_a_killed_pause_is_too() {
     let out = lab.reconcile();
     assert!(!lab.paused(), "{}", text(&out));
     drop(holder);
+}
+
+/// Two runs that both see the new leader (the watches on the leader key and
+/// on the failover key fire together): the second finds nothing paused and
+/// says nothing is wrong.
+#[test]
+fn a_second_resume_of_the_same_pause_is_no_error() {
+    let Some(lab) = Lab::start("10s") else {
+        return;
+    };
+    lab.pause_for_a_switchover();
+    let state = lab
+        .pgb_config
+        .parent()
+        .unwrap()
+        .join(format!("pgbouncer-pause-{SCOPE}.json"));
+    let kept = std::fs::read(&state).expect("the pause is recorded");
+    lab.set_leader("pg2");
+    lab.api_b.primary.store(true, Ordering::SeqCst);
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!lab.paused());
+    // A run that read the record before the first one cleared it.
+    std::fs::write(&state, kept).unwrap();
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!lab.paused());
 }

@@ -1037,6 +1037,9 @@ def analyze(ev_dir):
     vip_added = next((h for h in after if host(h) == new and h["msg"].startswith("added ")), None)
     vip_removed = next((h for h in after if host(h) == old and h["msg"].startswith("removed ")), None)
     rewrote = next((h for h in after if host(h) == "pgbouncer" and h["msg"].startswith("rewrote ")), None)
+    asked = next((h for h in after if h["source"] == old and h["action"] == "before-stop"), None)
+    paused = next((h for h in after if host(h) == "pgbouncer" and h["msg"].startswith("paused ")), None)
+    resumed = next((h for h in after if host(h) == "pgbouncer" and h["msg"].startswith("resumed ")), None)
     reloaded = next((h for h in after if host(h) == "pgbouncer" and h["msg"].startswith("reloaded pgbouncer")), None)
 
     # Client writes.
@@ -1075,6 +1078,8 @@ def analyze(ev_dir):
         ("last direct write accepted by old primary", last_old, old, False),
         ("leader key no longer names old primary", leader_gone, "", False),
         ("leader key names new primary", leader_new, new, False),
+        ("before-stop on old node asks PgBouncer to pause", asked and asked["t"], detail(asked, lambda h: h["msg"]), True),
+        ("PgBouncer paused", paused and paused["t"], detail(paused, lambda h: h["msg"]), True),
         ("callback on old node", cb_old and cb_old["t"], detail(cb_old, lambda h: f"{h['action']} {h['role']}: {h['msg']}"), True),
         ("VIP removed from old node (hook log)", vip_removed and vip_removed["t"], detail(vip_removed, lambda h: h["msg"]), True),
         ("VIP gone from old node (sampler)", vip_off_old, old, False),
@@ -1083,6 +1088,7 @@ def analyze(ev_dir):
         ("VIP seen on new primary (sampler)", vip_on_new, new, False),
         ("pgbouncer.ini rewritten", rewrote and rewrote["t"], detail(rewrote, lambda h: h["msg"]), True),
         ("PgBouncer reloaded", reloaded and reloaded["t"], detail(reloaded, lambda h: h["msg"]), True),
+        ("PgBouncer resumed", resumed and resumed["t"], detail(resumed, lambda h: h["msg"]), True),
         ("first direct write on new primary", first_new, new, False),
         ("first write through PgBouncer on new primary", per["pgbouncer"]["first_on_new"], "", False),
         ("first write through the VIP on new primary", per["vip"]["first_on_new"], "", False),
@@ -1161,13 +1167,13 @@ def summarize(results, failures=()):
     total; `failed` counts the events of that kind that did not complete."""
     groups = {}
     for r in results:
-        groups.setdefault((r["manager"], r["kind"]), []).append(r)
+        groups.setdefault((r["manager"], r.get("pause_on"), r["kind"]), []).append(r)
     for manager, kind, _why in failures:
-        groups.setdefault((manager, kind), [])
+        if not any(m == manager and k == kind for m, _p, k in groups):
+            groups.setdefault((manager, None, kind), [])
     rows = []
-    for (manager, kind), rs in groups.items():
-        row = {"manager": manager, "event": kind,
-               "pause_on": rs[0].get("pause_on") if rs else None, "n": len(rs)}
+    for (manager, pause_on, kind), rs in groups.items():
+        row = {"manager": manager, "event": kind, "pause_on": pause_on, "n": len(rs)}
         for key in FIGURES + ["pgbouncer_minus_patroni_ms"]:
             vs = [v for v in ((pgb_minus_patroni(r) if key == "pgbouncer_minus_patroni_ms" else r.get(key)) for r in rs)
                   if v is not None]
@@ -1194,8 +1200,9 @@ the leader key on every node and on the PgBouncer host, and every 2 s (nodes) / 
 from a timer. vip-manager-<interval>: Debian's vip-manager 1.0.2 at that --interval, Patroni on etcd
 3.4 (v2 API, the only one vip-manager 1.0.2 reads); its PgBouncer points at the VIP (what
 vip-manager's users run: nothing rewrites pgbouncer.ini), so "through PgBouncer" there goes through
-the VIP and "ini after leader key" does not apply. pause_on: the LAB_PAUSE_ON the run was given
-(null: none; the hook has no PgBouncer pause yet).
+the VIP and "ini after leader key" does not apply. pause_on: the PgBouncer host's
+pgbouncer.pause_on (the old primary's before-stop asks for the pause; the hook resumes on the new
+writable primary); PgBouncer's server_login_retry is 0.1.
 """
 
 
@@ -1208,12 +1215,13 @@ def cell(v, n):
 
 
 def markdown(rows, title):
-    head = "| manager | event | n | " + " | ".join(c for c, _ in COLUMNS) + " | lost rows |"
-    lines = [f"{title}\n", TABLE_NOTES, head, "|---|---|---|" + "---|" * (len(COLUMNS) + 1)]
+    head = "| manager | pause_on | event | n | " + " | ".join(c for c, _ in COLUMNS) + " | lost rows |"
+    lines = [f"{title}\n", TABLE_NOTES, head, "|---|---|---|---|" + "---|" * (len(COLUMNS) + 1)]
     for row in rows:
         cells = [cell(row[key], row["n"]) for _, key in COLUMNS]
         n = f"{row['n']}" + (f" ({row['failed']} failed)" if row.get("failed") else "")
-        lines.append(f"| {row['manager']} | {row['event']} | {n} | " + " | ".join(cells) + f" | {row['lost_rows']} |")
+        lines.append(f"| {row['manager']} | {row.get('pause_on') or '-'} | {row['event']} | {n} | "
+                     + " | ".join(cells) + f" | {row['lost_rows']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -1237,7 +1245,7 @@ def write_results(name, data, md):
 # ---- scenarios ---------------------------------------------------------------------
 
 @contextlib.contextmanager
-def lab_session(topo, manager, rid=None, interval_ms=None):
+def lab_session(topo, manager, rid=None, interval_ms=None, pause_on=None):
     """A lab of the given variant brought up for a scenario and always taken
     down afterwards (also when the scenario fails or is interrupted)."""
     rid = rid or new_run_id()
@@ -1245,6 +1253,8 @@ def lab_session(topo, manager, rid=None, interval_ms=None):
     env = {"LAB_RUN_ID": rid, "LAB_ROOT": root, "LAB_VIP_MANAGER": manager}
     if interval_ms:
         env["LAB_VIP_MANAGER_INTERVAL"] = str(interval_ms)
+    if pause_on:
+        env["LAB_PAUSE_ON"] = pause_on
     try:
         lab_sh("up", env=env, timeout=900)
         yield Lab(topo, root, rid)
@@ -1339,7 +1349,13 @@ def scenario_bench(topo, argv):
     ap.add_argument("--events", default="switchover,failover,kill-patroni,stop-primary")
     ap.add_argument("--managers", default="hook,vip-manager",
                     help="hook, vip-manager (both intervals), vip-manager-1000ms, vip-manager-100ms")
+    ap.add_argument("--pause-on", default=os.environ.get("LAB_PAUSE_ON") or "switchover",
+                    help="the hook's pgbouncer.pause_on, a comma list: one hook lab each (default switchover)")
     a = ap.parse_args(argv)
+    pause_ons = [p for p in a.pause_on.split(",") if p]
+    for p in pause_ons:
+        if p not in ("switchover", "always", "never"):
+            raise LabError(f"--pause-on: {p!r} is not switchover, always or never")
     events = [e for e in a.events.split(",") if e]
     for e in events:
         if e not in EVENTS:
@@ -1366,7 +1382,8 @@ def scenario_bench(topo, argv):
         lab_sh("check-prereqs", variant, timeout=60)
     started = time.time()
     results, failures = [], []
-    title = (f"scripts/lab.sh bench --n {a.n} --events {','.join(events)} --managers {a.managers}, "
+    title = (f"scripts/lab.sh bench --n {a.n} --events {','.join(events)} --managers {a.managers} "
+             f"--pause-on {','.join(pause_ons)}, "
              f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs")
 
     def save():
@@ -1379,9 +1396,13 @@ def scenario_bench(topo, argv):
             json.dump(results, f, indent=1)
         return md, paths
 
+    labs = []  # (variant, intervals, pause_on): one lab each
+    for variant, intervals in plan.items():
+        for p in (pause_ons if variant == "hook" else [None]):
+            labs.append((variant, intervals, p))
     try:
-        for variant, intervals in plan.items():
-            with lab_session(topo, variant, interval_ms=intervals[0]) as lab:
+        for variant, intervals, pause_on in labs:
+            with lab_session(topo, variant, interval_ms=intervals[0], pause_on=pause_on) as lab:
                 kind = "vip-manager-interval"
                 try:
                     for interval in intervals:

@@ -41,6 +41,8 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
     /// The config file.
     pub config: PathBuf,
+    /// pg1's Patroni REST API, once `set_members` wrote pg1's key.
+    api: std::sync::Mutex<Option<super::fake_consul::FakeConsul>>,
 }
 
 impl Fixture {
@@ -80,6 +82,7 @@ impl Fixture {
             consul,
             dir,
             config,
+            api: std::sync::Mutex::new(None),
         };
         f.write_config(vip, "");
         Some(f)
@@ -145,8 +148,23 @@ impl Fixture {
     }
 
     /// Writes member keys as Patroni does: pg1 is this node (198.51.100.11,
-    /// its REST API on 2001:db8::11), pg2 the peer (198.51.100.12).
+    /// its REST API on 2001:db8::11, answering as a running primary), pg2 the
+    /// peer (198.51.100.12).
     pub fn set_members(&self) {
+        let mut api = self.api.lock().unwrap();
+        if api.is_none() {
+            let listener = self.node.run(|| {
+                std::net::TcpListener::bind(format!("[{NODE_V6}]:8008"))
+                    .expect("bind pg1's REST API")
+            });
+            *api = Some(super::fake_consul::FakeConsul::start(listener, |_| {
+                super::fake_consul::Reply::Respond(
+                    200,
+                    vec![],
+                    br#"{"state":"running","role":"primary"}"#.to_vec(),
+                )
+            }));
+        }
         // pg1's REST API listens on its IPv6 address, so both of this
         // node's addresses are a member's.
         for (name, conn, api) in [
