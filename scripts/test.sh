@@ -33,7 +33,7 @@ cargo build --release --bins
 step "shellcheck"
 shellcheck -x scripts/*.sh
 shellcheck -x scripts/provision/*.sh scripts/lab/*.sh scripts/deb/postinst scripts/deb/postrm
-shellcheck -x scripts/backup/*.sh
+shellcheck -x scripts/adopt/*.sh scripts/backup/*.sh
 
 step "cargo test"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"
