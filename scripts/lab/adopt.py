@@ -298,11 +298,29 @@ def check_ini_after_switchover(lab, ck, before_text, new):
              " | ".join(diff) or "no change")
 
 
+def check_slots(lab, ck, primary, replicas):
+    """The replicas stream through Patroni's slots (named after them) and
+    Patroni dropped the legacy ones once unused."""
+    def slots():
+        return sorted((name, active) for name, active in
+                      sql(lab, primary, "SELECT slot_name::text, active FROM pg_replication_slots"))
+    want = sorted((n, True) for n in replicas)
+    try:
+        lt.wait_for(f"the slots on {primary} to be Patroni's, in use: {want}", 60, lambda: slots() == want, 0.5)
+    except lt.LabError:
+        pass
+    got = slots()
+    ck.check("the replicas use Patroni's slots; the legacy ones are dropped", got == want,
+             ", ".join(f"{n} ({'active' if a else 'inactive'})" for n, a in got) or "no slots")
+
+
 def check_glue_stopped(lab, ck, leader):
     """The old glue is really stopped: the operator's key now names another
     node, the watches fire, and neither the VIP nor pgbouncer.ini moves."""
     t = lab.topo
-    other = next(n for n in t.db_nodes if n != leader)
+    # Another node than the leader and than the key names now (writing the
+    # same value again is no change, and fires no watch).
+    other = next(n for n in t.db_nodes if n not in (leader, t.db_nodes[0]))
     entries = [lab.path(n, "agent", "legacy-vip") for n in t.db_nodes] + [lab.path("pgbouncer", "agent", "legacy-render")]
     seen = {e: len(lt.load_lines(e + ".skipped")) for e in entries}
     ini = open(lab.path("pgbouncer", "pgbouncer.ini")).read()
@@ -456,6 +474,7 @@ def scenario_adopt_cluster(topo, argv):
                          "replica has been created using" not in log and "trying to bootstrap" not in log,
                          f"logs/{n}-patroni.log has no 'replica has been created using' nor 'trying to bootstrap'")
             ck.check("the legacy data unchanged", sql(lab, lab.leader(), FINGERPRINT)[0][0] == data_before, data_before)
+            check_slots(lab, ck, primary, replicas)
             check_vip_adopted(lab, ck, ev_dir, primary)
             ck.check("pgbouncer.ini unchanged byte for byte: reconcile took the rendered entries over",
                      sha256(ini_path) == ini_before, f"sha256 {ini_before[:16]}...")
