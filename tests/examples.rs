@@ -21,6 +21,7 @@
 
 mod common;
 
+use common::fake_consul::{FakeConsul, Reply};
 use common::netns::{self, Netns};
 use common::pg::{self, Pgbouncer, PgbouncerOptions};
 use common::{free_port, require_all, text, wait_for, which};
@@ -211,6 +212,9 @@ fn patroni_yaml_validates_with_patroni_and_has_the_callbacks() {
 struct DbNode {
     ns: Netns,
     consul: Server,
+    /// This node's Patroni REST API (GET /patroni: a running primary), which
+    /// a reconcile asks before it adds the VIP.
+    _api: FakeConsul,
     /// Holds the config, the lock directory and the binary until the test ends.
     _dir: tempfile::TempDir,
     config: PathBuf,
@@ -245,6 +249,17 @@ impl DbNode {
         ns.ip(&["addr", "add", "198.51.100.21/24", "dev", "eth1"]);
         let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind in ns"));
         let consul = Server::start_on(listener, Options::default()).expect("start the double");
+        let api_listener = ns.run(|| {
+            std::net::TcpListener::bind("198.51.100.21:8008").expect("bind the REST API in ns")
+        });
+        let api = FakeConsul::start(api_listener, |r| match r.path.as_str() {
+            "/patroni" => Reply::Respond(
+                200,
+                vec![],
+                br#"{"state":"running","role":"primary"}"#.to_vec(),
+            ),
+            _ => Reply::Respond(404, vec![], vec![]),
+        });
         let dir = open_tempdir();
         let run_dir = pg::postgres_dir(dir.path(), "run");
         let capbin = dir.path().join("patroni-hook");
@@ -271,6 +286,7 @@ impl DbNode {
         Some(DbNode {
             ns,
             consul,
+            _api: api,
             _dir: dir,
             config,
             capbin,
