@@ -138,6 +138,19 @@ fn hook_configs_pass_check_config() {
     }
 }
 
+/// Each PgBouncer host confirms a pause under its own name
+/// (`pause-ack/<name>`): a name in the example would be copied to every
+/// host, and `before_stop.confirmations: 2` would never be met.
+#[test]
+fn pgbouncer_host_config_leaves_the_name_to_the_host_name() {
+    let y: serde_yaml::Value = serde_yaml::from_str(&read("patroni-hook-pgbouncer.yml")).unwrap();
+    assert!(
+        y.get("name").is_none(),
+        "patroni-hook-pgbouncer.yml sets name: {:?}",
+        y.get("name")
+    );
+}
+
 #[test]
 fn patroni_yaml_validates_with_patroni_and_has_the_callbacks() {
     let patroni = patroni_venv().join("bin/patroni");
