@@ -853,7 +853,7 @@ fn vagrantfile_validates() {
     }
 }
 
-/// LAB.md: documentation ranges only, never a private range, also in what
+/// Documentation ranges only (docs/design.md, "How it is tested"), never a private range, also in what
 /// operators copy. The lab plan is the same in every example.
 #[test]
 fn examples_use_documentation_addresses_only() {
