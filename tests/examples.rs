@@ -21,7 +21,7 @@
 
 mod common;
 
-use common::fake_consul::{FakeConsul, Reply};
+use common::fake_consul::{patroni_api, FakeConsul};
 use common::netns::{self, Netns};
 use common::pg::{self, Pgbouncer, PgbouncerOptions};
 use common::{free_port, require_all, text, wait_for, which};
@@ -265,14 +265,10 @@ impl DbNode {
         let api_listener = ns.run(|| {
             std::net::TcpListener::bind("198.51.100.21:8008").expect("bind the REST API in ns")
         });
-        let api = FakeConsul::start(api_listener, |r| match r.path.as_str() {
-            "/patroni" => Reply::Respond(
-                200,
-                vec![],
-                br#"{"state":"running","role":"primary"}"#.to_vec(),
-            ),
-            _ => Reply::Respond(404, vec![], vec![]),
-        });
+        let api = patroni_api(
+            api_listener,
+            std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        );
         let dir = open_tempdir();
         let run_dir = pg::postgres_dir(dir.path(), "run");
         let capbin = dir.path().join("patroni-hook");

@@ -2,7 +2,7 @@
 //! the Consul double, and a fake Patroni REST API per member (`GET /patroni`:
 //! role primary or replica, as the test says); clients through PgBouncer.
 
-use super::fake_consul::{FakeConsul, Reply};
+use super::fake_consul::{patroni_api, FakeConsul};
 use super::pg::{self, Pgbouncer, PgbouncerOptions, Postgres};
 use super::{text, wait_for};
 use std::path::{Path, PathBuf};
@@ -22,24 +22,8 @@ pub struct Api {
 impl Api {
     pub fn start(primary: bool) -> Api {
         let flag = Arc::new(AtomicBool::new(primary));
-        let f = flag.clone();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        // Patroni's GET /patroni: the role from pg_is_in_recovery().
-        let server = FakeConsul::start(listener, move |r| {
-            let role = if f.load(Ordering::SeqCst) {
-                "primary"
-            } else {
-                "replica"
-            };
-            match r.path.as_str() {
-                "/patroni" => Reply::Respond(
-                    200,
-                    vec![],
-                    format!(r#"{{"state":"running","role":"{role}"}}"#).into_bytes(),
-                ),
-                _ => Reply::Respond(404, vec![], vec![]),
-            }
-        });
+        let server = patroni_api(listener, flag.clone());
         Api {
             primary: flag,
             server,
