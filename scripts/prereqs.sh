@@ -59,6 +59,8 @@ missing_debs() {
     command -v runuser >/dev/null 2>&1 || want+=(util-linux)
     # tests/edges.rs holds a run at one system call to race it against another
     command -v strace >/dev/null 2>&1 || want+=(strace)
+    # tests/pause_edges.rs steps one run's wall clock (libfaketime)
+    command -v faketime >/dev/null 2>&1 || want+=(faketime)
     # tests/metrics.rs scrapes the real node_exporter; tests/examples.rs checks
     # the alert rules with promtool
     [ -x /usr/bin/prometheus-node-exporter ] || want+=(prometheus-node-exporter)

@@ -14,6 +14,18 @@ use crate::error::Error;
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 
+/// How a PAUSE ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pause {
+    /// Paused: no server connection of the database is in use.
+    Done,
+    /// Not complete by the time given; the database stays paused until a
+    /// RESUME.
+    TimedOut,
+    /// PgBouncer answered with an error; the text is its message.
+    Refused(String),
+}
+
 /// A connection to the admin console.
 pub struct Admin {
     client: tokio_postgres::Client,
@@ -83,10 +95,50 @@ impl Admin {
         }
     }
 
-    /// PAUSE one database: `Ok(true)` once every server connection of it is
-    /// released, `Ok(false)` when that did not happen by `until`.
-    pub async fn pause(&self, db: &str, until: Instant) -> Result<bool, Error> {
-        self.command(&format!("PAUSE {}", ident(db)), until).await
+    /// PAUSE one database, waiting until `until` for every server
+    /// connection of it to be released.
+    pub async fn pause(&self, db: &str, until: Instant) -> Result<Pause, Error> {
+        let sql = format!("PAUSE {}", ident(db));
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.client.simple_query(&sql)).await {
+            Err(_) => Ok(Pause::TimedOut),
+            Ok(Ok(_)) => Ok(Pause::Done),
+            // An answer at once, such as "already suspended/paused" under a
+            // global PAUSE or SUSPEND (admin.c): PgBouncer said no.
+            Ok(Err(e)) if e.as_db_error().is_some() => Ok(Pause::Refused(cause(&e))),
+            Ok(Err(e)) => Err(Error::failed(format!("{sql} on {}", self.what), cause(&e))),
+        }
+    }
+
+    /// The databases PgBouncer has paused (`SHOW DATABASES`, its `paused`
+    /// column; a global PAUSE does not show there).
+    pub async fn paused_databases(&self, until: Instant) -> Result<Vec<String>, Error> {
+        let left = until.saturating_duration_since(Instant::now());
+        let rows =
+            match tokio::time::timeout(left, self.client.simple_query("SHOW DATABASES")).await {
+                Err(_) => {
+                    return Err(Error::temporary(
+                        format!("SHOW DATABASES on {}", self.what),
+                        "no answer in time",
+                    ))
+                }
+                Ok(Err(e)) => {
+                    return Err(Error::failed(
+                        format!("SHOW DATABASES on {}", self.what),
+                        cause(&e),
+                    ))
+                }
+                Ok(Ok(rows)) => rows,
+            };
+        Ok(rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .filter(|r| r.try_get("paused").ok().flatten() == Some("1"))
+            .filter_map(|r| r.try_get("name").ok().flatten().map(String::from))
+            .collect())
     }
 
     /// RESUME one database; "not paused" is success.

@@ -9,7 +9,7 @@ use crate::consul::Consul;
 use crate::error::{Error, Kind};
 use crate::keys::{LeaderKey, ScopeKeys, ScopeView};
 use crate::plan::{self, Action, Role, Trigger};
-use crate::{log, metrics, note, out, pgbouncer_host, reconcile, state, vip};
+use crate::{before_stop, log, metrics, note, out, pgbouncer_host, reconcile, state, vip};
 use std::time::Instant;
 
 /// Loads the configuration, sets up logging and runs the request. Returns the exit code.
@@ -76,7 +76,7 @@ pub fn main(inv: Invocation) -> i32 {
                 .await,
             )),
             Request::BeforeStop { .. } => Outcome::Run(Box::new(
-                before_stop(&cfg, &consul, scope.as_deref(), inv.dry_run, budget).await,
+                before_stop::run(&cfg, &consul, scope.as_deref(), inv.dry_run, budget).await,
             )),
             Request::Reconcile => Outcome::Run(Box::new(
                 reconcile::run(&cfg, &consul, budget, inv.dry_run).await,
@@ -128,8 +128,10 @@ enum Outcome {
     Code(i32),
 }
 
-/// Records this run in the metrics textfile, under the host lock (counters
-/// are read back and incremented); a lock not had in a moment skips it.
+/// Records this run in the metrics textfile, under a lock of its own
+/// (counters are read back and incremented): it never waits behind a run
+/// that holds the host lock across its work, and waits for another run's
+/// metrics write only as long as this run's deadline allows.
 fn write_metrics(
     cfg: &Config,
     path: &std::path::Path,
@@ -139,8 +141,11 @@ fn write_metrics(
     started: Instant,
     facts: &metrics::Facts,
 ) {
-    let until = Instant::now() + std::time::Duration::from_millis(200);
-    let _lock = match state::acquire(&cfg.lock_file, until) {
+    let until = started
+        + cfg
+            .deadline
+            .saturating_sub(std::time::Duration::from_millis(5));
+    let _lock = match state::acquire(&metrics::lock_path(&cfg.lock_file), until) {
         Ok(l) => l,
         Err(e) => return crate::warn_line!("{e}; metrics not written"),
     };
@@ -186,8 +191,19 @@ async fn callback(
             return report;
         }
     };
+    let want = plan::want(
+        action,
+        role,
+        cfg.vip.as_ref().is_some_and(|v| v.standby_leader),
+    );
     let Some(v) = &cfg.vip else {
-        note!("no vip section in {}; nothing to do", cfg.path.display());
+        // Without a VIP, a primary's callback still ends the pause its
+        // before-stop asked for (a restart, a cancelled switchover).
+        if want == plan::Want::Hold && !dry_run {
+            before_stop::withdraw(cfg, consul, scope, budget).await;
+        } else {
+            note!("no vip section in {}; nothing to do", cfg.path.display());
+        }
         return report;
     };
     let run = vip::Run {
@@ -198,98 +214,8 @@ async fn callback(
         budget,
         dry_run,
     };
-    let want = plan::want(action, role, v.standby_leader);
     vip::converge(&run, Trigger::Callback(want), &mut report).await;
     report
-}
-
-/// `before-stop`: Patroni runs it (synchronously, with no arguments) right
-/// before it stops PostgreSQL on this node, also for a switchover. It asks
-/// the PgBouncer hosts to pause the cluster's databases, so clients wait for
-/// the new primary instead of meeting one that shuts down, and waits for
-/// their confirmation at most `before_stop.wait`: a PgBouncer host or a
-/// Consul that is away delays the stop by no more than that.
-async fn before_stop(
-    cfg: &Config,
-    consul: &Consul,
-    scope: Option<&str>,
-    dry_run: bool,
-    budget: Budget,
-) -> Report {
-    let mut report = Report::default();
-    let scope = match need_scope(scope) {
-        Ok(s) => s,
-        Err(e) => {
-            report.fail(e);
-            return report;
-        }
-    };
-    let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
-    let started = Instant::now();
-    let until = (started + cfg.before_stop.wait).min(budget.end);
-    consul.set_deadline(until);
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let request = crate::keys::PauseRequest {
-        member: cfg.name.clone(),
-        id: format!("{}-{}", cfg.name, since.as_nanos()),
-        since: since.as_secs(),
-    };
-    if dry_run {
-        out::line(format_args!(
-            "would write {} = {} and wait up to {} for {} confirmation(s)",
-            keys.pause_request,
-            request.id,
-            humantime::format_duration(cfg.before_stop.wait),
-            cfg.before_stop.confirmations
-        ));
-        return report;
-    }
-    let body = serde_json::to_vec(&request).unwrap_or_default();
-    if let Err(e) = consul.put(&keys.pause_request, &body).await {
-        report.fail(e.context("not asking PgBouncer to pause; PostgreSQL stops all the same"));
-        return report;
-    }
-    note!(
-        "asked PgBouncer to pause scope {scope} (request {})",
-        request.id
-    );
-    loop {
-        let confirmed: Vec<String> = match consul.list(&keys.pause_acks, false).await {
-            Ok(es) => ScopeView::read(&es, &keys)
-                .pause_acks
-                .into_iter()
-                .filter(|(_, id)| *id == request.id)
-                .map(|(host, _)| host)
-                .collect(),
-            Err(e) => {
-                report.fail(
-                    e.context("waiting for PgBouncer's pause; PostgreSQL stops all the same"),
-                );
-                return report;
-            }
-        };
-        if confirmed.len() >= cfg.before_stop.confirmations as usize {
-            note!(
-                "paused by {} in {:?}",
-                confirmed.join(", "),
-                started.elapsed()
-            );
-            return report;
-        }
-        if Instant::now() >= until {
-            crate::warn_line!(
-                "{} of {} PgBouncer host(s) confirmed a pause within {}; PostgreSQL stops all the same",
-                confirmed.len(),
-                cfg.before_stop.confirmations,
-                humantime::format_duration(cfg.before_stop.wait)
-            );
-            report.set(Kind::Temporary);
-            return report;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
 }
 
 /// `status`: what this host holds and what Consul says.

@@ -165,6 +165,9 @@ pub struct PgbouncerConfig {
     /// The longest a pause lasts: PAUSE must complete within it, and a pause
     /// is undone once it has passed, whatever happens.
     pub pause_timeout: Duration,
+    /// The CA that members' https REST APIs are verified against (the
+    /// check that a new leader is writable before a resume).
+    pub patroni_ca_file: Option<PathBuf>,
 }
 
 /// One Patroni cluster followed by PgBouncer entries.
@@ -285,6 +288,7 @@ struct RawPgbouncer {
     admin: Option<Option<RawAdmin>>,
     pause_on: Option<PauseOn>,
     pause_timeout: Option<String>,
+    patroni_ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -504,6 +508,15 @@ pub fn from_str(
                     "expected at least 1s: a switchover takes a few seconds",
                 ));
             }
+            if p.patroni_ca_file
+                .as_ref()
+                .is_some_and(|f| f.as_os_str().is_empty())
+            {
+                return Err(bad(
+                    "pgbouncer.patroni_ca_file",
+                    "expected a path to a PEM file",
+                ));
+            }
             Some(PgbouncerConfig {
                 ini: p.ini,
                 pidfile: p.pidfile,
@@ -511,6 +524,7 @@ pub fn from_str(
                 admin,
                 pause_on,
                 pause_timeout,
+                patroni_ca_file: p.patroni_ca_file,
             })
         }
     };

@@ -75,7 +75,7 @@ impl Consul {
             .pool_max_idle_per_host(1)
             .user_agent(concat!("patroni-hook/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &cfg.ca_file {
-            match read_ca(ca) {
+            match read_ca(ca, "consul.ca_file") {
                 Ok(certs) => {
                     for c in certs {
                         builder = builder.add_root_certificate(c);
@@ -384,19 +384,15 @@ fn tls_cause(e: &reqwest::Error) -> Option<rustls::Error> {
     std::error::Error::source(e).and_then(|s| find(s, 0))
 }
 
-/// Reads a PEM bundle of CA certificates.
-fn read_ca(ca: &std::path::Path) -> Result<Vec<reqwest::Certificate>> {
+/// Reads a PEM bundle of CA certificates; `key` is the setting that names it.
+pub fn read_ca(ca: &std::path::Path, key: &str) -> Result<Vec<reqwest::Certificate>> {
     let pem = std::fs::read(ca)
-        .map_err(|e| Error::usage(format!("reading consul.ca_file {}: {e}", ca.display())))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-        Error::usage(format!(
-            "consul.ca_file {}: not a PEM bundle: {e}",
-            ca.display()
-        ))
-    })?;
+        .map_err(|e| Error::usage(format!("reading {key} {}: {e}", ca.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| Error::usage(format!("{key} {}: not a PEM bundle: {e}", ca.display())))?;
     if certs.is_empty() {
         return Err(Error::usage(format!(
-            "consul.ca_file {}: no certificate in it",
+            "{key} {}: no certificate in it",
             ca.display()
         )));
     }

@@ -88,18 +88,16 @@ impl Member {
     /// get_postgresql_status). `GET /primary` is no such check: it answers
     /// 200 as soon as the member holds the leader lock, before `pg_ctl
     /// promote` (run without waiting) has ended recovery. `None` without a
-    /// usable `api_url`, or when it is https (no CA to verify it against).
+    /// usable `api_url`; https when the `api_url` is.
     pub fn status_url(&self) -> Option<String> {
         let (host, port) = self.api.as_ref().ok()?;
-        if self.api_https {
-            return None;
-        }
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
             host.clone()
         };
-        Some(format!("http://{host}:{port}/patroni"))
+        let scheme = if self.api_https { "https" } else { "http" };
+        Some(format!("{scheme}://{host}:{port}/patroni"))
     }
 }
 

@@ -333,11 +333,31 @@ fn parse_line(line: &str) -> Option<(Series, f64)> {
     Some(((name, labels), value))
 }
 
+/// The lock that serialises writers of the textfile, beside the host lock.
+pub fn lock_path(lock_file: &Path) -> std::path::PathBuf {
+    lock_file.with_extension("metrics.lock")
+}
+
 /// Reads the file back, records `run`, and replaces the file atomically.
-/// Call with the host lock held (counters are read, then written).
+/// Call with the metrics lock held (counters are read, then written).
 pub fn update(path: &Path, run: &Run) -> Result<(), Error> {
     let mut store = match std::fs::read(path) {
-        Ok(b) => Store::parse(&String::from_utf8_lossy(&b)),
+        Ok(b) => {
+            let text = String::from_utf8_lossy(&b);
+            let store = Store::parse(&text);
+            let unread = text
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .filter(|l| parse_line(l).is_none())
+                .count();
+            if unread > 0 {
+                crate::warn_line!(
+                    "{}: {unread} line(s) not in the text format were dropped (a torn or edited file); counters missing from it start again at 0",
+                    path.display()
+                );
+            }
+            store
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Store::default(),
         Err(e) => return Err(Error::failed(format!("reading {}", path.display()), e)),
     };
@@ -360,7 +380,33 @@ pub fn update(path: &Path, run: &Run) -> Result<(), Error> {
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::failed(format!("writing metrics to {}", path.display()), e)
-    })
+    })?;
+    sweep(path, &name);
+    Ok(())
+}
+
+/// Removes the temp files of runs killed before their rename
+/// (`.<name>.<pid>` of a pid that no longer runs).
+fn sweep(path: &Path, name: &str) {
+    let Some(dir) = path.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if pid > 0 && gone {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]

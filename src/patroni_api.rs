@@ -8,66 +8,103 @@
 //! the moment the member takes the lock, before its promotion ends
 //! recovery (Patroni runs `pg_ctl promote` without waiting): a pause resumed
 //! then sends the queued clients into "cannot execute INSERT in a read-only
-//! transaction".
+//! transaction". An https REST API (Patroni's `restapi.certfile`) is
+//! verified against the CA file given, and only that.
 
 use crate::error::Error;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn client() -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| Error::failed("building the REST API client", e))
+/// A client for members' REST APIs.
+pub struct Api {
+    client: reqwest::Client,
 }
 
-/// Asks once; true when the member's status says role primary and state
-/// running by `until` (no answer, an error, anything else: false).
-async fn ask(client: &reqwest::Client, url: &str, until: Instant) -> bool {
-    let left = until.saturating_duration_since(Instant::now());
-    let send = client
-        .get(url)
-        .timeout(left.min(Duration::from_millis(500)))
-        .send();
-    let Ok(Ok(r)) = tokio::time::timeout(left, send).await else {
-        return false;
-    };
-    let left = until.saturating_duration_since(Instant::now());
-    let Ok(Ok(body)) = tokio::time::timeout(left, r.bytes()).await else {
-        return false;
-    };
-    if body.len() > 1 << 20 {
-        return false;
-    }
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return false;
-    };
-    v.get("role").and_then(|r| r.as_str()) == Some("primary")
-        && v.get("state").and_then(|s| s.as_str()) == Some("running")
-}
-
-/// Asks `url` (a member's `/patroni`) once, by `until`.
-pub async fn is_writable(url: &str, until: Instant) -> bool {
-    match client() {
-        Ok(c) => ask(&c, url, until).await,
-        Err(_) => false,
-    }
-}
-
-/// Polls `url` until the member is a writable primary or `until` passes;
-/// `Ok(true)` when it became one.
-pub async fn wait_writable(url: &str, until: Instant) -> Result<bool, Error> {
-    let client = client()?;
-    loop {
-        if ask(&client, url, until).await {
-            return Ok(true);
+impl Api {
+    /// `ca_file` (the setting `key` names it) is what an https API is
+    /// verified against; without one, https answers nothing.
+    pub fn new(ca_file: Option<&Path>, key: &str) -> Result<Api, Error> {
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = ca_file {
+            for c in crate::consul::read_ca(ca, key)? {
+                builder = builder.add_root_certificate(c);
+            }
         }
+        let client = builder
+            .build()
+            .map_err(|e| Error::failed("building the REST API client", e))?;
+        Ok(Api { client })
+    }
+
+    /// Asks once: `Ok` when the member's status says role primary and state
+    /// running by `until`, else why not.
+    pub async fn writable(&self, url: &str, until: Instant) -> Result<(), String> {
         let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(false);
+        let send = self
+            .client
+            .get(url)
+            .timeout(left.min(Duration::from_millis(500)))
+            .send();
+        let r = match tokio::time::timeout(left, send).await {
+            Err(_) => return Err("no answer in time".into()),
+            Ok(Err(e)) => return Err(chain(&e)),
+            Ok(Ok(r)) => r,
+        };
+        let status = r.status();
+        let left = until.saturating_duration_since(Instant::now());
+        let body = match tokio::time::timeout(left, r.bytes()).await {
+            Ok(Ok(b)) if b.len() <= 1 << 20 => b,
+            Ok(Ok(_)) => return Err("an answer over 1 MiB".into()),
+            _ => return Err("no whole answer in time".into()),
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return Err(format!("HTTP {}, not JSON", status.as_u16()));
+        };
+        let field = |k: &str| v.get(k).and_then(|r| r.as_str()).unwrap_or("?").to_string();
+        let (role, state) = (field("role"), field("state"));
+        if role == "primary" && state == "running" {
+            Ok(())
+        } else {
+            Err(format!("role {role}, state {state}"))
         }
-        // Promotion ends within a second of the lock; 20 ms keeps the wait
-        // after it short without hammering the API.
-        tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+    }
+
+    /// Polls `url` until the member is a writable primary or `until`
+    /// passes; the last reason it was not, when it did not become one.
+    pub async fn wait_writable(&self, url: &str, until: Instant) -> Result<(), String> {
+        loop {
+            let why = match self.writable(url, until).await {
+                Ok(()) => return Ok(()),
+                Err(why) => why,
+            };
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(why);
+            }
+            // Promotion ends within a second of the lock; 20 ms keeps the wait
+            // after it short without hammering the API.
+            tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+        }
+    }
+}
+
+/// A transport error with its causes (the TLS one says what failed).
+fn chain(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s = format!("{s}: {c}");
+        src = c.source();
+    }
+    s
+}
+
+/// Asks `url` (a member's `/patroni`, http) once, by `until`.
+pub async fn is_writable(url: &str, until: Instant) -> bool {
+    match Api::new(None, "") {
+        Ok(api) => api.writable(url, until).await.is_ok(),
+        Err(_) => false,
     }
 }

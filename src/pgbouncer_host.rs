@@ -8,17 +8,18 @@
 //! ticket, so a run that read Consul earlier never overwrites the file a
 //! later run already pointed at a newer leader.
 
-use crate::admin::{self, Admin};
+use crate::admin::Admin;
 use crate::apply::Report;
 use crate::budget::Budget;
 use crate::config::{Cluster, Config, PgbouncerConfig, TargetKind};
 use crate::consul::{Consul, Entry};
 use crate::error::{Error, Kind};
 use crate::ini::{self, Target};
-use crate::keys::{shown, LeaderKey, PauseRequest, ScopeKeys, ScopeView};
+use crate::keys::{shown, LeaderKey, ScopeKeys, ScopeView};
 use crate::pause::{self, Decision};
+use crate::pause_host::{self, ToResume};
 use crate::state::{self, Ticket};
-use crate::{note, out, patroni_api, pgbouncer};
+use crate::{note, out, pgbouncer};
 use std::time::{Duration, Instant};
 
 /// The subject of the ticket ordering for pgbouncer.ini.
@@ -89,22 +90,6 @@ async fn read_clusters(
     }
 }
 
-/// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A cluster to resume after the file is reloaded, and why.
-struct ToResume<'a> {
-    cluster: &'a Cluster,
-    why: String,
-    keys: ScopeKeys,
-    view: Option<ScopeView>,
-}
-
 /// Reconciles pgbouncer.ini once: pauses what asks for a pause, points the
 /// managed entries at the leaders, reloads, resumes what may resume.
 pub async fn reconcile(
@@ -116,53 +101,50 @@ pub async fn reconcile(
     report: &mut Report,
 ) {
     let ticket = Ticket::now();
-    let now = unix_now();
-    let timeout_secs = p.pause_timeout.as_secs().max(1);
     report.facts.pgbouncer = Some(crate::metrics::PgbouncerFacts {
         scopes: p.clusters.iter().map(|c| c.scope.clone()).collect(),
         ..Default::default()
     });
-    let entries = match read_clusters(&cfg.consul.namespace, &p.clusters, consul).await {
+    let read = read_clusters(&cfg.consul.namespace, &p.clusters, consul).await;
+    // Taken after the read: a Consul that hung for its whole timeout must
+    // not stretch a pause past pause_timeout.
+    let now = pause_host::now();
+    let mut to_resume = pause_host::unconfigured(cfg, p, dry_run);
+    let entries = match read {
         Ok(e) => e,
         Err(e) => {
             report.fail(e.context("pgbouncer.ini kept as it is"));
             // Without Consul only the pause timeout can still act.
-            let expired: Vec<ToResume> = p
-                .clusters
-                .iter()
-                .filter_map(|c| {
-                    let local = state::read_pause(&cfg.lock_file, &c.scope);
-                    match pause::expired(&local, timeout_secs, now)? {
-                        Decision::Resume(why) => Some(ToResume {
-                            cluster: c,
-                            why,
-                            keys: ScopeKeys::new(&cfg.consul.namespace, &c.scope),
-                            view: None,
-                        }),
-                        _ => None,
-                    }
-                })
-                .collect();
-            if !dry_run {
-                resume(cfg, p, consul, budget, &expired, report).await;
+            for c in &p.clusters {
+                let local = state::read_pause(&cfg.lock_file, &c.scope);
+                if let Some(Decision::Resume(why)) = pause::expired(&local, p.pause_timeout, &now) {
+                    to_resume.push(ToResume::of(cfg, c, &local, why, None));
+                }
             }
-            paused_now(cfg, p, report);
+            finish(cfg, p, consul, budget, dry_run, &to_resume, report).await;
             return;
         }
     };
     let mut targets: Vec<(String, Target)> = Vec::new();
     let mut to_pause = Vec::new();
-    let mut to_resume = Vec::new();
+    let mut once_followed = Vec::new();
     for c in &p.clusters {
         let keys = ScopeKeys::new(&cfg.consul.namespace, &c.scope);
         let view = ScopeView::read(&entries, &keys);
         let local = state::read_pause(&cfg.lock_file, &c.scope);
-        let decision = pause::decide(&view, &local, p.pause_on, timeout_secs, now);
+        if local.leaderless_served && matches!(view.leader, LeaderKey::Name(_)) && !dry_run {
+            pause_host::leader_seen(cfg, budget, &c.scope);
+        }
+        let decision = pause::decide(&view, &local, p.pause_on, p.pause_timeout, &now);
         crate::debug_line!("cluster {}: pause decision {decision:?}", c.scope);
-        let follow = match &decision {
+        let follow = match decision {
             Decision::Nothing => true,
+            Decision::Ignored(why) => {
+                note!("cluster {}: {why}", c.scope);
+                true
+            }
             Decision::Pause { request } => {
-                to_pause.push((c, request.clone(), view.clone(), keys.clone()));
+                to_pause.push((c, request, view));
                 false
             }
             Decision::Hold(why) => {
@@ -171,32 +153,26 @@ pub async fn reconcile(
                 false
             }
             Decision::Resume(why) => {
-                to_resume.push(ToResume {
-                    cluster: c,
-                    why: why.clone(),
-                    keys: keys.clone(),
-                    view: Some(view.clone()),
-                });
+                to_resume.push(ToResume::of(cfg, c, &local, why, Some(&view)));
                 true
             }
             Decision::ResumeOnceWritable => {
-                let writable = match resolve(&entries, &cfg.consul.namespace, c) {
+                let why = match resolve(&entries, &cfg.consul.namespace, c) {
                     Resolved::Target(_, leader) => {
-                        wait_writable(&view, &leader, &local, p, budget, report).await
+                        pause_host::wait_writable(&view, &leader, &local, p, budget, report).await
                     }
-                    _ => false,
+                    _ => None,
                 };
-                if writable {
-                    to_resume.push(ToResume {
-                        cluster: c,
-                        why: "the new leader answers as a writable primary".into(),
-                        keys: keys.clone(),
-                        view: Some(view.clone()),
-                    });
-                } else {
-                    report.set(Kind::Temporary);
+                match why {
+                    Some(why) => {
+                        once_followed.push(ToResume::of(cfg, c, &local, why, Some(&view)));
+                        true
+                    }
+                    None => {
+                        report.set(Kind::Temporary);
+                        false
+                    }
                 }
-                writable
             }
         };
         if !follow {
@@ -231,8 +207,8 @@ pub async fn reconcile(
             )),
         }
     }
-    if dry_run {
-        for (c, request, _, _) in &to_pause {
+    for (c, request, view) in &to_pause {
+        if dry_run {
             out::line(format_args!(
                 "would pause {} (cluster {}{})",
                 c.databases.join(", "),
@@ -242,10 +218,8 @@ pub async fn reconcile(
                     .map(|r| format!(", request {r}"))
                     .unwrap_or_default()
             ));
-        }
-    } else {
-        for (c, request, view, keys) in &to_pause {
-            pause_cluster(
+        } else {
+            pause_host::pause_cluster(
                 cfg,
                 p,
                 consul,
@@ -253,313 +227,91 @@ pub async fn reconcile(
                 c,
                 request.clone(),
                 view,
-                keys,
                 ticket,
                 report,
             )
             .await;
         }
     }
-    if !targets.is_empty() {
-        let rewrote = follow_leaders(cfg, p, &targets, ticket, dry_run, report).await;
-        if let Some(f) = report.facts.pgbouncer.as_mut() {
-            f.rewrote = rewrote;
-        }
-    }
-    if dry_run {
-        for r in &to_resume {
-            out::line(format_args!(
-                "would resume {} (cluster {}: {})",
-                r.cluster.databases.join(", "),
-                r.cluster.scope,
-                r.why
-            ));
-        }
+    let followed = if targets.is_empty() {
+        Followed::default()
     } else {
-        resume(cfg, p, consul, budget, &to_resume, report).await;
-    }
-    paused_now(cfg, p, report);
-}
-
-/// For the metrics: which clusters this host has paused after the run.
-fn paused_now(cfg: &Config, p: &PgbouncerConfig, report: &mut Report) {
-    let now: Vec<String> = p
-        .clusters
-        .iter()
-        .filter(|c| state::read_pause(&cfg.lock_file, &c.scope).paused.is_some())
-        .map(|c| c.scope.clone())
-        .collect();
+        follow_leaders(cfg, p, &targets, ticket, budget, dry_run, report).await
+    };
     if let Some(f) = report.facts.pgbouncer.as_mut() {
-        f.paused_now = now;
+        f.rewrote = followed.rewrote;
     }
-}
-
-/// Waits (bounded by the pause's end and the run's) until the new leader's
-/// REST API says it is a writable primary.
-async fn wait_writable(
-    view: &ScopeView,
-    leader: &str,
-    local: &pause::Local,
-    p: &PgbouncerConfig,
-    budget: &Budget,
-    report: &mut Report,
-) -> bool {
-    let Some(url) = view.member(leader).and_then(|m| m.status_url()) else {
-        // No http api_url to ask: the leader key is all there is.
-        note!("leader {leader} has no http api_url to ask; resuming on the leader key");
-        return true;
-    };
-    let paused_at = local.paused.as_ref().map(|x| x.since).unwrap_or(0);
-    let left_in_pause =
-        Duration::from_secs((paused_at + p.pause_timeout.as_secs()).saturating_sub(unix_now()));
-    let run_end = budget
-        .end
-        .checked_sub(Duration::from_millis(200))
-        .unwrap_or(budget.end);
-    let until = (Instant::now() + left_in_pause).min(run_end);
-    match patroni_api::wait_writable(&url, until).await {
-        Ok(true) => true,
-        Ok(false) => {
-            crate::warn_line!(
-                "new leader {leader} did not answer {url} with 200 in time; still paused"
-            );
-            false
-        }
-        Err(e) => {
-            report.fail(e);
-            false
-        }
-    }
-}
-
-/// Pauses one cluster's databases: records the pause first (so a killed run
-/// leaves a pause the next run undoes), sends PAUSE, confirms the request. A
-/// PAUSE that does not complete by `pause_timeout` is undone at once.
-#[allow(clippy::too_many_arguments)]
-async fn pause_cluster(
-    cfg: &Config,
-    p: &PgbouncerConfig,
-    consul: &Consul,
-    budget: &Budget,
-    c: &Cluster,
-    request: Option<String>,
-    view: &ScopeView,
-    keys: &ScopeKeys,
-    ticket: Ticket,
-    report: &mut Report,
-) {
-    let Some(admin_cfg) = &p.admin else { return };
-    let subject = format!("pgbouncer-pause-{}", c.scope);
-    let leader = match &view.leader {
-        crate::keys::LeaderKey::Name(n) => Some(n.clone()),
-        _ => None,
-    };
-    {
-        let _lock = match state::acquire(&cfg.lock_file, budget.end) {
-            Ok(l) => l,
-            Err(e) => return report.fail(e),
-        };
-        if state::last_decided(&cfg.lock_file, &subject).is_some_and(|last| last > ticket) {
+    // A resume sends the queued clients wherever the entries point: only
+    // once PgBouncer has loaded entries that point at the new leader.
+    for r in once_followed {
+        if followed.current && !r.databases.iter().any(|d| followed.missing.contains(d)) {
+            to_resume.push(r);
+        } else if !dry_run {
             note!(
-                "cluster {}: a newer run decided its pause meanwhile",
-                c.scope
+                "cluster {}: {}, but PgBouncer does not point at it yet; still paused",
+                r.scope,
+                r.why
             );
-            return;
-        }
-        let local = pause::Local {
-            paused: Some(pause::Paused {
-                request: request.clone(),
-                leader,
-                since: unix_now(),
-            }),
-            handled: request.clone(),
-        };
-        if let Err(e) = state::write_pause(&cfg.lock_file, &c.scope, &local)
-            .and_then(|()| state::set_decided(&cfg.lock_file, &subject, ticket))
-        {
-            return report.fail(e.context(format!("cluster {}: not paused", c.scope)));
+            report.set(Kind::Temporary);
         }
     }
-    let started = Instant::now();
-    let until = admin::pause_until(started, p.pause_timeout, budget.end);
-    let admin = match Admin::connect(admin_cfg, until).await {
-        Ok(a) => a,
-        Err(e) => {
-            report.fail(e.context(format!("cluster {}: not paused", c.scope)));
-            clear_pause(cfg, &c.scope, ticket, &subject);
-            return;
-        }
-    };
-    let mut done = true;
-    for db in &c.databases {
-        match admin.pause(db, until).await {
-            Ok(true) => {}
-            Ok(false) => {
-                done = false;
-                break;
-            }
-            Err(e) => {
-                report.fail(e);
-                done = false;
-                break;
-            }
-        }
-    }
-    drop(admin);
-    if !done {
-        // PAUSE waits for every server connection to be released; a long
-        // transaction (or session pooling) keeps it waiting. Clients must not
-        // wait longer than that: undo it and carry on without a pause.
-        crate::warn_line!(
-            "cluster {}: PAUSE {} did not complete within {:?}; resuming and carrying on without a pause",
-            c.scope,
-            c.databases.join(", "),
-            until.saturating_duration_since(started)
-        );
-        let r = ToResume {
-            cluster: c,
-            why: "PAUSE did not complete in time".into(),
-            keys: keys.clone(),
-            view: None,
-        };
-        resume(cfg, p, consul, budget, std::slice::from_ref(&r), report).await;
-        return;
-    }
-    note!(
-        "paused {} (cluster {}) in {:?}",
-        c.databases.join(", "),
-        c.scope,
-        started.elapsed()
-    );
-    if let Some(f) = report.facts.pgbouncer.as_mut() {
-        f.paused.push(c.scope.clone());
-    }
-    // A newer run resumed while this PAUSE waited: what it resumed must not
-    // stay paused by this late PAUSE.
-    if state::last_decided(&cfg.lock_file, &subject).is_some_and(|last| last > ticket) {
-        let r = ToResume {
-            cluster: c,
-            why: "a newer run resumed while this PAUSE waited".into(),
-            keys: keys.clone(),
-            view: None,
-        };
-        resume(cfg, p, consul, budget, std::slice::from_ref(&r), report).await;
-        return;
-    }
-    if let Some(id) = request {
-        let ack = PauseRequest {
-            member: cfg.name.clone(),
-            id,
-            since: unix_now(),
-        };
-        let key = format!("{}{}", keys.pause_acks, cfg.name);
-        consul.set_deadline(budget.end);
-        let body = serde_json::to_vec(&ack).unwrap_or_default();
-        if let Err(e) = consul.put(&key, &body).await {
-            report.fail(e.context("the pause is made but not confirmed"));
-        }
-    }
+    finish(cfg, p, consul, budget, dry_run, &to_resume, report).await;
 }
 
-/// Forgets a pause that was recorded but never made.
-fn clear_pause(cfg: &Config, scope: &str, ticket: Ticket, subject: &str) {
-    let mut local = state::read_pause(&cfg.lock_file, scope);
-    local.paused = None;
-    if let Err(e) = state::write_pause(&cfg.lock_file, scope, &local) {
-        crate::warn_line!("{e}");
-    }
-    let _ = state::set_decided(&cfg.lock_file, subject, ticket);
-}
-
-/// Resumes clusters this host paused (RESUME on a fresh admin connection;
-/// "not paused" counts as done), then forgets the pause and clears the
-/// request and this host's confirmation in Consul.
-async fn resume(
+/// The end of every reconcile: resume what may resume, report pauses that
+/// are not this host's, note what stays paused.
+async fn finish(
     cfg: &Config,
     p: &PgbouncerConfig,
     consul: &Consul,
     budget: &Budget,
-    clusters: &[ToResume<'_>],
+    dry_run: bool,
+    to_resume: &[ToResume],
     report: &mut Report,
 ) {
-    if clusters.is_empty() {
+    if dry_run {
+        pause_host::show_resumes(to_resume);
         return;
     }
-    let Some(admin_cfg) = &p.admin else { return };
-    let admin = match Admin::connect(admin_cfg, budget.end).await {
-        Ok(a) => a,
-        Err(e) => return report.fail(e.context("resuming")),
-    };
-    for r in clusters {
-        let c = r.cluster;
-        let mut ok = true;
-        for db in &c.databases {
-            if let Err(e) = admin.resume(db, budget.end).await {
-                report.fail(e);
-                ok = false;
-            }
-        }
-        if !ok {
-            continue;
-        }
-        note!(
-            "resumed {} (cluster {}): {}",
-            c.databases.join(", "),
-            c.scope,
-            r.why
-        );
-        let subject = format!("pgbouncer-pause-{}", c.scope);
-        let mut local = state::read_pause(&cfg.lock_file, &c.scope);
-        let made = local.paused.take();
-        if let (Some(m), Some(f)) = (&made, report.facts.pgbouncer.as_mut()) {
-            let lasted = unix_now().saturating_sub(m.since);
-            f.resumed
-                .push((c.scope.clone(), Duration::from_secs(lasted)));
-        }
-        let request = made.and_then(|x| x.request);
-        if let Err(e) = state::write_pause(&cfg.lock_file, &c.scope, &local)
-            .and_then(|()| state::set_decided(&cfg.lock_file, &subject, Ticket::now()))
-        {
-            report.fail(e);
-        }
-        // Consul's part is tidying: the request is one this host served, and
-        // its confirmation is done with.
-        consul.set_deadline(budget.end);
-        let ack = format!("{}{}", r.keys.pause_acks, cfg.name);
-        if let Err(e) = consul.delete(&ack).await {
-            crate::debug_line!("{e}");
-        }
-        if let (Some(id), Some(view)) = (request, &r.view) {
-            if let Some((req, index)) = &view.pause_request {
-                if req.id == id {
-                    if let Err(e) = consul.delete_cas(&r.keys.pause_request, *index).await {
-                        crate::debug_line!("{e}");
-                    }
-                }
-            }
-        }
-    }
+    pause_host::resume(cfg, p, consul, budget, to_resume, report).await;
+    pause_host::report_foreign_pauses(cfg, p, budget).await;
+    pause_host::paused_now(cfg, p, report);
+}
+
+/// What `follow_leaders` did.
+#[derive(Debug, Default)]
+struct Followed {
+    /// It rewrote pgbouncer.ini.
+    rewrote: bool,
+    /// PgBouncer has loaded entries pointing at the targets given (the
+    /// file is current and a reload after it was taken).
+    current: bool,
+    /// Databases with no entry in the file.
+    missing: Vec<String>,
 }
 
 /// Points the managed entries at `targets`, under the lock, and reloads
-/// PgBouncer when the file changed (or a reload is still pending). True
-/// when it rewrote the file.
+/// PgBouncer (after the lock) when the file changed or a reload is still
+/// pending.
 async fn follow_leaders(
     cfg: &Config,
     p: &PgbouncerConfig,
     targets: &[(String, Target)],
     ticket: Ticket,
+    budget: &Budget,
     dry_run: bool,
     report: &mut Report,
-) -> bool {
-    let _lock = if dry_run {
+) -> Followed {
+    let mut done = Followed::default();
+    let lock = if dry_run {
         None
     } else {
-        match state::acquire(&cfg.lock_file, Instant::now() + Duration::from_secs(1)) {
+        let until = (Instant::now() + Duration::from_secs(1)).min(budget.end);
+        match state::acquire(&cfg.lock_file, until) {
             Ok(l) => Some(l),
             Err(e) => {
                 report.fail(e);
-                return false;
+                return done;
             }
         }
     };
@@ -570,7 +322,7 @@ async fn follow_leaders(
                     "a run that started {:?} after this one rewrote pgbouncer.ini meanwhile; its version stands",
                     last.since(ticket)
                 );
-                return false;
+                return done;
             }
         }
     }
@@ -578,7 +330,7 @@ async fn follow_leaders(
         Ok(b) => b,
         Err(e) => {
             report.fail(Error::failed(format!("reading {}", p.ini.display()), e));
-            return false;
+            return done;
         }
     };
     let pairs: Vec<(&str, &Target)> = targets.iter().map(|(d, t)| (d.as_str(), t)).collect();
@@ -586,7 +338,7 @@ async fn follow_leaders(
         Ok(e) => e,
         Err(e) => {
             report.fail(e.context(format!("{} kept as it is", p.ini.display())));
-            return false;
+            return done;
         }
     };
     if !edited.missing.is_empty() {
@@ -594,94 +346,133 @@ async fn follow_leaders(
             format!("{}", p.ini.display()),
             format!("no [databases] entry named {}", edited.missing.join(", ")),
         ));
+        done.missing = edited.missing.clone();
     }
-    // Present from the moment a new file is about to be written until
-    // PgBouncer took the reload: a run killed in between, or a failed reload,
-    // is finished by the next run although the file is already current.
-    let pending = state::reload_pending_path(&cfg.lock_file);
-    if edited.output == input {
-        if pending.exists() && !dry_run {
-            note!(
-                "a previous run rewrote {} but did not reload pgbouncer; reloading",
-                p.ini.display()
-            );
-            reload(p, &pending, report).await;
-        } else {
-            note!("{} already points at the leaders", p.ini.display());
-            if dry_run {
-                out::line(format_args!("pgbouncer.ini: nothing to do"));
-            }
-        }
-        return false;
-    }
-    let summary = targets
-        .iter()
-        .filter(|(d, _)| edited.changed.contains(d))
-        .map(|(d, t)| format!("{d} -> {}:{}", t.host, t.port))
-        .collect::<Vec<_>>()
-        .join(", ");
     if dry_run {
-        out::line(format_args!("would rewrite {}: {summary}", p.ini.display()));
-        out::line(format_args!(
-            "would reload pgbouncer ({})",
-            match &p.admin {
-                Some(_) => "RELOAD on the admin console".to_string(),
-                None => format!("SIGHUP to the pid in {}", p.pidfile.display()),
-            }
-        ));
-        return false;
+        if edited.output == input {
+            out::line(format_args!("pgbouncer.ini: nothing to do"));
+        } else {
+            out::line(format_args!(
+                "would rewrite {}: {}",
+                p.ini.display(),
+                summary(targets, &edited.changed)
+            ));
+            out::line(format_args!(
+                "would reload pgbouncer ({})",
+                match &p.admin {
+                    Some(_) => "RELOAD on the admin console".to_string(),
+                    None => format!("SIGHUP to the pid in {}", p.pidfile.display()),
+                }
+            ));
+        }
+        return done;
     }
-    if let Err(e) = std::fs::write(&pending, b"") {
-        crate::warn_line!(
-            "cannot create {}: {e}; a failed reload would not be retried",
-            pending.display()
+    // The pending mark is set from the moment a new file is about to be
+    // written until PgBouncer took the reload: a run killed in between, or a
+    // failed reload, is finished by the next run although the file is
+    // already current.
+    if edited.output == input {
+        let Some(seen) = state::reload_pending(&cfg.lock_file) else {
+            note!("{} already points at the leaders", p.ini.display());
+            done.current = true;
+            return done;
+        };
+        drop(lock);
+        note!(
+            "a previous run rewrote {} but did not reload pgbouncer; reloading",
+            p.ini.display()
         );
+        done.current = reload(cfg, p, &seen, budget, report).await;
+        return done;
     }
+    if let Err(e) = state::mark_reload_pending(&cfg.lock_file, ticket) {
+        crate::warn_line!("{e}; a failed reload would not be retried");
+    }
+    let seen = state::reload_pending(&cfg.lock_file).unwrap_or_default();
     if let Err(e) = pgbouncer::write_atomic(&p.ini, &edited.output) {
         report.fail(e);
-        return false;
+        return done;
     }
     if let Err(e) = state::set_decided(&cfg.lock_file, SUBJECT, ticket) {
         crate::warn_line!("{e}");
     }
-    note!("rewrote {}: {summary}", p.ini.display());
-    reload(p, &pending, report).await;
-    true
+    note!(
+        "rewrote {}: {}",
+        p.ini.display(),
+        summary(targets, &edited.changed)
+    );
+    done.rewrote = true;
+    // The reload reads whatever file is there then; a run that rewrites it
+    // meanwhile reloads after its own write. So the lock need not be held
+    // across the admin console's answer.
+    drop(lock);
+    done.current = reload(cfg, p, &seen, budget, report).await;
+    done
 }
+
+fn summary(targets: &[(String, Target)], changed: &[String]) -> String {
+    targets
+        .iter()
+        .filter(|(d, _)| changed.contains(d))
+        .map(|(d, t)| format!("{d} -> {}:{}", t.host, t.port))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Kept back from the run's end for SIGHUP, the fallback of RELOAD.
+const SIGHUP_MARGIN: Duration = Duration::from_millis(50);
 
 /// Makes PgBouncer load the file: RELOAD on the admin console when there is
 /// one (it is done when the console answers, so a RESUME after it sends the
-/// queued clients to the new host), else SIGHUP. Clears the pending mark.
-async fn reload(p: &PgbouncerConfig, pending: &std::path::Path, report: &mut Report) {
+/// queued clients to the new host), else, or when the console does not
+/// answer in time, SIGHUP. Clears the pending mark `seen` (unless another
+/// run set it anew). True when a reload was taken.
+async fn reload(
+    cfg: &Config,
+    p: &PgbouncerConfig,
+    seen: &str,
+    budget: &Budget,
+    report: &mut Report,
+) -> bool {
+    let clear = || {
+        let until = (Instant::now() + Duration::from_millis(200)).min(budget.end);
+        state::clear_reload_pending(&cfg.lock_file, seen, until);
+    };
     if let Some(a) = &p.admin {
-        let until = Instant::now() + Duration::from_secs(2);
-        let done = match Admin::connect(a, until).await {
-            Ok(admin) => admin.command("RELOAD", until).await,
-            Err(e) => Err(e),
+        let until = (Instant::now() + Duration::from_secs(2))
+            .min(budget.end.checked_sub(SIGHUP_MARGIN).unwrap_or(budget.end));
+        let done = if until <= Instant::now() {
+            Ok(false)
+        } else {
+            match Admin::connect(a, until).await {
+                Ok(admin) => admin.command("RELOAD", until).await,
+                Err(e) => Err(e),
+            }
         };
         match done {
             Ok(true) => {
                 note!("reloaded pgbouncer (RELOAD on the admin console)");
-                let _ = std::fs::remove_file(pending);
-                return;
+                clear();
+                return true;
             }
             Ok(false) => {
-                crate::warn_line!("RELOAD on the admin console did not answer; sending SIGHUP")
+                crate::warn_line!(
+                    "RELOAD on the admin console did not answer in time; sending SIGHUP"
+                )
             }
             Err(e) => crate::warn_line!("{e}; sending SIGHUP"),
         }
     }
-    signal_reload(&p.pidfile, pending, report);
-}
-
-/// SIGHUP to PgBouncer; clears the pending mark once it was sent.
-fn signal_reload(pidfile: &std::path::Path, pending: &std::path::Path, report: &mut Report) {
-    match pgbouncer::reload(pidfile) {
+    match pgbouncer::reload(&p.pidfile) {
         Ok(pid) => {
-            note!("reloaded pgbouncer (pid {pid})");
-            let _ = std::fs::remove_file(pending);
+            note!("reloaded pgbouncer (SIGHUP to pid {pid})");
+            clear();
+            true
         }
-        Err(e) => report.fail(e),
+        Err(e) => {
+            report.fail(e);
+            false
+        }
     }
 }
 

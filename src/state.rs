@@ -280,7 +280,9 @@ fn sweep(path: &Path) {
         let Some((stem, pid)) = name.rsplit_once(".tmp") else {
             continue;
         };
-        let ours = stem.starts_with("vip-") || stem.starts_with("pgbouncer");
+        let ours = stem.starts_with("vip-")
+            || stem.starts_with("pgbouncer")
+            || stem.ends_with(".reload-pending");
         let Ok(pid) = pid.parse::<i32>() else {
             continue;
         };
@@ -350,13 +352,52 @@ pub fn pause_path(lock_file: &Path, scope: &str) -> PathBuf {
 }
 
 /// What this host paused for `scope` (nothing when the file is missing or
-/// does not read: a pause whose record is lost ends at PgBouncer's own
-/// query_wait_timeout, and the next request pauses anew).
+/// does not read). A pause whose record is lost stays until someone resumes
+/// it: reconcile warns about a managed database PgBouncer has paused without
+/// a record here, and leaves it (it may be an operator's).
 pub fn read_pause(lock_file: &Path, scope: &str) -> crate::pause::Local {
     std::fs::read(pause_path(lock_file, scope))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
+}
+
+/// The scopes this host has a pause record of (configured or not any more).
+pub fn pause_scopes(lock_file: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir(lock_file)) else {
+        return Vec::new();
+    };
+    let mut scopes: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("pgbouncer-pause-")?
+                .strip_suffix(".json")
+                .map(String::from)
+        })
+        .collect();
+    scopes.sort();
+    scopes
+}
+
+/// Forgets a scope's pause record altogether (its scope is no longer
+/// configured and nothing of it is paused).
+pub fn remove_pause(lock_file: &Path, scope: &str) -> Result<()> {
+    let path = pause_path(lock_file, scope);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::failed(format!("removing {}", path.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Now on this host's boot clock, for pause records.
+pub fn stamp_now() -> crate::pause::Stamp {
+    crate::pause::Stamp {
+        boot: boot_id(),
+        ms: (Ticket::now().0 / 1_000_000).min(u64::MAX as u128) as u64,
+    }
 }
 
 /// Records what this host paused for `scope`.
@@ -370,6 +411,31 @@ pub fn write_pause(lock_file: &Path, scope: &str, local: &crate::pause::Local) -
 /// The mark of a pgbouncer.ini rewritten but not yet followed by a reload.
 pub fn reload_pending_path(lock_file: &Path) -> PathBuf {
     lock_file.with_extension("reload-pending")
+}
+
+/// Sets the reload-pending mark, holding `ticket` (call with the lock held).
+pub fn mark_reload_pending(lock_file: &Path, ticket: Ticket) -> Result<()> {
+    let path = reload_pending_path(lock_file);
+    write_atomic(&path, format!("{} {}\n", boot_id(), ticket.0).as_bytes())
+        .map_err(|e| Error::failed(format!("writing {}", path.display()), e))
+}
+
+/// The reload-pending mark's content, when there is one.
+pub fn reload_pending(lock_file: &Path) -> Option<String> {
+    std::fs::read_to_string(reload_pending_path(lock_file)).ok()
+}
+
+/// Clears the reload-pending mark after a reload, unless a run that wrote
+/// pgbouncer.ini meanwhile set it anew (its reload is still to come). The
+/// lock is taken for a moment; not had in time, the mark stays and the
+/// next run reloads once more, which does no harm.
+pub fn clear_reload_pending(lock_file: &Path, seen: &str, until: Instant) {
+    let Ok(_lock) = acquire(lock_file, until) else {
+        return;
+    };
+    if reload_pending(lock_file).as_deref() == Some(seen) {
+        let _ = std::fs::remove_file(reload_pending_path(lock_file));
+    }
 }
 
 #[cfg(test)]

@@ -71,22 +71,20 @@ pub async fn converge(run: &Run<'_>, trigger: Trigger, report: &mut Report) -> O
         local_primary: local_primary(run, trigger, &first).await,
         consul: first,
     };
-    // A primary that asked PgBouncer to pause (its before-stop) and leads
-    // again (the switchover did not happen) withdraws the request, so the
-    // pause ends now rather than at pause_timeout.
+    // A primary ends a pause request that is done with (its own: it leads
+    // again; another member's: it leads now), so the pause ends now rather
+    // than at pause_timeout (before_stop.rs).
     let withdraw = match (&seen.consul, trigger) {
-        (ConsulView::Answered(v), Trigger::Callback(Want::Hold)) => v
-            .pause_request
-            .as_ref()
-            .filter(|(r, _)| r.member == run.cfg.name)
-            .map(|(_, index)| *index),
+        (ConsulView::Answered(v), Trigger::Callback(Want::Hold)) => {
+            crate::pause::done_request(v, &run.cfg.name)
+        }
         _ => None,
     };
     let p = round(run, &keys, trigger, seen, ticket, report).await?;
     if let (Some(index), Intent::Hold, false) = (withdraw, &p.intent, run.dry_run) {
         run.consul.set_deadline(run.budget.end);
         match run.consul.delete_cas(&keys.pause_request, index).await {
-            Ok(_) => note!("withdrew this node's pause request: it leads"),
+            Ok(_) => note!("withdrew the pause request: this node leads"),
             Err(e) => debug_line!("{e}"),
         }
     }
@@ -118,6 +116,10 @@ async fn local_primary(run: &Run<'_>, trigger: Trigger, view: &ConsulView) -> Op
         return None;
     }
     let url = v.member(&run.cfg.name)?.status_url()?;
+    // A database node has no CA for its own https REST API here: not asked.
+    if url.starts_with("https:") {
+        return None;
+    }
     let until = run
         .budget
         .consul_until

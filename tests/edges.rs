@@ -1000,23 +1000,7 @@ fn reconcile_adds_the_vip_only_once_patroni_here_is_primary() {
         return;
     };
     let primary = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let p = primary.clone();
-    // Patroni's GET /patroni: the role from pg_is_in_recovery().
-    let api = FakeConsul::start(f.node_listener(), move |r| {
-        let role = if p.load(std::sync::atomic::Ordering::SeqCst) {
-            "primary"
-        } else {
-            "replica"
-        };
-        match r.path.as_str() {
-            "/patroni" => Reply::Respond(
-                200,
-                vec![],
-                format!(r#"{{"state":"running","role":"{role}"}}"#).into_bytes(),
-            ),
-            _ => Reply::Respond(404, vec![], vec![]),
-        }
-    });
+    let api = common::fake_consul::patroni_api(f.node_listener(), primary.clone());
     f.consul.kv_put(
         &f.key("members/pg1"),
         format!(

@@ -49,7 +49,10 @@ impl Sandbox {
         std::fs::create_dir_all(&scripts).unwrap();
         open(&dir.path().join("repo"));
         open(&scripts);
-        for s in ["test.sh", "lab.sh", "prereqs.sh"] {
+        std::fs::create_dir_all(scripts.join("lab")).unwrap();
+        open(&scripts.join("lab"));
+        // lab.sh reads the topology before it elevates.
+        for s in ["test.sh", "lab.sh", "prereqs.sh", "lab/topology.env"] {
             let to = scripts.join(s);
             std::fs::copy(Path::new(REPO).join("scripts").join(s), &to).unwrap();
             open(&to);

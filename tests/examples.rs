@@ -21,6 +21,7 @@
 
 mod common;
 
+use common::fake_consul::{patroni_api, FakeConsul};
 use common::netns::{self, Netns};
 use common::pg::{self, Pgbouncer, PgbouncerOptions};
 use common::{free_port, require_all, text, wait_for, which};
@@ -137,6 +138,19 @@ fn hook_configs_pass_check_config() {
     }
 }
 
+/// Each PgBouncer host confirms a pause under its own name
+/// (`pause-ack/<name>`): a name in the example would be copied to every
+/// host, and `before_stop.confirmations: 2` would never be met.
+#[test]
+fn pgbouncer_host_config_leaves_the_name_to_the_host_name() {
+    let y: serde_yaml::Value = serde_yaml::from_str(&read("patroni-hook-pgbouncer.yml")).unwrap();
+    assert!(
+        y.get("name").is_none(),
+        "patroni-hook-pgbouncer.yml sets name: {:?}",
+        y.get("name")
+    );
+}
+
 #[test]
 fn patroni_yaml_validates_with_patroni_and_has_the_callbacks() {
     let patroni = patroni_venv().join("bin/patroni");
@@ -211,6 +225,9 @@ fn patroni_yaml_validates_with_patroni_and_has_the_callbacks() {
 struct DbNode {
     ns: Netns,
     consul: Server,
+    /// This node's Patroni REST API (GET /patroni: a running primary), which
+    /// a reconcile asks before it adds the VIP.
+    _api: FakeConsul,
     /// Holds the config, the lock directory and the binary until the test ends.
     _dir: tempfile::TempDir,
     config: PathBuf,
@@ -245,6 +262,13 @@ impl DbNode {
         ns.ip(&["addr", "add", "198.51.100.21/24", "dev", "eth1"]);
         let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind in ns"));
         let consul = Server::start_on(listener, Options::default()).expect("start the double");
+        let api_listener = ns.run(|| {
+            std::net::TcpListener::bind("198.51.100.21:8008").expect("bind the REST API in ns")
+        });
+        let api = patroni_api(
+            api_listener,
+            std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        );
         let dir = open_tempdir();
         let run_dir = pg::postgres_dir(dir.path(), "run");
         let capbin = dir.path().join("patroni-hook");
@@ -271,6 +295,7 @@ impl DbNode {
         Some(DbNode {
             ns,
             consul,
+            _api: api,
             _dir: dir,
             config,
             capbin,
@@ -824,7 +849,7 @@ fn vagrantfile_validates() {
     }
 }
 
-/// LAB.md: documentation ranges only, never a private range, also in what
+/// Documentation ranges only (docs/design.md, "How it is tested"), never a private range, also in what
 /// operators copy. The lab plan is the same in every example.
 #[test]
 fn examples_use_documentation_addresses_only() {

@@ -33,7 +33,7 @@ fn log_lines_reach_journald_with_action_role_and_scope() {
         "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && \
          touch /run/systemd/journal/socket && \
          mount --bind {sock} /run/systemd/journal/socket && \
-         exec {hook} --config {cfg} on_role_change primary batman",
+         exec {hook} --config {cfg} on_role_change replica batman",
         sock = sock_path.display(),
         hook = assert_cmd::cargo::cargo_bin("patroni-hook").display(),
         cfg = cfg.display()
@@ -71,7 +71,7 @@ fn log_lines_reach_journald_with_action_role_and_scope() {
             .map(|(_, v)| v.as_str())
     };
     assert_eq!(get("ACTION"), Some("on_role_change"), "{fields:?}");
-    assert_eq!(get("ROLE"), Some("primary"), "{fields:?}");
+    assert_eq!(get("ROLE"), Some("replica"), "{fields:?}");
     assert_eq!(get("SCOPE"), Some("batman"), "{fields:?}");
     assert_eq!(get("SYSLOG_IDENTIFIER"), Some("patroni-hook"), "{fields:?}");
     assert!(

@@ -287,3 +287,63 @@ fn reconcile_on_the_pgbouncer_host_leaves_its_metrics() {
         Some(2.0)
     );
 }
+
+/// A run tidies what killed runs left (their temp files) and says when the
+/// textfile it reads back holds lines it cannot read (its counters restart).
+#[test]
+fn a_run_sweeps_dead_temp_files_and_reports_a_garbled_textfile() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let prom = dir.join("hook.prom");
+    std::fs::write(
+        dir.join("pgbouncer.ini"),
+        "[databases]\nappdb = host=192.0.2.1\n",
+    )
+    .unwrap();
+    let cfg = dir.join("c.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "lock_file: {d}/l\nconsul:\n  url: http://127.0.0.1:1\n  timeout: 1s\n\
+             pgbouncer:\n  ini: {d}/pgbouncer.ini\n  pidfile: {d}/p.pid\n  clusters:\n    - scope: batman\n      databases: [appdb]\n\
+             metrics:\n  textfile: {p}\n",
+            d = dir.display(),
+            p = prom.display()
+        ),
+    )
+    .unwrap();
+    // A temp file of a run killed before its rename (a pid that is not
+    // running), and one of a live process that must stay.
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let dead = dir.join(".hook.prom.4194000");
+    let live = dir.join(format!(".hook.prom.{}", sleeper.id()));
+    std::fs::write(&dead, "patroni_hook_runs_total 1\n").unwrap();
+    std::fs::write(&live, "x").unwrap();
+    std::fs::write(
+        &prom,
+        "patroni_hook_runs_total{action=\"reconcile\" 7\n\u{0}\u{1}garbage\n",
+    )
+    .unwrap();
+    let out = Command::new(common::hook::bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("reconcile")
+        .env("PATRONI_HOOK_LOG_STDERR", "1")
+        .output()
+        .unwrap();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    assert!(
+        !dead.exists(),
+        "a dead run's temp file stays: {}",
+        text(&out)
+    );
+    assert!(live.exists(), "a live process's file was removed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("WARN") && err.contains("hook.prom") && err.contains("2 line"),
+        "{}",
+        text(&out)
+    );
+}

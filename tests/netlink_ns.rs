@@ -2,7 +2,7 @@
 //! namespaces made for each test; every effect is checked independently with
 //! `ip -j` (addresses on the interface, a peer's neighbour cache).
 //!
-//! Addresses: 198.51.100.0/24 and 2001:db8::/32 only (LAB.md).
+//! Addresses: 198.51.100.0/24 and 2001:db8::/32 only (docs/design.md, "How it is tested").
 
 mod common;
 

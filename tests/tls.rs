@@ -7,125 +7,19 @@
 
 mod common;
 
-use common::{free_port, require_all, wait_for};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::tls::{self, make_pki};
+use std::process::Command;
 
 #[test]
 fn https_consul_is_trusted_through_ca_file_only() {
-    if !require_all(&[(
-        "the openssl command (Debian package openssl)",
-        Command::new("openssl").arg("version").output().is_ok(),
-    )]) {
+    if !tls::require_openssl() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    for ca in ["ca", "other-ca"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={ca}"),
-            ],
-        );
-    }
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "srv.key",
-            "-out",
-            "srv.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
-    );
-
-    let port = free_port();
-    let _server = Server(
-        Command::new("openssl")
-            .current_dir(dir)
-            .args([
-                "s_server",
-                "-accept",
-                &format!("127.0.0.1:{port}"),
-                "-cert",
-                "srv.pem",
-                "-key",
-                "srv.key",
-                "-www",
-                "-quiet",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(
-        &format!("openssl s_server to listen on port {port}"),
-        Duration::from_secs(10),
-        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-    );
+    make_pki(dir);
+    let server = tls::Server::start(dir, "-www");
+    let port = server.port;
     std::fs::write(
         dir.join("pgbouncer.ini"),
         "[databases]\nappdb = host=198.51.100.11 port=5432\n",

@@ -16,7 +16,7 @@ pub fn text(o: &std::process::Output) -> String {
     )
 }
 
-/// LAB.md: a missing prerequisite fails the test under `CI=true`; elsewhere
+/// A missing prerequisite fails the test under `CI=true`; elsewhere
 /// the test skips, printing exactly what is missing. True when nothing is.
 pub fn require(missing: &[String]) -> bool {
     if missing.is_empty() {

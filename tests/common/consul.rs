@@ -1,5 +1,5 @@
 //! The Consul a test talks to: a real agent when `CONSUL_HTTP_ADDR` names one
-//! (LAB.md), else the in-repo double started in this process.
+//! (docs/design.md, "How it is tested"), else the in-repo double started in this process.
 //!
 //! With a real agent, every test works under its own KV namespace
 //! (`phk-<pid>-<n>`), so runs never see each other's keys, and removes it at

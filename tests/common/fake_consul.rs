@@ -221,3 +221,24 @@ pub fn kv_json(entries: &[(&str, &[u8], u64)]) -> Vec<u8> {
         .collect();
     serde_json::to_vec(&items).unwrap()
 }
+
+/// A fake Patroni REST API on `listener`: `GET /patroni` answers a running
+/// member whose role (from `pg_is_in_recovery()` in Patroni) is primary
+/// while `primary` is set, replica otherwise; anything else 404.
+pub fn patroni_api(listener: TcpListener, primary: Arc<AtomicBool>) -> FakeConsul {
+    FakeConsul::start(listener, move |r| {
+        let role = if primary.load(Ordering::SeqCst) {
+            "primary"
+        } else {
+            "replica"
+        };
+        match r.path.as_str() {
+            "/patroni" => Reply::Respond(
+                200,
+                vec![],
+                format!(r#"{{"state":"running","role":"{role}"}}"#).into_bytes(),
+            ),
+            _ => Reply::Respond(404, vec![], vec![]),
+        }
+    })
+}

@@ -157,13 +157,8 @@ impl Fixture {
                 std::net::TcpListener::bind(format!("[{NODE_V6}]:8008"))
                     .expect("bind pg1's REST API")
             });
-            *api = Some(super::fake_consul::FakeConsul::start(listener, |_| {
-                super::fake_consul::Reply::Respond(
-                    200,
-                    vec![],
-                    br#"{"state":"running","role":"primary"}"#.to_vec(),
-                )
-            }));
+            let primary = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+            *api = Some(super::fake_consul::patroni_api(listener, primary));
         }
         // pg1's REST API listens on its IPv6 address, so both of this
         // node's addresses are a member's.

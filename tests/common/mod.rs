@@ -7,6 +7,8 @@ pub mod consul;
 pub mod fake_consul;
 pub mod hook;
 pub mod netns;
+pub mod pause_lab;
 pub mod pg;
+pub mod tls;
 
 pub use basics::*;

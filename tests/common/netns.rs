@@ -1,7 +1,7 @@
 //! Network namespaces for tests: create them, join them with veth pairs, run
 //! commands and Rust code inside them, and remove them on drop.
 //!
-//! LAB.md's network rules hold here: names carry the test process id (plus a
+//! The lab's network rules (docs/design.md, "How it is tested") hold here: names carry the test process id (plus a
 //! per-namespace counter and label), so parallel runs never collide; links are
 //! created directly inside the namespaces (`ip -n NS link add ...`), so the
 //! host's own interfaces and routes are never touched; tests address only
@@ -20,7 +20,7 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether this test can run: root, the `ip` command and network namespaces.
 ///
-/// LAB.md: a missing prerequisite fails the test under `CI=true`; elsewhere it
+/// A missing prerequisite fails the test under `CI=true`; elsewhere it
 /// prints exactly what is missing and returns false, and the test returns early.
 pub fn require_root_and_ip() -> bool {
     let mut missing = Vec::new();

@@ -12,7 +12,7 @@ use super::{free_port, wait_for, which};
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// Whether PostgreSQL 15, PgBouncer, psql and the postgres user are here.
-/// LAB.md: missing under CI=true fails; elsewhere prints what is missing.
+/// Missing under CI=true fails; elsewhere prints what is missing.
 pub fn require_pg_and_pgbouncer() -> bool {
     let mut missing = pgbouncer_missing();
     if !Path::new(PG_BIN).join("postgres").exists() {

@@ -1,0 +1,153 @@
+//! The database node's side of a switchover pause.
+//!
+//! `before-stop`: Patroni runs it (synchronously, with no arguments) right
+//! before it stops PostgreSQL on this node, for a switchover, a restart or
+//! a shutdown, on replicas too. When this node leads its scope, it asks the
+//! PgBouncer hosts to pause the cluster's databases, so clients wait for the
+//! new primary instead of meeting one that shuts down, and waits for their
+//! confirmation at most `before_stop.wait`: a PgBouncer host or a Consul
+//! that is away delays the stop by no more than that.
+//!
+//! A primary's callback (on_start, on_restart, on_role_change to primary)
+//! deletes a pause request that is done with: its own (it leads on: a
+//! restart, a cancelled switchover) or another member's (it leads now).
+
+use crate::apply::Report;
+use crate::budget::Budget;
+use crate::config::Config;
+use crate::consul::Consul;
+use crate::error::{Error, Kind};
+use crate::keys::{shown, LeaderKey, PauseRequest, ScopeKeys, ScopeView};
+use crate::{note, out};
+use std::time::{Duration, Instant};
+
+/// `before-stop`.
+pub async fn run(
+    cfg: &Config,
+    consul: &Consul,
+    scope: Option<&str>,
+    dry_run: bool,
+    budget: Budget,
+) -> Report {
+    let mut report = Report::default();
+    let Some(scope) = scope else {
+        report.fail(Error::usage(
+            "no scope: give it on the command line (--scope) or set `scope` in the configuration",
+        ));
+        return report;
+    };
+    let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
+    let started = Instant::now();
+    let until = (started + cfg.before_stop.wait).min(budget.end);
+    consul.set_deadline(until);
+    let stops_anyway = "not asking PgBouncer to pause; PostgreSQL stops all the same";
+    let view = match consul.list(&keys.prefix, false).await {
+        Ok(es) => ScopeView::read(&es, &keys),
+        Err(e) => {
+            report.fail(e.context(stops_anyway));
+            return report;
+        }
+    };
+    // Only the leader's stop moves clients: a replica's (a restart) or one
+    // under a scope that does not lead here asks for nothing.
+    match &view.leader {
+        LeaderKey::Name(n) if *n == cfg.name => {}
+        other => {
+            let who = match other {
+                LeaderKey::Name(n) => format!("{} leads it", shown(n)),
+                LeaderKey::Absent if view.empty => format!("nothing is under {}", keys.prefix),
+                _ => "it has no leader".to_string(),
+            };
+            note!(
+                "{} does not lead scope {scope} ({who}): nothing to pause",
+                shown(&cfg.name)
+            );
+            return report;
+        }
+    }
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let request = PauseRequest {
+        member: cfg.name.clone(),
+        id: format!("{}-{}", cfg.name, since.as_nanos()),
+        since: since.as_secs(),
+    };
+    let wait = humantime::format_duration(cfg.before_stop.wait);
+    if dry_run {
+        out::line(format_args!(
+            "would write {} = {} and wait up to {wait} for {} confirmation(s)",
+            keys.pause_request, request.id, cfg.before_stop.confirmations
+        ));
+        return report;
+    }
+    let body = serde_json::to_vec(&request).unwrap_or_default();
+    if let Err(e) = consul.put(&keys.pause_request, &body).await {
+        report.fail(e.context(stops_anyway));
+        return report;
+    }
+    note!(
+        "asked PgBouncer to pause scope {scope} (request {})",
+        request.id
+    );
+    let mut confirmed: Vec<String> = Vec::new();
+    loop {
+        match consul.list(&keys.pause_acks, false).await {
+            Ok(es) => {
+                confirmed = ScopeView::read(&es, &keys)
+                    .pause_acks
+                    .into_iter()
+                    .filter(|(_, id)| *id == request.id)
+                    .map(|(host, _)| host)
+                    .collect();
+            }
+            // The wait ran out during the read: that is the wait's end,
+            // not a Consul failure.
+            Err(_) if Instant::now() + Duration::from_millis(5) >= until => {}
+            Err(e) => {
+                report.fail(
+                    e.context("waiting for PgBouncer's pause; PostgreSQL stops all the same"),
+                );
+                return report;
+            }
+        }
+        if confirmed.len() >= cfg.before_stop.confirmations as usize {
+            note!(
+                "paused by {} in {:?}",
+                confirmed.join(", "),
+                started.elapsed()
+            );
+            return report;
+        }
+        if Instant::now() + Duration::from_millis(5) >= until {
+            crate::warn_line!(
+                "{} of {} PgBouncer host(s) confirmed a pause within {wait} (before_stop.wait); PostgreSQL stops all the same",
+                confirmed.len(),
+                cfg.before_stop.confirmations,
+            );
+            report.set(Kind::Temporary);
+            return report;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// In a primary's callback without a vip section: deletes a pause request
+/// that is done with (the vip path does the same in `vip::converge`).
+pub async fn withdraw(cfg: &Config, consul: &Consul, scope: &str, budget: Budget) {
+    let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
+    consul.set_deadline(budget.end);
+    let view = match consul.list(&keys.prefix, false).await {
+        Ok(es) => ScopeView::read(&es, &keys),
+        Err(e) => {
+            return crate::warn_line!("{e}; a pause request, if any, is left to pause_timeout")
+        }
+    };
+    let Some(index) = crate::pause::done_request(&view, &cfg.name) else {
+        return note!("no pause request to withdraw");
+    };
+    match consul.delete_cas(&keys.pause_request, index).await {
+        Ok(_) => note!("withdrew the pause request: this node leads"),
+        Err(e) => crate::warn_line!("{e}; the pause request is left to pause_timeout"),
+    }
+}

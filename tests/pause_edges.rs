@@ -1,0 +1,415 @@
+//! The edges of a switchover pause, on the pause lab (real PgBouncer, two
+//! real PostgreSQL, the Consul double, fake Patroni REST APIs): clocks that
+//! disagree or step, an operator's own PAUSE, a host lock or an admin
+//! console that is busy, configurations changed while paused, before-stop
+//! where there is nothing to stop for. Each test names what must hold.
+
+mod common;
+
+use common::fake_consul::{FakeConsul, Reply};
+use common::pause_lab::{Lab, SCOPE};
+use common::{require_all, text, tls, wait_for};
+use std::process::{Command, Output};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A pause request as a database node's before-stop writes it, with the
+/// given time stamp (its own clock).
+fn request(lab: &Lab, member: &str, id: &str, since: u64) {
+    lab.consul.kv_put(
+        &lab.key("pause-request"),
+        format!(r#"{{"member":"{member}","id":"{id}","since":{since}}}"#).as_bytes(),
+    );
+}
+
+/// Takes the PgBouncer host's lock, as another run would.
+fn hold_pgb_lock(lab: &Lab) -> nix::fcntl::Flock<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lab.dir.path().join("pgb.lock"))
+        .unwrap();
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap()
+}
+
+/// The new leader takes over and answers as a writable primary.
+fn new_leader_pg2(lab: &Lab) {
+    lab.set_leader("pg2");
+    lab.api_b.primary.store(true, Ordering::SeqCst);
+}
+
+/// A resume sends the queued clients to wherever the entries point: with
+/// the entries not yet moved (the host lock busy), the pause holds, and the
+/// next run moves them and resumes.
+#[test]
+fn a_pause_ends_only_once_the_entries_point_at_the_new_leader() {
+    let Some(lab) = Lab::start("10s") else { return };
+    lab.pause_for_a_switchover();
+    new_leader_pg2(&lab);
+    let lock = hold_pgb_lock(&lab);
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    assert!(
+        lab.paused(),
+        "resumed towards the old primary: {}",
+        text(&out)
+    );
+    assert!(!stderr(&out).contains("resumed"), "{}", text(&out));
+    drop(lock);
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!lab.paused(), "{}", text(&out));
+    assert_eq!(lab.ini_port(), lab.b.port.to_string());
+}
+
+/// The request's time stamp comes from the database node's clock: a node
+/// whose clock is behind or ahead still gets its pause. Only a request older
+/// than any stop (an hour) is ignored, and that is said.
+#[test]
+fn a_request_is_served_whatever_the_database_nodes_clock_says() {
+    let Some(lab) = Lab::start("10s") else { return };
+    for (id, since) in [("behind", unix_now() - 30), ("ahead", unix_now() + 120)] {
+        request(&lab, "pg1", id, since);
+        let out = lab.reconcile();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(lab.paused(), "clock {id}: not paused: {}", text(&out));
+        lab.consul.kv_delete(&lab.key("pause-request"));
+        let out = lab.reconcile();
+        assert!(!lab.paused(), "{}", text(&out));
+    }
+    request(&lab, "pg1", "stale", unix_now() - 2 * 3600);
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!lab.paused());
+    let err = stderr(&out);
+    assert!(
+        err.contains("INFO") && err.contains("stale") && err.contains("ignored"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// A Patroni REST API on https is asked too (trusting
+/// `pgbouncer.patroni_ca_file`): no resume before the new leader answers as
+/// a writable primary.
+#[test]
+fn the_new_leader_is_asked_over_https_too() {
+    if !tls::require_openssl() {
+        return;
+    }
+    let Some(lab) = Lab::start("10s") else { return };
+    let d = tempfile::tempdir().unwrap();
+    tls::make_pki(d.path());
+    let status = d.path().join("patroni");
+    std::fs::write(&status, r#"{"state":"running","role":"replica"}"#).unwrap();
+    let server = tls::Server::start(d.path(), "-WWW");
+    lab.consul.kv_put(
+        &lab.key("members/pg2"),
+        format!(
+            r#"{{"conn_url":"postgres://127.0.0.1:{}/postgres","api_url":"https://127.0.0.1:{}/patroni"}}"#,
+            lab.b.port, server.port
+        )
+        .as_bytes(),
+    );
+    lab.edit_pgb_config(|s| {
+        s.replace("deadline: 5s", "deadline: 2s").replace(
+            "  pause_timeout:",
+            &format!(
+                "  patroni_ca_file: {}\n  pause_timeout:",
+                d.path().join("ca.pem").display()
+            ),
+        )
+    });
+    lab.pause_for_a_switchover();
+    lab.set_leader("pg2");
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    assert!(lab.paused(), "resumed before promotion: {}", text(&out));
+    std::fs::write(&status, r#"{"state":"running","role":"primary"}"#).unwrap();
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!lab.paused(), "{}", text(&out));
+    assert_eq!(lab.ini_port(), lab.b.port.to_string());
+}
+
+/// A pause lasts pause_timeout by the host's boot clock: the wall clock
+/// stepping back (NTP, a resumed VM) does not stretch it.
+#[test]
+fn a_wall_clock_step_does_not_stretch_a_pause() {
+    if !require_all(&[(
+        "the faketime command (Debian package faketime)",
+        Command::new("faketime").arg("--version").output().is_ok(),
+    )]) {
+        return;
+    }
+    let Some(lab) = Lab::start("2s") else { return };
+    lab.pause_for_a_switchover();
+    let started = Instant::now();
+    wait_for("pause_timeout to pass", Duration::from_secs(5), || {
+        started.elapsed() > Duration::from_millis(2100)
+    });
+    let out = Command::new("faketime")
+        .args(["-f", "-600s"])
+        .arg(common::hook::bin())
+        .arg("--config")
+        .arg(&lab.pgb_config)
+        .arg("reconcile")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("PATRONI_HOOK_LOG_STDERR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        !lab.paused(),
+        "the step stretched the pause: {}",
+        text(&out)
+    );
+}
+
+/// What was paused is resumed, even when the configuration no longer names
+/// it: a database dropped from the list, a scope renamed.
+#[test]
+fn a_pause_is_undone_whatever_the_configuration_says_now() {
+    let Some(lab) = Lab::start("2s") else { return };
+    lab.edit_pgb_config(|s| s.replace("databases: [appdb]", "databases: [appdb, appdb2]"));
+    lab.pause_for_a_switchover();
+    assert!(lab.paused_db("appdb2"));
+    lab.edit_pgb_config(|s| s.replace("databases: [appdb, appdb2]", "databases: [appdb]"));
+    let started = Instant::now();
+    wait_for("pause_timeout to pass", Duration::from_secs(5), || {
+        started.elapsed() > Duration::from_millis(2100)
+    });
+    let out = lab.reconcile();
+    assert!(!lab.paused_db("appdb"), "{}", text(&out));
+    assert!(!lab.paused_db("appdb2"), "left paused: {}", text(&out));
+    // The scope renamed while paused: nothing will ever lead it here, so its
+    // pause ends at the next run.
+    lab.consul.kv_delete(&lab.key("pause-request"));
+    lab.edit_pgb_config(|s| s.replace("databases: [appdb]", "databases: [appdb, appdb2]"));
+    lab.pause_for_a_switchover();
+    lab.edit_pgb_config(|s| s.replace(&format!("scope: {SCOPE}"), "scope: robin"));
+    let out = lab.reconcile();
+    assert!(!lab.paused_db("appdb"), "{}", text(&out));
+    assert!(!lab.paused_db("appdb2"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("no longer configured"),
+        "{}",
+        text(&out)
+    );
+    assert!(!lab.pause_record(SCOPE).exists());
+}
+
+/// A managed database that PgBouncer has paused, with no record of this
+/// host pausing it (an operator's PAUSE, a record lost), is not resumed by
+/// the hook, and every run says so.
+#[test]
+fn a_pause_without_a_record_is_reported_and_left() {
+    let Some(lab) = Lab::start("10s") else { return };
+    lab.pause_for_a_switchover();
+    std::fs::remove_file(lab.pause_record(SCOPE)).unwrap();
+    let out = lab.reconcile();
+    assert!(lab.paused());
+    let err = stderr(&out);
+    assert!(
+        err.contains("WARN") && err.contains("appdb") && err.contains("no record"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Patroni runs before_stop on a restart too; the primary that comes back
+/// withdraws its request in its on_restart callback, also on a node with no
+/// vip section (PgBouncer pointed at the leader).
+#[test]
+fn a_primary_back_from_a_restart_withdraws_its_request_without_a_vip_section() {
+    let Some(lab) = Lab::start("10s") else { return };
+    lab.pause_for_a_switchover();
+    let out = lab
+        .hook(&lab.db_config, &["on_restart", "primary", SCOPE])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        lab.consul.kv_get(&lab.key("pause-request")).is_none(),
+        "request left: {}",
+        text(&out)
+    );
+    let out = lab.reconcile();
+    assert!(!lab.paused(), "{}", text(&out));
+}
+
+/// An operator's PAUSE is theirs: the hook neither claims nor ends it; a
+/// PAUSE that PgBouncer refuses (an operator's global PAUSE) is said as such.
+#[test]
+fn an_operators_pause_is_left_to_the_operator() {
+    let Some(lab) = Lab::start("10s") else { return };
+    lab.pgb.admin("PAUSE appdb");
+    lab.pause_for_a_switchover();
+    new_leader_pg2(&lab);
+    let out = lab.reconcile();
+    assert_eq!(lab.ini_port(), lab.b.port.to_string(), "{}", text(&out));
+    assert!(lab.paused(), "the operator's pause ended: {}", text(&out));
+    lab.pgb.admin("RESUME appdb");
+    // A global PAUSE: PgBouncer refuses PAUSE of one database at once.
+    lab.consul.kv_delete(&lab.key("pause-request"));
+    lab.set_leader("pg1");
+    lab.pgb.admin("PAUSE");
+    let before_stop = lab.hook(&lab.db_config, &["before-stop"]).spawn().unwrap();
+    wait_for("the pause request", Duration::from_secs(5), || {
+        lab.consul.kv_get(&lab.key("pause-request")).is_some()
+    });
+    let out = lab.reconcile();
+    let _ = before_stop.wait_with_output();
+    lab.pgb.admin("RESUME");
+    let err = stderr(&out);
+    assert!(
+        err.contains("refused") && !err.contains("did not complete"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// RELOAD on an admin console that never answers ends in time for the
+/// SIGHUP, whatever the deadline: PgBouncer follows the new leader.
+#[test]
+fn a_reload_falls_back_to_sighup_within_a_short_deadline() {
+    let Some(lab) = Lab::start("10s") else { return };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute = listener.local_addr().unwrap().port();
+    let _mute = FakeConsul::start(listener, |_| Reply::Hang);
+    lab.edit_pgb_config(|s| {
+        s.replace("deadline: 5s", "deadline: 1s")
+            .replace(
+                &format!("port: {}\n", lab.pgb.port),
+                &format!("port: {mute}\n"),
+            )
+            .replace("  pause_timeout:", "  pause_on: never\n  pause_timeout:")
+    });
+    new_leader_pg2(&lab);
+    let started = Instant::now();
+    let out = lab.reconcile();
+    assert!(
+        started.elapsed() < Duration::from_millis(1100),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    wait_for(
+        "PgBouncer to load the new entry",
+        Duration::from_secs(5),
+        || lab.ini_port() == lab.b.port.to_string(),
+    );
+    assert!(!lab.dir.path().join("pgb.reload-pending").exists());
+}
+
+/// The metrics textfile has its own lock: a run records itself while
+/// another run holds the host lock.
+#[test]
+fn a_run_is_counted_while_another_holds_the_host_lock() {
+    let Some(lab) = Lab::start("10s") else { return };
+    let prom = lab.dir.path().join("hook.prom");
+    lab.edit_pgb_config(|s| {
+        format!("{s}metrics:\n  textfile: {}\n", prom.display())
+            .replace(&lab.consul.url(), "http://127.0.0.1:1")
+    });
+    let lock = hold_pgb_lock(&lab);
+    let out = lab.reconcile();
+    drop(lock);
+    let text_out = text(&out);
+    let body = std::fs::read_to_string(&prom).unwrap_or_default();
+    assert!(
+        body.contains("patroni_hook_runs_total{action=\"reconcile\",exit_code=\"75\""),
+        "{text_out}\n{body}"
+    );
+}
+
+/// `pause_on: always` pauses a leaderless cluster once: after pause_timeout
+/// it resumes and stays resumed until a leader came and went again.
+#[test]
+fn pause_on_always_pauses_once_per_leaderless_period() {
+    let Some(lab) = Lab::start("2s") else { return };
+    lab.edit_pgb_config(|s| s.replace("  pause_timeout:", "  pause_on: always\n  pause_timeout:"));
+    lab.consul.kv_delete(&lab.key("leader"));
+    lab.reconcile();
+    assert!(lab.paused());
+    let started = Instant::now();
+    wait_for("pause_timeout to pass", Duration::from_secs(5), || {
+        started.elapsed() > Duration::from_millis(2100)
+    });
+    let out = lab.reconcile();
+    assert!(!lab.paused(), "{}", text(&out));
+    let out = lab.reconcile();
+    assert!(
+        !lab.paused(),
+        "paused again in the same period: {}",
+        text(&out)
+    );
+    lab.set_leader("pg1");
+    lab.reconcile();
+    lab.consul.kv_delete(&lab.key("leader"));
+    let out = lab.reconcile();
+    assert!(lab.paused(), "a new leaderless period: {}", text(&out));
+}
+
+/// before-stop that nobody confirms says so, rather than blaming Consul.
+#[test]
+fn before_stop_unconfirmed_says_how_many_confirmed() {
+    let Some(lab) = Lab::start("10s") else { return };
+    let out = lab.hook(&lab.db_config, &["before-stop"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    assert!(stderr(&out).contains("0 of 1"), "{}", text(&out));
+}
+
+/// before-stop on a node that does not lead (a replica's restart, a wrong
+/// scope) asks for nothing and returns at once.
+#[test]
+fn before_stop_where_this_node_does_not_lead_asks_nothing() {
+    let Some(lab) = Lab::start("10s") else { return };
+    lab.set_leader("pg2");
+    let started = Instant::now();
+    let out = lab.hook(&lab.db_config, &["before-stop"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_millis(900));
+    assert!(lab.consul.kv_get(&lab.key("pause-request")).is_none());
+    let out = lab
+        .hook(&lab.db_config, &["before-stop", "--scope", "batmna"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(lab.consul.kv_get("service/batmna/pause-request").is_none());
+}
+
+/// A pause past pause_timeout ends in the run that finds it so, even when
+/// that run waited on a hanging Consul first.
+#[test]
+fn a_pause_ends_at_pause_timeout_when_consul_hangs() {
+    let Some(lab) = Lab::start("3s") else { return };
+    lab.pause_for_a_switchover();
+    let started = Instant::now();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang = FakeConsul::start(listener, |_| Reply::Hang);
+    lab.edit_pgb_config(|s| {
+        s.replace(&lab.consul.url(), &hang.url())
+            .replace("timeout: 1s", "timeout: 2s")
+    });
+    wait_for("a part of pause_timeout", Duration::from_secs(5), || {
+        started.elapsed() > Duration::from_millis(1200)
+    });
+    // The run starts 1.2 s into the pause and waits 2 s on Consul.
+    let out = lab.reconcile();
+    assert!(started.elapsed() > Duration::from_secs(3), "{}", text(&out));
+    assert!(!lab.paused(), "{}", text(&out));
+}
