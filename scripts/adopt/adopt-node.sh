@@ -147,9 +147,12 @@ if [ "$role" = primary ]; then
     *)
         if [ -n "$repl_password_file" ]; then
             [ -r "$repl_password_file" ] || die "cannot read --replication-password-file $repl_password_file"
-            runuser -u "$pg_user" -- psql -X -q -v ON_ERROR_STOP=1 -h "$sock" -p "$port" -d postgres \
-                -v "pw=$(cat "$repl_password_file")" \
-                -c "create role $repl_user with replication login password :'pw'" >/dev/null
+            # psql interpolates :'pw' (quoted as a literal) in what it reads,
+            # not in -c; the file is read here, as root.
+            printf "create role %s with replication login password :'pw';\n" "$repl_user" |
+                runuser -u "$pg_user" -- psql -X -q -v ON_ERROR_STOP=1 -h "$sock" -p "$port" -d postgres \
+                    -v "pw=$(head -n1 "$repl_password_file")" -f - >/dev/null ||
+                die "creating the replication role $repl_user failed"
         else
             q "create role $repl_user with replication login" >/dev/null
         fi
