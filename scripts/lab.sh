@@ -11,6 +11,8 @@
 #   scripts/lab.sh bench [--n N] [--events LIST] [--managers hook,vip-manager]
 #                                # repeated events per VIP manager -> target/lab-bench.{md,json}
 #   scripts/lab.sh up | status | switchover | failover | stop-primary | kill-patroni | down
+#   scripts/lab.sh backup | adopt-single | adopt-cluster   # scenarios, each on a lab of its own
+#                                # (scripts/lab/backup.py, scripts/lab/adopt.py) -> target/lab-<name>.json
 #
 # Two variants (LAB_VIP_MANAGER at `up`):
 #   hook         Patroni on the Consul double; patroni-hook as the callbacks on
@@ -35,6 +37,11 @@
 #   LAB_OUT_DIR    where bench and demo write lab-*.{md,json} (default target/)
 #   LAB_KEEP_LOGS  down copies logs/ and events/ there before removing the run dir
 #   LAB_FAIL_AFTER=dcs  up stops after starting the DCS (tests: down after a partial up)
+#   LAB_BACKUP=1   hook variant with pgBackRest: a repository host (TLS server), Patroni
+#                  archiving to it and building replicas from it (scripts/lab/backup.py)
+#   LAB_LEGACY=1   hook variant without Patroni: hosts, Consul double and PgBouncer only,
+#                  the hook's watches not yet installed; the adopt scenarios build an
+#                  existing setup there and adopt it (scripts/lab/adopt.py)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -370,9 +377,13 @@ spawn() {
 start_patroni() {
     local n="$1"
     # The hook inherits this environment from Patroni: logs to stderr, i.e. this log.
+    # With pgBackRest (LAB_BACKUP=1), PostgreSQL's archive_command and
+    # Patroni's restore find this node's pgbackrest.conf through the environment.
+    local pgbackrest=()
+    [ ! -f "$RUN/$n/pgbackrest.conf" ] || pgbackrest=("PGBACKREST_CONFIG=$RUN/$n/pgbackrest.conf")
     spawn "$n-patroni" "$(ns_of "$n")" setpriv --reuid=postgres --regid=postgres --init-groups -- \
         env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$RUN/$n" USER=postgres LC_ALL=C.UTF-8 \
-        PATRONI_HOOK_LOG_STDERR=1 "$PATRONI_VENV/bin/patroni" "$RUN/$n/patroni.yml"
+        PATRONI_HOOK_LOG_STDERR=1 "${pgbackrest[@]}" "$PATRONI_VENV/bin/patroni" "$RUN/$n/patroni.yml"
 }
 
 # The reconcile timer of a host (a systemd timer in production).
@@ -412,16 +423,28 @@ start_etcd() {
 # (its VIP) and one for the PgBouncer host (its ini).
 start_consul_double() {
     local watch="$LAB_DCS_NAMESPACE/$SCOPE/leader" handler="$RUN/bin/watch-handler.sh" args=() n
+    # The legacy lab's agents have the hook's watches only once the adoption
+    # installs them (agent-watch.sh runs a handler only while its entry is in
+    # place), and the old glue's watches on the legacy key until it removes them.
+    local gate_node=() gate_pgb=()
+    if [ "$LEGACY" = 1 ]; then
+        gate_pgb=("$RUN/bin/agent-watch.sh" "$RUN/pgbouncer/agent/patroni-hook")
+        for n in "${NODES[@]}"; do
+            args+=(--watch "$LAB_LEGACY_PRIMARY_KEY=$RUN/bin/agent-watch.sh $RUN/$n/agent/legacy-vip $RUN/bin/legacy-glue.sh vip $(ns_of "$n") $RUN/logs/$n-legacy-glue.log $(addr_of "$n") $VIP/$LAB_PREFIX_LEN $LAB_IFACE http://$(addr_of consul):$LAB_CONSUL_PORT/v1/kv/$LAB_LEGACY_PRIMARY_KEY")
+        done
+        args+=(--watch "$LAB_LEGACY_PRIMARY_KEY=$RUN/bin/agent-watch.sh $RUN/pgbouncer/agent/legacy-render $RUN/bin/legacy-glue.sh render $(ns_of pgb) $RUN/logs/pgbouncer-legacy-glue.log $RUN/pgbouncer/pgbouncer.ini.ctmpl $RUN/pgbouncer/pgbouncer.ini $RUN/pgbouncer/pgbouncer.pid http://$(addr_of consul):$LAB_CONSUL_PORT/v1/kv/$LAB_LEGACY_PRIMARY_KEY")
+    fi
     if [ "${LAB_NODE_WATCHES:-1}" = 1 ]; then
         for n in "${NODES[@]}"; do
-            args+=(--watch "$watch=$handler $(ns_of "$n") $RUN/logs/$n-watch.log $RUN/bin/patroni-hook $RUN/$n/hook.yml")
+            [ "$LEGACY" != 1 ] || gate_node=("$RUN/bin/agent-watch.sh" "$RUN/$n/agent/patroni-hook")
+            args+=(--watch "$watch=${gate_node[*]:+${gate_node[*]} }$handler $(ns_of "$n") $RUN/logs/$n-watch.log $RUN/bin/patroni-hook $RUN/$n/hook.yml")
         done
     fi
     # The PgBouncer host also follows a switchover's start and the old
     # primary's pause request.
     local key
     for key in leader failover pause-request; do
-        args+=(--watch "$LAB_DCS_NAMESPACE/$SCOPE/$key=$handler $(ns_of pgb) $RUN/logs/pgbouncer-watch.log $RUN/bin/patroni-hook $RUN/pgbouncer/hook.yml")
+        args+=(--watch "$LAB_DCS_NAMESPACE/$SCOPE/$key=${gate_pgb[*]:+${gate_pgb[*]} }$handler $(ns_of pgb) $RUN/logs/pgbouncer-watch.log $RUN/bin/patroni-hook $RUN/pgbouncer/hook.yml")
     done
     spawn consul "$(ns_of consul)" "$RUN/bin/consul-double" \
         --listen "$(addr_of consul):$LAB_CONSUL_PORT" "${args[@]}"
@@ -455,6 +478,15 @@ cmd_up() {
     [ "$MANAGER" = hook ] || PAUSE_ON=""
     [[ "$interval" =~ ^[1-9][0-9]{0,5}$ ]] || die "LAB_VIP_MANAGER_INTERVAL must be milliseconds, not '$interval'"
     case "$PAUSE_ON" in "" | switchover | always | never) ;; *) die "LAB_PAUSE_ON must be switchover, always or never, not '$PAUSE_ON'" ;; esac
+    BACKUP="${LAB_BACKUP:-0}"
+    LEGACY="${LAB_LEGACY:-0}"
+    [[ "$BACKUP$LEGACY" =~ ^[01][01]$ ]] || die "LAB_BACKUP and LAB_LEGACY must be 0 or 1, not '$BACKUP' and '$LEGACY'"
+    [ "$BACKUP$LEGACY" != 11 ] || die "LAB_BACKUP=1 and LAB_LEGACY=1 are two different labs; choose one"
+    [ "$MANAGER" = hook ] || [ "$BACKUP$LEGACY" = 00 ] || die "LAB_BACKUP and LAB_LEGACY need the hook variant"
+    if [ "$BACKUP" = 1 ]; then
+        command -v pgbackrest >/dev/null 2>&1 || die "missing prerequisite for LAB_BACKUP=1: pgbackrest (Debian package pgbackrest)"
+        command -v openssl >/dev/null 2>&1 || die "missing prerequisite for LAB_BACKUP=1: openssl"
+    fi
     set_run "${LAB_RUN_ID:-$(new_run_id)}"
     [ ! -e "$RUN" ] || die "a lab with run id $RID exists ($RUN); run: LAB_RUN_ID=$RID scripts/lab.sh down"
     [ "$MANAGER" = vip-manager ] || resolve_binaries
@@ -467,6 +499,8 @@ LAB_MANAGER=$MANAGER
 LAB_VIP_MANAGER_INTERVAL=$interval
 LAB_NODE_WATCHES=${LAB_NODE_WATCHES:-1}
 LAB_PAUSE_ON=$PAUSE_ON
+LAB_BACKUP=$BACKUP
+LAB_LEGACY=$LEGACY
 EOF
     echo "$RID" >"$LAB_ROOT/current"
     chown postgres:postgres "$RUN/logs"
@@ -477,16 +511,22 @@ EOF
         install -m 0755 "$DOUBLE_BIN" "$RUN/bin/consul-double"
         install -m 0755 "$REPO/scripts/lab/safety-net.sh" "$RUN/bin/safety-net.sh"
         install -m 0755 "$REPO/scripts/lab/watch-handler.sh" "$RUN/bin/watch-handler.sh"
+        if [ "$LEGACY" = 1 ]; then
+            install -m 0755 "$REPO/scripts/lab/agent-watch.sh" "$RUN/bin/agent-watch.sh"
+            install -m 0755 "$REPO/scripts/lab/legacy-glue.sh" "$RUN/bin/legacy-glue.sh"
+        fi
     fi
 
     say "network namespaces and the bridge"
-    local sw host ns
+    local sw host ns hosts
+    hosts="$(hosts_of "$MANAGER")"
+    [ "$BACKUP" != 1 ] || hosts="$hosts $LAB_HOSTS_backup"
     sw="$(ns_of "$LAB_SWITCH")"
     ip netns add "$sw"
     ip -n "$sw" link set lo up
     ip -n "$sw" link add br0 type bridge
     ip -n "$sw" link set br0 up
-    for host in $(hosts_of "$MANAGER"); do
+    for host in $hosts; do
         ns="$(ns_of "$host")"
         ip netns add "$ns"
         ip -n "$ns" link set lo up
@@ -503,10 +543,16 @@ EOF
         mkdir -p "$RUN/$n/lock"
         patroni_yaml "$n" >"$RUN/$n/patroni.yml"
         [ "$MANAGER" != hook ] || hook_yaml "$n" >"$RUN/$n/hook.yml"
+        [ "$LEGACY" != 1 ] || mkdir -p "$RUN/$n/agent"
         chown -R postgres:postgres "$RUN/$n"
         chmod 0755 "$RUN/$n"
     done
     pgbouncer_files
+    [ "$LEGACY" != 1 ] || mkdir -p "$RUN/pgbouncer/agent"
+    if [ "$BACKUP" = 1 ]; then
+        say "pgBackRest: TLS files, pgbackrest.conf of every host (patroni-conf/), its TLS servers on repo and ${NODES[*]}"
+        LAB_RUN_ID="$RID" "$PY" "$REPO/scripts/lab/backup.py" setup
+    fi
 
     if [ "$MANAGER" = hook ]; then
         say "Consul double on $(addr_of consul):$LAB_CONSUL_PORT, watches on $LAB_DCS_NAMESPACE/$SCOPE/leader run reconcile on ${NODES[*]} and pgb"
@@ -523,6 +569,10 @@ EOF
     say "PgBouncer on $(addr_of pgb):$LAB_PGB_PORT"
     spawn pgbouncer "$(ns_of pgb)" setpriv --reuid=postgres --regid=postgres --init-groups -- \
         "$(command -v pgbouncer)" "$RUN/pgbouncer/pgbouncer.ini"
+    if [ "$LEGACY" = 1 ]; then
+        say "legacy lab $RID is up: no PostgreSQL and no Patroni yet, the hook's watches and timers not installed (scripts/lab/adopt.py builds the rest)"
+        return 0
+    fi
     if [ "$MANAGER" = hook ]; then
         start_safety_net pgbouncer "$(ns_of pgb)" "$RUN/pgbouncer/hook.yml" "$PGB_SAFETY_NET_INTERVAL"
     else
@@ -544,6 +594,10 @@ EOF
     fi
     wait_sql "writes through PgBouncer" "host=$(addr_of pgb) port=$LAB_PGB_PORT dbname=$LAB_PGB_DB user=lab" 60
     wait_sql "writes through the VIP" "host=$VIP port=$LAB_PG_PORT dbname=postgres user=lab" 60
+    if [ "$BACKUP" = 1 ]; then
+        say "pgBackRest: stanza $SCOPE on the repository host"
+        LAB_RUN_ID="$RID" "$PY" "$REPO/scripts/lab/backup.py" stanza-create
+    fi
     say "lab $RID is up: LAB_RUN_ID=$RID scripts/lab.sh status"
 }
 
@@ -557,6 +611,30 @@ cmd_start_patroni() {
     [[ " ${NODES[*]} " == *" $n "* ]] || die "start-patroni: '$n' is not one of ${NODES[*]}"
     alive "$(pid_of "$n-patroni" || true)" && die "start-patroni: Patroni of $n is still running"
     start_patroni "$n"
+}
+
+# enable-reconcile HOST (legacy lab): what installing the hook's Consul watch
+# and enabling its timer does on HOST (db1..3 or pgb): the agent's watch entry
+# goes in place and runs once, as a `consul reload` runs a new watch; the
+# reconcile timer starts.
+cmd_enable_reconcile() {
+    need_root
+    load_run
+    local host="${1:-}" dir name config interval log
+    case " ${NODES[*]} pgb " in
+    *" $host "*) ;;
+    *) die "enable-reconcile: '$host' is not one of ${NODES[*]} pgb" ;;
+    esac
+    if [ "$host" = pgb ]; then
+        name=pgbouncer interval="$PGB_SAFETY_NET_INTERVAL"
+    else
+        name="$host" interval="$SAFETY_NET_INTERVAL"
+    fi
+    dir="$RUN/$name" config="$RUN/$name/hook.yml" log="$RUN/logs/$name-watch.log"
+    [ -d "$dir/agent" ] || die "enable-reconcile: lab $RID is not a legacy lab (no $dir/agent)"
+    touch "$dir/agent/patroni-hook"
+    "$RUN/bin/watch-handler.sh" "$(ns_of "$host")" "$log" "$RUN/bin/patroni-hook" "$config" </dev/null || true
+    alive "$(pid_of "$name-safety-net" || true)" || start_safety_net "$name" "$(ns_of "$host")" "$config" "$interval"
 }
 
 # vip-manager-interval MS: restarts every node's vip-manager with another interval.
@@ -594,13 +672,18 @@ cmd_down() {
         pid="$(pid_of "$n-patroni" 2>/dev/null || true)"
         if alive "$pid"; then kill -TERM "$pid"; fi
     done
-    for n in "${NODES[@]}"; do
+    # pitr: the node of a point-in-time recovery's new cluster (LAB_BACKUP=1).
+    for n in "${NODES[@]}" pitr; do
         stop_named "$n-patroni" TERM 30
         pid="$(postmaster_pid "$n" || true)"
         if alive "$pid"; then
             kill -INT "$pid" 2>/dev/null || true # fast shutdown
             wait_gone "$pid" 15 || { kill -KILL "$pid" 2>/dev/null || true; }
         fi
+    done
+    for f in "$RUN"/pids/*-pgbackrest.pid; do
+        [ -e "$f" ] || continue
+        stop_named "$(basename "$f" .pid)" TERM 10
     done
     stop_named pgbouncer TERM 10
     stop_named consul TERM 10
@@ -609,7 +692,7 @@ cmd_down() {
     # (a backend, a callback, a watch handler, a sleep of a timer): by pid, then
     # the namespaces. Hosts of both variants: a partial lab may have either.
     local hosts=() host namespaces=()
-    read -r -a hosts <<<"$LAB_HOSTS_hook $LAB_HOSTS_vip_manager"
+    read -r -a hosts <<<"$LAB_HOSTS_hook $LAB_HOSTS_vip_manager $LAB_HOSTS_backup"
     for host in "${hosts[@]}"; do
         [[ " ${namespaces[*]} " == *" $(ns_of "$host") "* ]] || namespaces+=("$(ns_of "$host")")
     done
@@ -679,13 +762,14 @@ main() {
         ;;
     down) cmd_down ;;
     start-patroni) cmd_start_patroni "$@" ;;
+    enable-reconcile) cmd_enable_reconcile "$@" ;;
     vip-manager-interval) cmd_vip_manager_interval "$@" ;;
     check-prereqs) need_root; check_prereqs "${1:-hook}" ;;
     -h | --help | help) usage ;;
-    demo)
+    demo | backup | adopt-single | adopt-cluster)
         need_root
         install_prereqs
-        exec "$PY" "$LABTOOL" demo "$@"
+        exec "$PY" "$LABTOOL" "$cmd" "$@"
         ;;
     *)
         # status, the events, bench and the other scenarios: labtool.py.

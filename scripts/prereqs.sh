@@ -76,6 +76,8 @@ missing_debs() {
     command -v lintian >/dev/null 2>&1 || want+=(lintian)
     # the lab's vip-manager variant: Patroni on a real etcd
     command -v etcd >/dev/null 2>&1 || want+=(etcd-server)
+    # the lab's backup scenario and tests/pgbackrest_examples.rs: the repository host and its TLS servers
+    command -v pgbackrest >/dev/null 2>&1 || want+=(pgbackrest)
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3-venv)
     echo "${want[@]:-}"
 }
@@ -93,7 +95,7 @@ install_prereqs() {
         # services; the lab and the tests start their own, in their namespaces
         # or on loopback ports of their choosing, and these must not run.
         local unit
-        for unit in vip-manager etcd prometheus prometheus-node-exporter; do
+        for unit in vip-manager etcd prometheus prometheus-node-exporter pgbackrest; do
             if [ -d /run/systemd/system ] && systemctl list-unit-files "$unit.service" >/dev/null 2>&1; then
                 systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
             fi

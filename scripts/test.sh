@@ -5,7 +5,7 @@
 # and CI, PATRONI_VENV, TEST_THREADS, LAB_*.
 #
 # Prerequisites (installed when missing): PostgreSQL 15, PgBouncer, iproute2,
-# libcap2-bin (setcap), python3-venv, curl, iputils-arping, shellcheck,
+# libcap2-bin (setcap), python3-venv, curl, iputils-arping, shellcheck, pgbackrest,
 # dpkg-dev, lintian, cargo-deb, and a virtualenv with Patroni 4.x at
 # $PATRONI_VENV (default /opt/patroni-hook-test/venv).
 set -euo pipefail
@@ -33,6 +33,7 @@ cargo build --release --bins
 step "shellcheck"
 shellcheck -x scripts/*.sh
 shellcheck -x scripts/provision/*.sh scripts/lab/*.sh scripts/deb/postinst scripts/deb/postrm
+shellcheck -x scripts/adopt/*.sh scripts/backup/*.sh
 
 step "cargo test"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"

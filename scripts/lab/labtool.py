@@ -1245,12 +1245,13 @@ def write_results(name, data, md):
 # ---- scenarios ---------------------------------------------------------------------
 
 @contextlib.contextmanager
-def lab_session(topo, manager, rid=None, interval_ms=None, pause_on=None):
+def lab_session(topo, manager, rid=None, interval_ms=None, pause_on=None, extra_env=None):
     """A lab of the given variant brought up for a scenario and always taken
-    down afterwards (also when the scenario fails or is interrupted)."""
+    down afterwards (also when the scenario fails or is interrupted).
+    `extra_env`: more LAB_* settings for `up` (LAB_BACKUP, LAB_LEGACY)."""
     rid = rid or new_run_id()
     root = os.environ.get("LAB_ROOT") or DEFAULT_ROOT
-    env = {"LAB_RUN_ID": rid, "LAB_ROOT": root, "LAB_VIP_MANAGER": manager}
+    env = {"LAB_RUN_ID": rid, "LAB_ROOT": root, "LAB_VIP_MANAGER": manager, **(extra_env or {})}
     if interval_ms:
         env["LAB_VIP_MANAGER_INTERVAL"] = str(interval_ms)
     if pause_on:
@@ -1426,9 +1427,19 @@ def scenario_bench(topo, argv):
         raise LabError(f"{len(failures)} event(s) did not complete (listed in {paths[1]})")
 
 
+def scenario_module(name):
+    """scripts/lab/<name>.py, a module of scenarios that imports this one as `labtool`."""
+    import importlib
+    sys.modules.setdefault("labtool", sys.modules[__name__])
+    return importlib.import_module(name)
+
+
 SCENARIOS = {
     "demo": scenario_demo,
     "bench": scenario_bench,
+    "backup": lambda topo, argv: scenario_module("backup").scenario_backup(topo, argv),
+    "adopt-single": lambda topo, argv: scenario_module("adopt").scenario_adopt_single(topo, argv),
+    "adopt-cluster": lambda topo, argv: scenario_module("adopt").scenario_adopt_cluster(topo, argv),
 }
 
 def cmd_wait_healthy(lab, argv):
