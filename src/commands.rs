@@ -131,7 +131,8 @@ enum Outcome {
 /// Records this run in the metrics textfile, under a lock of its own
 /// (counters are read back and incremented): it never waits behind a run
 /// that holds the host lock across its work, and waits for another run's
-/// metrics write only as long as this run's deadline allows.
+/// metrics write only as long as this run's bound allows (its deadline;
+/// before_stop.wait for before-stop, which holds Patroni's stop).
 fn write_metrics(
     cfg: &Config,
     path: &std::path::Path,
@@ -141,10 +142,12 @@ fn write_metrics(
     started: Instant,
     facts: &metrics::Facts,
 ) {
-    let until = started
-        + cfg
-            .deadline
-            .saturating_sub(std::time::Duration::from_millis(5));
+    // before-stop holds Patroni's stop: its bound is before_stop.wait.
+    let bound = match action {
+        "before-stop" => cfg.before_stop.wait.min(cfg.deadline),
+        _ => cfg.deadline,
+    };
+    let until = started + bound.saturating_sub(std::time::Duration::from_millis(5));
     let _lock = match state::acquire(&metrics::lock_path(&cfg.lock_file), until) {
         Ok(l) => l,
         Err(e) => return crate::warn_line!("{e}; metrics not written"),

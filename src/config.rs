@@ -348,7 +348,17 @@ pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
 pub fn load(path: &Path, env: &Env) -> Result<Config> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::usage(format!("{}: cannot read: {e}", path.display())))?;
-    from_str(&text, path, env, &|p: &Path| std::fs::read_to_string(p))
+    let cfg = from_str(&text, path, env, &|p: &Path| std::fs::read_to_string(p))?;
+    // Read now, not at the first switchover that needs it.
+    if let Some(ca) = cfg
+        .pgbouncer
+        .as_ref()
+        .and_then(|p| p.patroni_ca_file.as_ref())
+    {
+        crate::consul::read_ca(ca, "pgbouncer.patroni_ca_file")
+            .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
+    }
+    Ok(cfg)
 }
 
 /// Parses and validates configuration text. `read_token` reads `token_file`.
@@ -533,6 +543,15 @@ pub fn from_str(
         None => BeforeStopConfig::default(),
         Some(b) => {
             let wait = duration(path, "before_stop.wait", b.wait.as_deref(), "1s")?;
+            if wait > deadline {
+                return Err(bad(
+                    "before_stop.wait",
+                    &format!(
+                        "expected at most the deadline ({}): every run ends by it",
+                        humantime::format_duration(deadline)
+                    ),
+                ));
+            }
             let confirmations = b.confirmations.unwrap_or(1);
             if confirmations == 0 {
                 return Err(bad(

@@ -54,6 +54,9 @@ pub struct PgbouncerFacts {
     pub paused_now: Vec<String>,
     /// Every cluster configured.
     pub scopes: Vec<String>,
+    /// Per cluster, how many of its databases PgBouncer has paused with no
+    /// record here of pausing them (when PgBouncer was asked).
+    pub unrecorded: Vec<(String, usize)>,
 }
 
 /// One run, as the metrics see it.
@@ -88,6 +91,7 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ("patroni_hook_pgbouncer_paused", "gauge", "1 while this host has the cluster's databases paused."),
     ("patroni_hook_pgbouncer_pauses_total", "counter", "Pauses this host made for the cluster."),
     ("patroni_hook_pgbouncer_last_pause_duration_seconds", "gauge", "How long the last pause of the cluster lasted."),
+    ("patroni_hook_pgbouncer_unrecorded_pauses", "gauge", "Managed databases PgBouncer has paused with no record of this host pausing them (an operator's PAUSE, or a lost record)."),
 ];
 
 /// The metrics, by series.
@@ -243,6 +247,13 @@ impl Store {
                     "patroni_hook_pgbouncer_pauses_total",
                     &s,
                     f64::from(u8::from(p.paused.contains(scope))),
+                );
+            }
+            for (scope, n) in &p.unrecorded {
+                self.set(
+                    "patroni_hook_pgbouncer_unrecorded_pauses",
+                    &[("scope", scope.as_str())],
+                    *n as f64,
                 );
             }
             for (scope, lasted) in &p.resumed {

@@ -72,16 +72,21 @@ impl Api {
     }
 
     /// Polls `url` until the member is a writable primary or `until`
-    /// passes; the last reason it was not, when it did not become one.
+    /// passes; why it was not, when it did not become one: its last answer
+    /// (or connection error), not the time-out of a try cut short by the end.
     pub async fn wait_writable(&self, url: &str, until: Instant) -> Result<(), String> {
+        let mut said: Option<String> = None;
         loop {
             let why = match self.writable(url, until).await {
                 Ok(()) => return Ok(()),
                 Err(why) => why,
             };
             let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() || said.is_none() {
+                said = Some(why);
+            }
             if left.is_zero() {
-                return Err(why);
+                return Err(said.unwrap_or_default());
             }
             // Promotion ends within a second of the lock; 20 ms keeps the wait
             // after it short without hammering the API.

@@ -94,6 +94,12 @@ pub enum Decision {
     },
     /// Stay paused; the text says why.
     Hold(String),
+    /// Stay paused, and confirm `request`: the leader stops again while
+    /// its earlier pause is held (a restart retried, a withdrawal lost).
+    Adopt {
+        /// The new request.
+        request: String,
+    },
     /// A new leader: point the entries at it once it is writable, then resume.
     ResumeOnceWritable,
     /// Resume now; the text says why.
@@ -146,10 +152,15 @@ pub fn decide(
             None => Decision::Hold("no leader key yet".into()),
             Some(l) if Some(l) != p.leader.as_deref() => Decision::ResumeOnceWritable,
             Some(l) => {
-                let asked = view
-                    .pause_request
-                    .as_ref()
-                    .is_some_and(|(r, _)| Some(&r.id) == p.request.as_ref() && r.member == l);
+                let from_leader = view.pause_request.as_ref().filter(|(r, _)| r.member == l);
+                let asked = from_leader.is_some_and(|(r, _)| Some(&r.id) == p.request.as_ref());
+                if let Some((r, _)) = from_leader.filter(|_| !asked) {
+                    if local.handled.as_ref() != Some(&r.id) {
+                        return Decision::Adopt {
+                            request: r.id.clone(),
+                        };
+                    }
+                }
                 if asked {
                     Decision::Hold(format!("{l} is stopping"))
                 } else if view.failover {
@@ -365,6 +376,14 @@ mod tests {
             decide(&v, &p, PauseOn::Switchover, T, &now()),
             Decision::Resume(_)
         ));
+        // The leader asks again with a new request: stay paused, confirm it.
+        let v = view(Some("pg1"), Some(("pg1", "r2", UNIX - 1)), false);
+        assert_eq!(
+            decide(&v, &p, PauseOn::Switchover, T, &now()),
+            Decision::Adopt {
+                request: "r2".into()
+            }
+        );
         // The request deleted but the switchover still under way: hold.
         let v = view(Some("pg1"), None, true);
         assert!(matches!(

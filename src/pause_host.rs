@@ -57,8 +57,11 @@ pub struct ToResume {
     pub keys: ScopeKeys,
     /// What Consul said this run, when it answered.
     pub view: Option<ScopeView>,
-    /// False for a scope no longer configured: its record goes too.
+    /// False for a scope no longer configured.
     pub configured: bool,
+    /// Resume only while the record still names a pause (false: a late
+    /// PAUSE of this run that the record no longer covers).
+    pub recorded: bool,
 }
 
 impl ToResume {
@@ -86,21 +89,23 @@ impl ToResume {
             keys: ScopeKeys::new(&cfg.consul.namespace, &c.scope),
             view: view.cloned(),
             configured: true,
+            recorded: true,
         }
     }
 }
 
 /// Pauses of scopes no longer configured: nothing will ever resolve them
-/// here, so they end now. Records with nothing paused are tidied away
-/// (not in a dry run).
+/// here, so they end now. Their records stay (with the requests they
+/// served), so a scope configured again does not serve a request twice.
 pub fn unconfigured(cfg: &Config, p: &PgbouncerConfig, dry_run: bool) -> Vec<ToResume> {
     let mut out = Vec::new();
     for scope in state::pause_scopes(&cfg.lock_file) {
         if p.clusters.iter().any(|c| c.scope == scope) {
             continue;
         }
-        let local = state::read_pause(&cfg.lock_file, &scope);
-        match local.paused {
+        let mut local = state::read_pause(&cfg.lock_file, &scope);
+        match local.paused.take() {
+            None => {}
             Some(made) if !made.databases.is_empty() => out.push(ToResume {
                 keys: ScopeKeys::new(&cfg.consul.namespace, &scope),
                 why: format!("scope {} is no longer configured", shown(&scope)),
@@ -108,16 +113,18 @@ pub fn unconfigured(cfg: &Config, p: &PgbouncerConfig, dry_run: bool) -> Vec<ToR
                 databases: made.databases,
                 view: None,
                 configured: false,
+                recorded: true,
             }),
-            made => {
-                if made.is_some() {
-                    crate::warn_line!(
-                        "a pause record of scope {} (no longer configured) names no databases; removing it",
-                        shown(&scope)
-                    );
-                }
+            Some(_) => {
+                // A record of an older version, which did not name them.
+                crate::warn_line!(
+                    "a pause record of scope {} (no longer configured) does not say which databases it paused; forgetting it (a database still paused is reported below)",
+                    shown(&scope)
+                );
                 if !dry_run {
-                    let _ = state::remove_pause(&cfg.lock_file, &scope);
+                    if let Err(e) = state::write_pause(&cfg.lock_file, &scope, &local) {
+                        crate::warn_line!("{e}");
+                    }
                 }
             }
         }
@@ -144,14 +151,17 @@ pub async fn wait_writable(
             shown(leader)
         ));
     };
-    if url.starts_with("https:") && p.patroni_ca_file.is_none() {
+    let https = url.starts_with("https:");
+    if https && p.patroni_ca_file.is_none() {
         crate::warn_line!(
             "leader {}'s REST API is https and pgbouncer.patroni_ca_file is not set: its promotion cannot be checked, so the pause ends at pgbouncer.pause_timeout",
             shown(leader)
         );
         return None;
     }
-    let api = match Api::new(p.patroni_ca_file.as_deref(), "pgbouncer.patroni_ca_file") {
+    // The CA is for https only: an http API is asked whatever it says.
+    let ca = p.patroni_ca_file.as_deref().filter(|_| https);
+    let api = match Api::new(ca, "pgbouncer.patroni_ca_file") {
         Ok(a) => a,
         Err(e) => {
             report.fail(e);
@@ -187,10 +197,10 @@ pub async fn wait_writable(
 }
 
 /// Pauses one cluster's databases: asks PgBouncer which are paused already
-/// (an operator's pause stays theirs), records the pause (so a killed run
-/// leaves a pause the next run undoes), sends PAUSE, confirms the request. A
-/// PAUSE that does not complete by `pause_timeout`, or that PgBouncer
-/// refuses, is undone at once.
+/// (an operator's pause stays theirs), records the pause under the lock
+/// (so a killed run leaves a pause the next run undoes, and a concurrent
+/// run finds it), sends PAUSE, confirms the request. A PAUSE that does not
+/// complete by `pause_timeout`, or that PgBouncer refuses, is undone at once.
 #[allow(clippy::too_many_arguments)]
 pub async fn pause_cluster(
     cfg: &Config,
@@ -212,6 +222,9 @@ pub async fn pause_cluster(
         Ok(a) => a,
         Err(e) => return report.fail(not_paused(e)),
     };
+    // Asked before the lock, and so possibly after another run paused: the
+    // record, re-read under the lock, says whether that pause is this
+    // host's (another run wrote it before its PAUSE).
     let already = match admin.paused_databases(until).await {
         Ok(a) => a,
         Err(e) => return report.fail(not_paused(e)),
@@ -222,11 +235,17 @@ pub async fn pause_cluster(
         .filter(|d| !already.contains(d))
         .cloned()
         .collect();
-    {
+    let made = {
         let _lock = match state::acquire(&cfg.lock_file, lock_until(budget)) {
             Ok(l) => l,
             Err(e) => return report.fail(not_paused(e)),
         };
+        let mut local = state::read_pause(&cfg.lock_file, &c.scope);
+        let served = request.is_some() && local.handled == request;
+        if local.paused.is_some() || served {
+            crate::debug_line!("cluster {}: another run paused for this already", c.scope);
+            return;
+        }
         if state::last_decided(&cfg.lock_file, &subject(&c.scope)).is_some_and(|l| l > ticket) {
             note!(
                 "cluster {}: a newer run decided its pause meanwhile",
@@ -234,7 +253,6 @@ pub async fn pause_cluster(
             );
             return;
         }
-        let mut local = state::read_pause(&cfg.lock_file, &c.scope);
         local.handled = request.clone();
         local.paused = (!ours.is_empty()).then(|| Paused {
             request: request.clone(),
@@ -250,8 +268,9 @@ pub async fn pause_cluster(
         {
             return report.fail(not_paused(e));
         }
-    }
-    if ours.is_empty() {
+        local.paused
+    };
+    let Some(made) = made else {
         note!(
             "cluster {}: {} already paused in PgBouncer, not by this host (an operator's PAUSE?): confirming the request, and leaving the pause to whoever made it",
             c.scope,
@@ -259,7 +278,7 @@ pub async fn pause_cluster(
         );
         confirm(cfg, consul, budget, &keys, request, report).await;
         return;
-    }
+    };
     let mut failed = None;
     for db in &ours {
         match admin.pause(db, until).await {
@@ -290,8 +309,9 @@ pub async fn pause_cluster(
         databases: ours.clone(),
         why,
         keys: keys.clone(),
-        view: None,
+        view: Some(view.clone()),
         configured: true,
+        recorded: true,
     };
     if let Some(why) = failed {
         crate::warn_line!(
@@ -303,6 +323,22 @@ pub async fn pause_cluster(
         resume(cfg, p, consul, budget, std::slice::from_ref(&r), report).await;
         return;
     }
+    // While PAUSE waited, a newer run may have ended this pause (the
+    // switchover was over by then): what it resumed must not stay paused by
+    // this late PAUSE.
+    let record = state::read_pause(&cfg.lock_file, &c.scope);
+    if record.paused.as_ref() != Some(&made) {
+        if record.paused.is_none() {
+            note!(
+                "cluster {}: another run ended this pause while PAUSE waited",
+                c.scope
+            );
+            let mut r = undo("ended while PAUSE waited".into());
+            r.recorded = false;
+            resume(cfg, p, consul, budget, std::slice::from_ref(&r), report).await;
+        }
+        return;
+    }
     note!(
         "paused {} (cluster {}) in {:?}",
         ours.join(", "),
@@ -312,14 +348,43 @@ pub async fn pause_cluster(
     if let Some(f) = report.facts.pgbouncer.as_mut() {
         f.paused.push(c.scope.clone());
     }
-    // A newer run resumed while this PAUSE waited: what it resumed must not
-    // stay paused by this late PAUSE.
-    if state::last_decided(&cfg.lock_file, &subject(&c.scope)).is_some_and(|l| l > ticket) {
-        let r = undo("a newer run resumed while this PAUSE waited".into());
-        resume(cfg, p, consul, budget, std::slice::from_ref(&r), report).await;
-        return;
-    }
     confirm(cfg, consul, budget, &keys, request, report).await;
+}
+
+/// The leader asks again while its earlier pause is held: the pause stays,
+/// now for this request (its clock starts again: a new stop), and the
+/// request is confirmed.
+pub async fn adopt(
+    cfg: &Config,
+    consul: &Consul,
+    budget: &Budget,
+    c: &Cluster,
+    request: String,
+    report: &mut Report,
+) {
+    {
+        let _lock = match state::acquire(&cfg.lock_file, lock_until(budget)) {
+            Ok(l) => l,
+            Err(e) => return report.fail(e),
+        };
+        let mut local = state::read_pause(&cfg.lock_file, &c.scope);
+        let Some(p) = local.paused.as_mut() else {
+            return;
+        };
+        p.request = Some(request.clone());
+        p.at = Some(state::stamp_now());
+        local.handled = Some(request.clone());
+        if let Err(e) = state::write_pause(&cfg.lock_file, &c.scope, &local) {
+            return report.fail(e);
+        }
+    }
+    note!(
+        "cluster {}: already paused; the leader stops again, confirming its request {}",
+        c.scope,
+        shown(&request)
+    );
+    let keys = ScopeKeys::new(&cfg.consul.namespace, &c.scope);
+    confirm(cfg, consul, budget, &keys, Some(request), report).await;
 }
 
 /// Confirms `request` under this host's name (`pause-ack/<name>`).
@@ -347,9 +412,10 @@ async fn confirm(
     }
 }
 
-/// Resumes pauses this host made (RESUME on a fresh admin connection; "not
-/// paused" counts as done), then forgets them and clears the request and
-/// this host's confirmation in Consul.
+/// Resumes pauses this host made and forgets them, each under the host
+/// lock with its record re-read (a concurrent run that resumed it already
+/// leaves nothing to do), then clears the request and this host's
+/// confirmation in Consul. RESUME of a database that is not paused is done.
 pub async fn resume(
     cfg: &Config,
     p: &PgbouncerConfig,
@@ -367,23 +433,57 @@ pub async fn resume(
         Err(e) => return report.fail(e.context("resuming")),
     };
     for r in pauses {
-        let mut ok = true;
-        for db in &r.databases {
-            if let Err(e) = admin.resume(db, budget.end).await {
-                report.fail(e);
-                ok = false;
+        let made = {
+            let _lock = match state::acquire(&cfg.lock_file, lock_until(budget)) {
+                Ok(l) => l,
+                // The record stays: the next run resumes.
+                Err(e) => {
+                    report.fail(e);
+                    continue;
+                }
+            };
+            let mut local = state::read_pause(&cfg.lock_file, &r.scope);
+            if r.recorded && local.paused.is_none() {
+                crate::debug_line!("cluster {}: another run resumed it", r.scope);
+                continue;
             }
-        }
-        if !ok {
-            continue;
-        }
-        note!(
-            "resumed {} (cluster {}): {}",
-            r.databases.join(", "),
-            r.scope,
-            r.why
-        );
-        let made = forget(cfg, budget, r, report);
+            // RESUME answers at once; the lock keeps a concurrent run from
+            // resuming (and saying so) twice.
+            let until = (Instant::now() + Duration::from_secs(1)).min(budget.end);
+            let mut ok = true;
+            for db in &r.databases {
+                if let Err(e) = admin.resume(db, until).await {
+                    report.fail(e);
+                    ok = false;
+                }
+            }
+            if !ok {
+                continue;
+            }
+            note!(
+                "resumed {} (cluster {}): {}",
+                r.databases.join(", "),
+                r.scope,
+                r.why
+            );
+            let made = if r.recorded {
+                local.paused.take()
+            } else {
+                None
+            };
+            // Ended while the cluster had no leader (or Consul did not say):
+            // with `pause_on: always` this leaderless period had its pause.
+            local.leaderless_served = r
+                .view
+                .as_ref()
+                .is_none_or(|v| !matches!(v.leader, LeaderKey::Name(_)));
+            if let Err(e) = state::write_pause(&cfg.lock_file, &r.scope, &local).and_then(|()| {
+                state::set_decided(&cfg.lock_file, &subject(&r.scope), Ticket::now())
+            }) {
+                report.fail(e);
+            }
+            made
+        };
         if let (Some(m), Some(f)) = (&made, report.facts.pgbouncer.as_mut()) {
             let lasted =
                 m.at.as_ref()
@@ -413,38 +513,6 @@ pub async fn resume(
     }
 }
 
-/// Forgets a resumed pause (under the lock); what the record said.
-fn forget(cfg: &Config, budget: &Budget, r: &ToResume, report: &mut Report) -> Option<Paused> {
-    let _lock = match state::acquire(&cfg.lock_file, lock_until(budget)) {
-        Ok(l) => l,
-        // The record stays: the next run resumes once more, which is no error.
-        Err(e) => {
-            report.fail(e);
-            return None;
-        }
-    };
-    let mut local = state::read_pause(&cfg.lock_file, &r.scope);
-    let made = local.paused.take();
-    let written = if r.configured {
-        // Ended while the cluster had no leader (or Consul did not say):
-        // with `pause_on: always` this leaderless period had its pause.
-        let leaderless = r
-            .view
-            .as_ref()
-            .is_none_or(|v| !matches!(v.leader, LeaderKey::Name(_)));
-        local.leaderless_served = leaderless;
-        state::write_pause(&cfg.lock_file, &r.scope, &local)
-    } else {
-        state::remove_pause(&cfg.lock_file, &r.scope)
-    };
-    if let Err(e) =
-        written.and_then(|()| state::set_decided(&cfg.lock_file, &subject(&r.scope), Ticket::now()))
-    {
-        report.fail(e);
-    }
-    made
-}
-
 /// A leader seen again: the next leaderless period may have its pause.
 pub fn leader_seen(cfg: &Config, budget: &Budget, scope: &str) {
     let Ok(_lock) = state::acquire(&cfg.lock_file, lock_until(budget)) else {
@@ -461,9 +529,14 @@ pub fn leader_seen(cfg: &Config, budget: &Budget, scope: &str) {
 
 /// Warns about managed databases that PgBouncer has paused with no record
 /// here of pausing them: an operator's PAUSE, or a record lost. They are
-/// left paused (the hook resumes only what it paused); asked only when the
-/// run has time left.
-pub async fn report_foreign_pauses(cfg: &Config, p: &PgbouncerConfig, budget: &Budget) {
+/// left paused (the hook resumes only what it paused), and counted for the
+/// metrics (an alert fires on them); asked only when the run has time left.
+pub async fn report_foreign_pauses(
+    cfg: &Config,
+    p: &PgbouncerConfig,
+    budget: &Budget,
+    report: &mut Report,
+) {
     let Some(admin_cfg) = &p.admin else { return };
     let until = (Instant::now() + Duration::from_millis(500)).min(budget.end);
     if until.saturating_duration_since(Instant::now()) < Duration::from_millis(50) {
@@ -477,17 +550,24 @@ pub async fn report_foreign_pauses(cfg: &Config, p: &PgbouncerConfig, budget: &B
         Ok(d) => d,
         Err(e) => return crate::debug_line!("{e}"),
     };
+    let mut counts = Vec::new();
     for c in &p.clusters {
         let local = state::read_pause(&cfg.lock_file, &c.scope);
         let ours = local.paused.map(|x| x.databases).unwrap_or_default();
+        let mut n = 0;
         for db in c.databases.iter().filter(|d| paused.contains(d)) {
             if !ours.contains(db) {
+                n += 1;
                 crate::warn_line!(
                     "database {db} (cluster {}) is paused in PgBouncer, and this host has no record of pausing it (an operator's PAUSE, or a lost record): left paused; `RESUME {db}` on the admin console ends it",
                     c.scope
                 );
             }
         }
+        counts.push((c.scope.clone(), n));
+    }
+    if let Some(f) = report.facts.pgbouncer.as_mut() {
+        f.unrecorded = counts;
     }
 }
 

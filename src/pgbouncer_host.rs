@@ -152,6 +152,17 @@ pub async fn reconcile(
                 report.set(Kind::Temporary);
                 false
             }
+            Decision::Adopt { request } => {
+                if dry_run {
+                    out::line(format_args!(
+                        "would confirm request {request} (cluster {}, paused already)",
+                        c.scope
+                    ));
+                } else {
+                    pause_host::adopt(cfg, consul, budget, c, request, report).await;
+                }
+                false
+            }
             Decision::Resume(why) => {
                 to_resume.push(ToResume::of(cfg, c, &local, why, Some(&view)));
                 true
@@ -274,7 +285,7 @@ async fn finish(
         return;
     }
     pause_host::resume(cfg, p, consul, budget, to_resume, report).await;
-    pause_host::report_foreign_pauses(cfg, p, budget).await;
+    pause_host::report_foreign_pauses(cfg, p, budget, report).await;
     pause_host::paused_now(cfg, p, report);
 }
 

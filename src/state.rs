@@ -380,18 +380,6 @@ pub fn pause_scopes(lock_file: &Path) -> Vec<String> {
     scopes
 }
 
-/// Forgets a scope's pause record altogether (its scope is no longer
-/// configured and nothing of it is paused).
-pub fn remove_pause(lock_file: &Path, scope: &str) -> Result<()> {
-    let path = pause_path(lock_file, scope);
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::failed(format!("removing {}", path.display()), e))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Now on this host's boot clock, for pause records.
 pub fn stamp_now() -> crate::pause::Stamp {
     crate::pause::Stamp {

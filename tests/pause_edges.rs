@@ -209,7 +209,14 @@ fn a_pause_is_undone_whatever_the_configuration_says_now() {
         "{}",
         text(&out)
     );
-    assert!(!lab.pause_record(SCOPE).exists());
+    // Renamed back: the request it served is still served; no second pause.
+    lab.edit_pgb_config(|s| s.replace("scope: robin", &format!("scope: {SCOPE}")));
+    let out = lab.reconcile();
+    assert!(
+        !lab.paused(),
+        "the same request paused twice: {}",
+        text(&out)
+    );
 }
 
 /// A managed database that PgBouncer has paused, with no record of this
@@ -218,6 +225,8 @@ fn a_pause_is_undone_whatever_the_configuration_says_now() {
 #[test]
 fn a_pause_without_a_record_is_reported_and_left() {
     let Some(lab) = Lab::start("10s") else { return };
+    let prom = lab.dir.path().join("hook.prom");
+    lab.edit_pgb_config(|s| format!("{s}metrics:\n  textfile: {}\n", prom.display()));
     lab.pause_for_a_switchover();
     std::fs::remove_file(lab.pause_record(SCOPE)).unwrap();
     let out = lab.reconcile();
@@ -227,6 +236,12 @@ fn a_pause_without_a_record_is_reported_and_left() {
         err.contains("WARN") && err.contains("appdb") && err.contains("no record"),
         "{}",
         text(&out)
+    );
+    // Seen by monitoring too (an alert fires on it), not only in the log.
+    let body = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        body.contains("patroni_hook_pgbouncer_unrecorded_pauses{scope=\"batman\"} 1"),
+        "{body}"
     );
 }
 
@@ -280,6 +295,10 @@ fn an_operators_pause_is_left_to_the_operator() {
         "{}",
         text(&out)
     );
+    // Undone with a leader present: that is no leaderless period's pause.
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lab.pause_record(SCOPE)).unwrap()).unwrap();
+    assert_eq!(record["leaderless_served"], false, "{record}");
 }
 
 /// RELOAD on an admin console that never answers ends in time for the
@@ -412,4 +431,187 @@ fn a_pause_ends_at_pause_timeout_when_consul_hangs() {
     let out = lab.reconcile();
     assert!(started.elapsed() > Duration::from_secs(3), "{}", text(&out));
     assert!(!lab.paused(), "{}", text(&out));
+}
+
+/// Runs `reconcile` held `delay_us` by strace right after its first read of
+/// the pause record (what it decides from; the record is absent then).
+fn reconcile_with_record_read_delayed(lab: &Lab, delay_us: u64) -> std::process::Child {
+    Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=openat"])
+        .arg("-P")
+        .arg(lab.pause_record(SCOPE))
+        .arg("-e")
+        .arg(format!("inject=openat:delay_exit={delay_us}:when=1"))
+        .arg(common::hook::bin())
+        .arg("--config")
+        .arg(&lab.pgb_config)
+        .arg("reconcile")
+        .env("PATRONI_HOOK_LOG_STDERR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Two reconciles on one request (the pause-request watch and the timer):
+/// the one that reads PgBouncer after the other paused must not take that
+/// pause for an operator's and drop its record. One pause, recorded, made
+/// once.
+#[test]
+fn two_reconciles_on_one_request_make_one_recorded_pause() {
+    if !require_all(&[("strace", Command::new("strace").arg("-V").output().is_ok())]) {
+        return;
+    }
+    let Some(lab) = Lab::start("10s") else { return };
+    request(&lab, "pg1", "r1", unix_now());
+    // A starts first (the older ticket), reads "no record" and goes on
+    // after 0.3 s; B starts next, reads "no record" too, and reaches
+    // PgBouncer after A paused.
+    let a = reconcile_with_record_read_delayed(&lab, 300_000);
+    std::thread::sleep(Duration::from_millis(50));
+    let b = reconcile_with_record_read_delayed(&lab, 1_000_000);
+    let a = a.wait_with_output().unwrap();
+    let b = b.wait_with_output().unwrap();
+    let both = format!("A: {}\nB: {}", text(&a), text(&b));
+    assert!(lab.paused(), "{both}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lab.pause_record(SCOPE)).unwrap()).unwrap();
+    assert!(
+        !record["paused"].is_null(),
+        "the pause lost its record: {record}\n{both}"
+    );
+    let made = (stderr(&a) + &stderr(&b)).matches("paused appdb").count();
+    assert_eq!(made, 1, "{both}");
+    assert!(!both.contains("operator"), "{both}");
+}
+
+/// The leader stops again while its first pause is held (its withdrawal
+/// was lost, a restart retried): the new request is confirmed and the pause
+/// holds, not taken for a cancelled switchover.
+#[test]
+fn a_second_request_from_the_leader_while_paused_is_confirmed() {
+    let Some(lab) = Lab::start("10s") else { return };
+    lab.pause_for_a_switchover();
+    request(&lab, "pg1", "second", unix_now());
+    let out = lab.reconcile();
+    assert!(
+        lab.paused(),
+        "resumed while the leader stops: {}",
+        text(&out)
+    );
+    assert!(!stderr(&out).contains("cancelled"), "{}", text(&out));
+    let ack = lab
+        .consul
+        .kv_get(&lab.key("pause-ack/pgb"))
+        .expect("a confirmation");
+    assert!(
+        String::from_utf8_lossy(&ack.value).contains("\"second\""),
+        "{}",
+        String::from_utf8_lossy(&ack.value)
+    );
+}
+
+/// before-stop ends within before_stop.wait, metrics included (their lock
+/// held by another run); a wait longer than the deadline is refused.
+#[test]
+fn before_stop_ends_within_its_wait_whatever_holds_the_metrics_lock() {
+    let Some(lab) = Lab::start("10s") else { return };
+    let prom = lab.dir.path().join("db.prom");
+    let cfg = std::fs::read_to_string(&lab.db_config).unwrap();
+    std::fs::write(
+        &lab.db_config,
+        format!(
+            "{}metrics:\n  textfile: {}\n",
+            cfg.replace("wait: 3s", "wait: 1s"),
+            prom.display()
+        ),
+    )
+    .unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lab.dir.path().join("db.metrics.lock"))
+        .unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let started = Instant::now();
+    let out = lab.hook(&lab.db_config, &["before-stop"]).output().unwrap();
+    let took = started.elapsed();
+    drop(held);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    assert!(
+        took < Duration::from_millis(1500),
+        "{took:?}: {}",
+        text(&out)
+    );
+    std::fs::write(
+        &lab.db_config,
+        format!("{cfg}deadline: 2s\n").replace("wait: 3s", "wait: 20s"),
+    )
+    .unwrap();
+    let out = lab.hook(&lab.db_config, &["before-stop"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("before_stop.wait"), "{}", text(&out));
+}
+
+/// A pgbouncer.patroni_ca_file that cannot be read is a configuration
+/// error at once, in every run, not at the first switchover.
+#[test]
+fn an_unreadable_patroni_ca_file_is_refused_at_once() {
+    let Some(lab) = Lab::start("10s") else { return };
+    lab.edit_pgb_config(|s| {
+        s.replace(
+            "  pause_timeout:",
+            "  patroni_ca_file: /nonexistent/ca.pem\n  pause_timeout:",
+        )
+    });
+    for args in [&["reconcile"][..], &["check-config"][..]] {
+        let out = lab.hook(&lab.pgb_config, args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("pgbouncer.patroni_ca_file") && err.contains("/nonexistent/ca.pem"),
+            "{}",
+            text(&out)
+        );
+    }
+}
+
+/// A new leader that is not writable in time: the log says what its REST
+/// API answered, not the time-out of the last try.
+#[test]
+fn a_new_leader_not_yet_writable_is_reported_with_its_answer() {
+    let Some(lab) = Lab::start("10s") else { return };
+    lab.edit_pgb_config(|s| s.replace("deadline: 5s", "deadline: 1s"));
+    lab.pause_for_a_switchover();
+    lab.set_leader("pg2");
+    let out = lab.reconcile();
+    assert!(lab.paused());
+    assert!(stderr(&out).contains("role replica"), "{}", text(&out));
+}
+
+/// Runs that see the new leader together resume once, and say so once.
+#[test]
+fn concurrent_runs_at_the_new_leader_resume_once() {
+    let Some(lab) = Lab::start("10s") else { return };
+    lab.pause_for_a_switchover();
+    new_leader_pg2(&lab);
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            lab.hook(&lab.pgb_config, &["reconcile"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = runs
+        .into_iter()
+        .map(|r| r.wait_with_output().unwrap())
+        .collect();
+    let all: String = outs.iter().map(text).collect::<Vec<_>>().join("\n");
+    assert!(!lab.paused(), "{all}");
+    assert_eq!(all.matches("resumed appdb").count(), 1, "{all}");
 }
