@@ -127,7 +127,13 @@ pub(crate) async fn handle(
 ) -> Result<Resp, Infallible> {
     let acl_on = shared.acl_token.is_some();
     let reply = match read_request(req).await {
-        Ok(r) => route(&shared, r).await,
+        Ok(r) => {
+            // A slow Consul: the request is handled (and answered) late.
+            if let Some(d) = shared.delay() {
+                tokio::time::sleep(d).await;
+            }
+            route(&shared, r).await
+        }
         Err(reply) => reply,
     };
     Ok(finish(reply, acl_on))

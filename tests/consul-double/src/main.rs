@@ -28,6 +28,12 @@ struct Cli {
     /// PROGRAM is split on whitespace and exec'd without a shell.
     #[arg(long, value_name = "KEY=PROGRAM", value_parser = parse_watch)]
     watch: Vec<(String, Vec<String>)>,
+
+    /// A slow Consul on demand: while FILE exists and holds a Go duration
+    /// (e.g. 1.5s), every request is answered, and every watch looks, that
+    /// much later. Read at each request.
+    #[arg(long, value_name = "FILE")]
+    delay_file: Option<std::path::PathBuf>,
 }
 
 fn parse_ttl_min(s: &str) -> Result<Duration, String> {
@@ -64,6 +70,7 @@ fn run(cli: Cli) -> Result<(), String> {
         session_ttl_min: cli.session_ttl_min,
         acl_token: cli.acl_token,
         watches: cli.watch,
+        delay_file: cli.delay_file,
         ..Options::default()
     };
     let server = Server::start_on(listener, opts).map_err(|e| format!("start: {e}"))?;

@@ -8,6 +8,8 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,6 +33,11 @@ pub struct Options {
     pub watches: Vec<(String, Vec<String>)>,
     /// The agent's node name.
     pub node_name: String,
+    /// A slow Consul, switched on and off from outside: while this file
+    /// exists and holds a Go duration (`1.5s`), every request is answered
+    /// that much later and every watch looks that much later. Read at each
+    /// request, so a test creates and removes it while the double runs.
+    pub delay_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -40,6 +47,7 @@ impl Default for Options {
             acl_token: None,
             watches: Vec::new(),
             node_name: "consul-double".to_string(),
+            delay_file: None,
         }
     }
 }
@@ -61,6 +69,9 @@ pub(crate) struct Shared {
     pub session_ttl_min: Duration,
     pub acl_token: Option<String>,
     pub node_id: String,
+    delay_file: Option<PathBuf>,
+    /// Whether an unreadable delay file was reported already (once is enough).
+    delay_warned: AtomicBool,
 }
 
 impl Shared {
@@ -68,6 +79,31 @@ impl Shared {
     /// because every mutation is a single `State` method).
     pub fn read(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The delay the delay file asks for now, if any (see [`Options::delay_file`]).
+    /// A missing or empty file is no delay; a value that is not a Go
+    /// duration is no delay either, and reported once.
+    pub fn delay(&self) -> Option<Duration> {
+        let path = self.delay_file.as_ref()?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        match crate::duration::parse_go_duration(text) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => None,
+            Err(e) => {
+                if !self.delay_warned.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "consul-double: {}: {e}; answering without delay",
+                        path.display()
+                    );
+                }
+                None
+            }
+        }
     }
 
     /// Mutates the state, then wakes blocking queries, watches and the reaper.
@@ -121,6 +157,8 @@ impl Server {
             session_ttl_min: opts.session_ttl_min,
             acl_token: opts.acl_token.clone(),
             node_id: uuid::Uuid::new_v4().to_string(),
+            delay_file: opts.delay_file.clone(),
+            delay_warned: AtomicBool::new(false),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();

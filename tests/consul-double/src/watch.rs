@@ -26,6 +26,11 @@ pub(crate) async fn run(shared: Arc<Shared>, key: String, argv: Vec<String>) {
     let mut rx = shared.changes.subscribe();
     let mut last: Option<(u64, Option<Entry>)> = None;
     loop {
+        // A slow Consul: the agent's blocking query is answered late, with
+        // the state of that moment.
+        if let Some(d) = shared.delay() {
+            tokio::time::sleep(d).await;
+        }
         rx.borrow_and_update();
         let (idx, entry) = shared.read().kv_get(&key);
         let idx = idx.max(1);

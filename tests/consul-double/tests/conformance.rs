@@ -1029,6 +1029,57 @@ fn watch_handler_that_ignores_stdin_does_not_block_the_watch() {
     });
 }
 
+/// A slow Consul for fault tests (not a Consul feature): while the delay file
+/// holds a duration, requests are answered and watches look that much later;
+/// the file is read at each request, so removing it ends the delay.
+#[test]
+fn delay_file_slows_answers_and_watches_while_it_holds_a_duration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (argv, log) = recorder(dir.path());
+    let delay_file = dir.path().join("delay");
+    let s = Server::start(Options {
+        watches: vec![("slow/k".to_string(), argv)],
+        delay_file: Some(delay_file.clone()),
+        ..Options::default()
+    })
+    .expect("start double");
+    wait_for_some(
+        "the watch handler's first run",
+        Duration::from_secs(10),
+        || log_lines(&log).first().cloned(),
+    );
+
+    std::fs::write(&delay_file, "700ms\n").expect("write delay file");
+    let started = Instant::now();
+    assert_eq!(put(s.addr(), "/v1/kv/slow/k", b"v1").text(), "true");
+    let put_took = started.elapsed();
+    assert!(
+        put_took >= Duration::from_millis(700),
+        "PUT took {put_took:?}"
+    );
+    let r = get(s.addr(), "/v1/kv/slow/k");
+    assert_eq!(entry(&r)["Value"], "djE=");
+    // The PUT was applied after its delay, the watch looked after its own.
+    wait_for_some(
+        "the watch handler's run after the PUT",
+        Duration::from_secs(10),
+        || log_lines(&log).get(1).cloned(),
+    );
+    let watch_took = started.elapsed();
+    assert!(
+        watch_took >= Duration::from_millis(1400),
+        "the handler ran {watch_took:?} after the PUT was sent"
+    );
+
+    // Removed: answered at once again (a 10-minute delay would outlast the
+    // client's 60 s read timeout). A value that is no duration is no delay.
+    std::fs::write(&delay_file, "10m").expect("write delay file");
+    std::fs::remove_file(&delay_file).expect("remove delay file");
+    assert_eq!(get(s.addr(), "/v1/kv/slow/k").status, 200);
+    std::fs::write(&delay_file, "soon").expect("write delay file");
+    assert_eq!(get(s.addr(), "/v1/kv/slow/k").status, 200);
+}
+
 // ----------------------------------------------------------- lifecycle
 
 #[test]
