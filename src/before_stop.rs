@@ -2,7 +2,12 @@
 //!
 //! `before-stop`: Patroni runs it (synchronously, with no arguments) right
 //! before it stops PostgreSQL on this node, for a switchover, a restart or
-//! a shutdown, on replicas too. When this node leads its scope, it asks the
+//! a shutdown, on replicas too, and when it demotes a primary that lost
+//! Consul. First it removes the VIP this node holds, from local knowledge,
+//! before any Consul call: the stop that follows can hang (a fast shutdown
+//! waits for WAL senders whose standbys a partition took away) while another
+//! node is promoted, and on_stop runs only after it. When this node leads
+//! its scope, it then asks the
 //! PgBouncer hosts to pause the cluster's databases, so clients wait for the
 //! new primary instead of meeting one that shuts down, and waits for their
 //! confirmation at most `before_stop.wait`: a PgBouncer host or a Consul
@@ -18,7 +23,7 @@ use crate::config::Config;
 use crate::consul::Consul;
 use crate::error::{Error, Kind};
 use crate::keys::{shown, LeaderKey, PauseRequest, ScopeKeys, ScopeView};
-use crate::{note, out};
+use crate::{note, out, vip};
 use std::time::{Duration, Instant};
 
 /// `before-stop`.
@@ -36,6 +41,17 @@ pub async fn run(
         ));
         return report;
     };
+    if let Some(v) = &cfg.vip {
+        let run = vip::Run {
+            cfg,
+            vip: v,
+            scope,
+            consul,
+            budget,
+            dry_run,
+        };
+        vip::release_local(&run, &mut report).await;
+    }
     let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
     let started = Instant::now();
     let until = (started + cfg.before_stop.wait).min(budget.end);

@@ -102,6 +102,20 @@ pub async fn converge(run: &Run<'_>, trigger: Trigger, report: &mut Report) -> O
     round(run, &keys, trigger, seen, ticket, report).await
 }
 
+/// A release from what this node owns alone: Consul is not asked, so the
+/// record is left to the next run (`before-stop`, which must not hold
+/// Patroni's stop for Consul; `on_stop` follows it).
+pub async fn release_local(run: &Run<'_>, report: &mut Report) -> Option<Plan> {
+    let keys = ScopeKeys::new(&run.cfg.consul.namespace, run.scope);
+    let seen = Seen {
+        consul: ConsulView::NotAsked,
+        members: (BTreeSet::new(), false),
+        local_primary: None,
+    };
+    let trigger = Trigger::Callback(Want::Release);
+    round(run, &keys, trigger, seen, Ticket::now(), report).await
+}
+
 /// For reconcile when the leader key names this node: does its Patroni
 /// answer `GET /primary` with 200 (asked once, within the Consul share)?
 /// `None` when not asked: not reconcile, another leader, or no http

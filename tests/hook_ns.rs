@@ -614,3 +614,52 @@ fn a_reconcile_waiting_on_consul_does_not_delay_a_demotion() {
         "the reconcile did not undo the demotion"
     );
 }
+
+/// Patroni runs before_stop right before it stops PostgreSQL, also when it
+/// demotes a primary that lost Consul. That stop can hang for as long as a
+/// partition lasts (a fast shutdown waits for its WAL senders, which wait for
+/// standbys it cannot reach), and on_stop runs only after it, when another
+/// node may already hold the VIP. So before-stop removes the VIP first, from
+/// what this node owns, before it asks Consul for anything (found by the
+/// lab's fault matrix: an isolated primary kept the VIP for the whole
+/// partition).
+#[test]
+fn before_stop_removes_the_vip_before_it_asks_consul() {
+    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    assert_eq!(code(&f.hook(&["on_role_change", "primary", SCOPE])), 0);
+    assert_eq!(f.vip_count(V4), 1);
+    // A Consul that accepts and never answers.
+    let hang = f.node_listener();
+    hang.set_nonblocking(true).unwrap();
+    let cfg = f.config_variant(
+        "hang.yml",
+        &f.consul.url(),
+        &format!("http://{}", hang.local_addr().unwrap()),
+    );
+    let before_stop = f
+        .command(&cfg, &["before-stop"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let conn = common::wait_for_some(
+        "before-stop to ask Consul for the pause",
+        Duration::from_secs(10),
+        || hang.accept().ok(),
+    );
+    assert_eq!(
+        f.vip_count(V4),
+        0,
+        "the VIP must be gone before before-stop waits on Consul"
+    );
+    drop(conn);
+    let done = before_stop.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(75), "no pause confirmed: {err}");
+    assert_eq!(f.vip_count(V4), 0, "{err}");
+    // The record is on_stop's to delete, with Consul.
+    assert_eq!(f.holder().expect("vip-holder")["member"], "pg1");
+}
