@@ -10,6 +10,8 @@
 #   scripts/lab.sh demo     # install, build, up, three events with timelines, down (< 3 min)
 #   scripts/lab.sh bench [--n N] [--events LIST] [--managers hook,vip-manager]
 #                                # repeated events per VIP manager -> target/lab-bench.{md,json}
+#   scripts/lab.sh faults [--only LIST] [--repeats N] [--use-lab]
+#                                # the fault matrix (scripts/lab/faults.py) -> target/lab-faults.{md,json}
 #   scripts/lab.sh up | status | switchover | failover | stop-primary | kill-patroni | down
 #   scripts/lab.sh backup | adopt-single | adopt-cluster   # scenarios, each on a lab of its own
 #                                # (scripts/lab/backup.py, scripts/lab/adopt.py) -> target/lab-<name>.json
@@ -446,8 +448,9 @@ start_consul_double() {
     for key in leader failover pause-request; do
         args+=(--watch "$LAB_DCS_NAMESPACE/$SCOPE/$key=${gate_pgb[*]:+${gate_pgb[*]} }$handler $(ns_of pgb) $RUN/logs/pgbouncer-watch.log $RUN/bin/patroni-hook $RUN/pgbouncer/hook.yml")
     done
+    # The fault matrix makes Consul slow by writing a duration to consul-delay.
     spawn consul "$(ns_of consul)" "$RUN/bin/consul-double" \
-        --listen "$(addr_of consul):$LAB_CONSUL_PORT" "${args[@]}"
+        --listen "$(addr_of consul):$LAB_CONSUL_PORT" --delay-file "$RUN/consul-delay" "${args[@]}"
 }
 
 # Waits (bounded) until an HTTP URL answers 2xx from the client namespace.

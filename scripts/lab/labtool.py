@@ -1440,6 +1440,7 @@ SCENARIOS = {
     "backup": lambda topo, argv: scenario_module("backup").scenario_backup(topo, argv),
     "adopt-single": lambda topo, argv: scenario_module("adopt").scenario_adopt_single(topo, argv),
     "adopt-cluster": lambda topo, argv: scenario_module("adopt").scenario_adopt_cluster(topo, argv),
+    "faults": lambda topo, argv: scenario_module("faults").scenario(topo, argv),
 }
 
 def cmd_wait_healthy(lab, argv):

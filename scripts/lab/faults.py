@@ -1,0 +1,1299 @@
+#!/usr/bin/env python3
+"""The fault matrix: the faults operators lose sleep over, each a lab event
+with the load generator and the 20 ms sampler running, and whether the VIP
+and PgBouncer stay right.
+
+    scripts/lab.sh faults [--only LIST] [--repeats N] [--use-lab]
+
+Faults (names for --only; NAME:VARIANT picks one variant):
+  isolation       the primary's link to the bridge down for 30 s, then up again
+  consul-cut      the primary cut from Consul only (a blackhole route to the
+                  Consul host) for 30 s; variants failsafe-off, failsafe-on
+  consul-down     the Consul double frozen (SIGSTOP) for 30 s, then SIGCONT;
+                  variants failsafe-off, failsafe-on
+  pgbouncer-cut   the PgBouncer host cut from Consul during a switchover, healed
+                  10 s later; variants before-pause (cut as the switchover
+                  starts), while-paused (cut the moment PgBouncer is paused)
+  killed-runs     N switchovers (--repeats, default 10), every hook process
+                  SIGKILLed at a random moment in its first 20 ms until the
+                  cluster is whole again
+  slow-consul     a switchover while every Consul answer (and every watch)
+                  comes 1.5 s late
+  ini-edits       N switchovers (--repeats, default 3) while an operator edits
+                  pgbouncer.ini (adds databases, changes a comment)
+
+Writes target/lab-faults.md and target/lab-faults.json (LAB_OUT_DIR
+overrides target/), one row per fault and variant. A row holds when no
+acknowledged row was lost, the VIP was never on two nodes (at most 150 ms in
+killed-runs, where the hook's own runs die), and the end state converged: the
+VIP on the leader alone, pgbouncer.ini naming the leader, PgBouncer not
+paused. Exit 0 only when every row holds.
+
+The shared parts (the lab, the sampler, the load generator, the analysis) are
+labtool's; this module adds the faults, a read probe (`faults.py reads`, run
+in the client namespace), an observer of the end state, and a watch on every
+run of the hook's binary through the kernel's process events connector
+(exec and exit, with the kernel's timestamps), which also kills runs.
+"""
+
+import argparse
+import contextlib
+import errno
+import heapq
+import http.client
+import json
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import labtool as lt
+from labtool import LabError, in_netns, say
+
+CUT_S = 30.0            # isolation, consul-cut, consul-down
+PGB_CUT_S = 10.0        # pgbouncer-cut: healed this long after the cut
+SLOW_DELAY = "1.5s"     # slow-consul: every answer this late
+KILL_WINDOW_S = 0.020   # killed-runs: each run killed this soon after its exec, at most
+TWO_NODES_LIMIT_MS = {"killed-runs": 150.0}  # elsewhere 0: both Patronis run
+CONVERGED_KEYS = ("vip_on_leader_only", "ini_on_leader", "pgbouncer_not_paused")
+# The lab's reconcile timers (lab.sh: LAB_SAFETY_NET_INTERVAL, LAB_PGB_SAFETY_NET_INTERVAL).
+NODE_TIMER_S = float(os.environ.get("LAB_SAFETY_NET_INTERVAL") or 2)
+PGB_TIMER_S = float(os.environ.get("LAB_PGB_SAFETY_NET_INTERVAL") or 5)
+# A timer's period is its interval plus one run; on a busy machine a run
+# takes up to this long.
+RUN_MARGIN_S = 0.5
+HOOK_DEADLINE_S = 5.0   # lab.sh's hook.yml: deadline 5s
+
+
+def ip(*args):
+    r = subprocess.run(["ip", *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise LabError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+
+# ---- the read probe (runs in the client namespace) ----------------------------------
+
+def cmd_reads(lab, argv):
+    """A read every `interval` through PgBouncer, the VIP and directly to each
+    node, each attempt logged: `<t1> <t2> ok|fail <label>`."""
+    import psycopg  # from the Patroni virtualenv
+
+    ap = argparse.ArgumentParser(prog="faults.py reads")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--interval", type=float, default=0.05)
+    ap.add_argument("--duration", type=float, default=600)
+    a = ap.parse_args(argv)
+    targets = [("pgbouncer", lab.conninfo("pgbouncer")), ("vip", lab.conninfo("vip"))]
+    targets += [(n, lab.conninfo(n)) for n in lab.topo.db_nodes]
+    out = open(a.out, "a", buffering=1)
+    lock = threading.Lock()
+    stop = lt.stop_on_signals()
+    deadline = time.time() + a.duration
+    opts = dict(lt.PG_COMMON, application_name="lab-reads")
+
+    def worker(label, conninfo):
+        conn = None
+        next_t = time.time()
+        while not stop.is_set() and time.time() < deadline:
+            t1 = time.time()
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None, **opts)
+                conn.execute("SELECT 1").fetchone()
+                line = f"{t1:.6f} {time.time():.6f} ok {label}"
+            except Exception as e:  # every failure is logged and the loop goes on
+                msg = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+                line = f"{t1:.6f} {time.time():.6f} fail {label} {type(e).__name__}: {msg}"
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    conn = None
+            with lock:
+                out.write(line + "\n")
+            next_t = lt.pace(next_t, a.interval, stop)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    threads = [threading.Thread(target=worker, args=t, daemon=True) for t in targets]
+    for t in threads:
+        t.start()
+    while not stop.is_set() and time.time() < deadline:
+        stop.wait(0.2)
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+
+
+class Reads:
+    """The read probe around an episode, in the client namespace, its pid
+    recorded as ev-reads (so lab.sh down stops it too), stopped by pid."""
+
+    def __init__(self, lab, ev_dir):
+        self.lab, self.log = lab, os.path.join(ev_dir, "reads.log")
+        self.err = os.path.join(ev_dir, "reads.err")
+        self.proc = None
+
+    def __enter__(self):
+        cmd = ["ip", "netns", "exec", self.lab.ns("client"), lt.VENV_PYTHON, os.path.abspath(__file__),
+               "reads", "--out", self.log]
+        env = dict(os.environ, LAB_ROOT=self.lab.root, LAB_RUN_ID=self.lab.rid)
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=open(self.err, "a"),
+                                     stderr=subprocess.STDOUT)
+        with open(self.lab.path("pids", "ev-reads.pid"), "w") as f:
+            f.write(f"{self.proc.pid}\n")
+        return self
+
+    def __exit__(self, *_):
+        with lt.signals_ignored():
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            with contextlib.suppress(OSError):
+                os.unlink(self.lab.path("pids", "ev-reads.pid"))
+        return False
+
+    def wait_ready(self, timeout=60):
+        """Waits until a read through every path was answered."""
+        want = {"pgbouncer", "vip", *self.lab.topo.db_nodes}
+
+        def ready():
+            seen = {p[3] for p in (line.split() for line in lt.load_lines(self.log)) if len(p) >= 4 and p[2] == "ok"}
+            return want <= seen
+        lt.wait_for(f"answered reads through {', '.join(sorted(want))} ({self.log})", timeout, ready, 0.05)
+
+    def stalls(self, t0, t_end, old):
+        """The longest gap between answered reads within the episode: through
+        PgBouncer, through the VIP, and on the nodes that were replicas at the
+        start (the worst of them)."""
+        oks = {}
+        for line in lt.load_lines(self.log):
+            p = line.split()
+            if len(p) >= 4 and p[2] == "ok":
+                oks.setdefault(p[3], []).append(float(p[1]))
+        out = {}
+        for label in ("pgbouncer", "vip"):
+            out[label] = lt.ms(lt.gaps(oks.get(label, []), t0, t_end)[0]) if oks.get(label) else None
+        replicas = [lt.gaps(oks.get(n, []), t0, t_end)[0] for n in self.lab.topo.db_nodes if n != old and oks.get(n)]
+        out["replicas"] = lt.ms(max(replicas)) if replicas else None
+        return out
+
+
+# ---- PgBouncer's admin console and the end state ------------------------------------
+
+class Admin:
+    """PgBouncer's admin console over its unix socket (a path: reachable from
+    any network namespace), one connection kept open."""
+
+    def __init__(self, lab):
+        self.conninfo = (f"host={lab.path('pgbouncer')} port={lab.topo.pgb_port} dbname=pgbouncer "
+                         f"user=postgres connect_timeout=2")
+        self.db = lab.topo.pgb_db
+        self.conn = None
+
+    def paused(self):
+        """Whether PgBouncer holds the clients' database paused; None when the
+        console does not answer."""
+        import psycopg  # from the Patroni virtualenv
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = psycopg.connect(self.conninfo, autocommit=True)
+            # The console speaks the simple query protocol only.
+            res = self.conn.pgconn.exec_(b"SHOW DATABASES")
+            if res.status != 2:  # PGRES_TUPLES_OK
+                raise OSError(f"SHOW DATABASES: status {res.status}")
+            names = [res.fname(i) for i in range(res.nfields)]
+            name_col, paused_col = names.index(b"name"), names.index(b"paused")
+            for row in range(res.ntuples):
+                if res.get_value(row, name_col) == self.db.encode():
+                    return res.get_value(row, paused_col) not in (b"0", None)
+            return None
+        except Exception:
+            if self.conn is not None:
+                with contextlib.suppress(Exception):
+                    self.conn.close()
+            self.conn = None
+            return None
+
+    def close(self):
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+
+
+class Observer:
+    """The end state the matrix checks: the leader key, which nodes hold the
+    VIP, where pgbouncer.ini points, whether PgBouncer is paused. Made and
+    used inside the client namespace."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.socks = lt.db_sockets(lab)
+        self.dcs = lab.dcs()
+        self.admin = Admin(lab)
+
+    def state(self):
+        lab, topo = self.lab, self.lab.topo
+        try:
+            leader = self.dcs.read(lab.leader_key)[0]
+        except (OSError, http.client.HTTPException, ValueError, KeyError):
+            leader = None
+        # After the read: a slow Consul answers with the state of this moment.
+        t = time.time()
+        if leader not in topo.db_nodes:
+            leader = None
+        try:
+            holders = lt.vip_holders(lab, self.socks)
+        except OSError:
+            holders = None
+        ini = lab.ini_host()
+        paused = self.admin.paused()
+        return {"t": t, "leader": leader, "holders": holders, "ini": ini, "paused": paused,
+                "vip_on_leader_only": bool(leader) and holders == [leader],
+                "ini_on_leader": bool(leader) and ini == topo.addr(leader),
+                "pgbouncer_not_paused": paused is False}
+
+
+def converged(s):
+    return all(s[k] for k in CONVERGED_KEYS)
+
+
+def wait_state(lab, since, timeout):
+    """Polls the end state (every 50 ms) until it converged or `since +
+    timeout` passes; returns (the first converged state, or None; the last
+    state seen; when each condition first held). Runs in the client namespace."""
+    obs = Observer(lab)
+    first_each = {}
+    try:
+        while True:
+            s = obs.state()
+            for k in CONVERGED_KEYS:
+                if s[k]:
+                    first_each.setdefault(k, s["t"])
+            if converged(s):
+                return s, s, first_each
+            if time.time() >= since + timeout:
+                return None, s, first_each
+            time.sleep(0.05)
+    finally:
+        obs.admin.close()
+
+
+class Tracer:
+    """The end state sampled every 50 ms on a thread in the client namespace,
+    for a whole episode: when it converged after the fault, and whether it
+    stayed so (pgbouncer.ini never again on a non-leader, the VIP nowhere
+    else, no pause left)."""
+
+    def __init__(self, lab):
+        self.samples, self.error = [], None
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(lab,), daemon=True)
+        self.thread.start()
+
+    def _run(self, lab):
+        try:
+            lt.setns(lab.ns("client"))
+            obs = Observer(lab)
+            try:
+                while not self.stop.is_set():
+                    s = obs.state()
+                    with self.lock:
+                        self.samples.append(s)
+                    self.stop.wait(0.05)
+            finally:
+                obs.admin.close()
+        except Exception as e:  # reported by the waits
+            self.error = e
+
+    def _since(self, since, other_than):
+        with self.lock:
+            return [s for s in self.samples if s["t"] >= since and (other_than is None or s["leader"] != other_than)]
+
+    def wait_converged(self, since, timeout, other_than=None):
+        """Waits until a sample taken after `since` (with a leader other than
+        `other_than`, when given) is converged, at most until since + timeout;
+        returns (that sample or None, the last sample, when each condition
+        first held after `since`)."""
+        while True:
+            if self.error:
+                raise LabError(f"sampling the end state: {self.error}")
+            got = self._since(since, other_than)
+            first = next((s for s in got if converged(s)), None)
+            late = time.time() >= since + timeout
+            if first or late:
+                first_each = {}
+                for s in got:
+                    if first and s["t"] > first["t"]:
+                        break
+                    for k in CONVERGED_KEYS:
+                        if s[k] and (first or s["t"] <= since + timeout):
+                            first_each.setdefault(k, s["t"])
+                with self.lock:
+                    last = self.samples[-1] if self.samples else None
+                return first, last, first_each
+            time.sleep(0.02)
+
+    def finish(self, after):
+        """Stops sampling; the samples after `after` that were not converged."""
+        self.stop.set()
+        self.thread.join(30)
+        if self.error:
+            raise LabError(f"sampling the end state: {self.error}")
+        with self.lock:
+            return [s for s in self.samples if s["t"] > after and not converged(s)], len(self.samples)
+
+
+def observe_once(lab):
+    obs = Observer(lab)
+    try:
+        return obs.state()
+    finally:
+        obs.admin.close()
+
+
+def leader_now(lab, timeout=60):
+    """The leader key's value, waited for (bounded)."""
+    return lt.wait_for(f"a leader in {lab.leader_key}", timeout,
+                       lambda: (lambda v: v if v in lab.topo.db_nodes else None)(lab.leader()), 0.2)
+
+
+# ---- every run of the hook: the kernel's process events -------------------------------
+
+NETLINK_CONNECTOR = 11
+CN_IDX_PROC = CN_VAL_PROC = 1
+PROC_CN_MCAST_LISTEN, PROC_CN_MCAST_IGNORE = 1, 2
+PROC_EVENT_EXEC, PROC_EVENT_EXIT = 0x2, 0x80000000
+NLMSG_DONE = 3
+EVENT_OFF = 16 + 20  # nlmsghdr, cn_msg
+
+
+class Scheduler:
+    """Runs callables at given CLOCK_MONOTONIC times (ns) on one thread."""
+
+    def __init__(self, name):
+        self.heap, self.seq = [], 0
+        self.cond = threading.Condition()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    def at(self, t_ns, fn):
+        with self.cond:
+            self.seq += 1
+            heapq.heappush(self.heap, (t_ns, self.seq, fn))
+            self.cond.notify()
+
+    def _loop(self):
+        while True:
+            with self.cond:
+                while not self.stopped and (not self.heap or self.heap[0][0] > time.monotonic_ns()):
+                    wait = None if not self.heap else (self.heap[0][0] - time.monotonic_ns()) / 1e9
+                    self.cond.wait(wait)
+                if self.stopped:
+                    return
+                _, _, fn = heapq.heappop(self.heap)
+            try:
+                fn()
+            except Exception as e:  # a failed action is reported, the schedule goes on
+                print(f"faults: scheduled action failed: {e}", file=sys.stderr)
+
+    def stop(self):
+        with self.cond:
+            self.stopped = True
+            self.cond.notify()
+        self.thread.join(5)
+
+
+class HookRuns:
+    """Every run of the lab's hook binary (matched by /proc/<pid>/exe), from
+    the kernel's process events connector: host (from --config), verb,
+    wall-clock start, duration and how it ended (the kernel's timestamps).
+    With `kill_window` set, each run is SIGKILLed at a random moment in its
+    first `kill_window` seconds; `on_exec(run)` is called for every run."""
+
+    def __init__(self, lab):
+        self.exe = os.path.realpath(lab.path("bin", "patroni-hook"))
+        self.run_dir = lab.run
+        self.live, self.done = {}, []
+        self.lock = threading.Lock()
+        self.kill_window = None
+        self.on_exec = None
+        self.kills = []        # (pid, offset after exec in ms, whether a running process got it)
+        self.overruns = 0
+        self.sched = Scheduler("hook-run-killer")
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
+        self.sock.bind((0, CN_IDX_PROC))
+        self.sock.settimeout(0.2)
+        self._control(PROC_CN_MCAST_LISTEN)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="proc-events", daemon=True)
+        self.thread.start()
+
+    def _control(self, op):
+        payload = struct.pack("=I", op)
+        cn = struct.pack("=IIIIHH", CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(payload), 0) + payload
+        port = self.sock.getsockname()[0]
+        self.sock.send(struct.pack("=IHHII", 16 + len(cn), NLMSG_DONE, 0, 0, port) + cn)
+
+    def close(self):
+        self.stopped.set()
+        self.thread.join(5)
+        with contextlib.suppress(OSError):
+            self._control(PROC_CN_MCAST_IGNORE)
+        self.sock.close()
+        self.sched.stop()
+
+    @staticmethod
+    def _wall(ts_ns):
+        return time.time() - (time.monotonic_ns() - ts_ns) / 1e9
+
+    def _loop(self):
+        while not self.stopped.is_set():
+            try:
+                data = self.sock.recv(1 << 16)
+            except socket.timeout:
+                continue
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:  # events lost: counted, reported with the results
+                    self.overruns += 1
+                    continue
+                if self.stopped.is_set():
+                    return
+                raise
+            off = 0
+            while off + EVENT_OFF + 16 <= len(data):
+                length = struct.unpack_from("=I", data, off)[0]
+                what, _cpu, ts = struct.unpack_from("=IIQ", data, off + EVENT_OFF)
+                body = off + EVENT_OFF + 16
+                if what == PROC_EVENT_EXEC:
+                    pid, tgid = struct.unpack_from("=ii", data, body)
+                    if pid == tgid:
+                        self._exec(pid, ts)
+                elif what == PROC_EVENT_EXIT:
+                    pid, tgid, code, _sig = struct.unpack_from("=iiII", data, body)
+                    if pid == tgid:
+                        self._exit(pid, ts, code)
+                if length < 16:
+                    break
+                off += (length + 3) & ~3
+
+    def _exec(self, pid, ts):
+        try:
+            if os.readlink(f"/proc/{pid}/exe") != self.exe:
+                return
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            return
+        args = [a.decode(errors="replace") for a in argv if a]
+        host, verb = "?", " ".join(a for a in args[3:] if not a.startswith("/")) or "?"
+        with contextlib.suppress(ValueError, IndexError):
+            config = args[args.index("--config") + 1]
+            host = os.path.basename(os.path.dirname(config))
+        run = {"pid": pid, "ts": ts, "t": self._wall(ts), "host": host, "verb": verb}
+        with self.lock:
+            self.live[pid] = run
+        if self.kill_window:
+            at = ts + int(random.uniform(0, self.kill_window) * 1e9)
+            self.sched.at(at, lambda: self._kill(pid, ts))
+        if self.on_exec:
+            self.on_exec(run)
+
+    def _kill(self, pid, ts):
+        with self.lock:
+            running = pid in self.live and self.live[pid]["ts"] == ts
+        if running:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    running = f.read().rsplit(") ", 1)[1][0] != "Z"
+            except (OSError, IndexError):
+                running = False
+        if running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.kills.append((pid, (time.monotonic_ns() - ts) / 1e6, running))
+
+    def _exit(self, pid, ts, code):
+        with self.lock:
+            run = self.live.pop(pid, None)
+            if run is None:
+                return
+            run["ms"] = round((ts - run["ts"]) / 1e6, 1)
+            run["signal"] = code & 0x7F
+            run["exit"] = (code >> 8) & 0xFF
+            self.done.append(run)
+
+    def between(self, t0, t1):
+        with self.lock:
+            return [r for r in self.done if t0 <= r["t"] <= t1]
+
+
+def runs_summary(runs):
+    """Counts and the slowest run per host and verb."""
+    out = {"runs": len(runs), "killed": sum(1 for r in runs if r["signal"] == 9),
+           "exit_codes": {}}
+    for r in runs:
+        k = f"signal {r['signal']}" if r["signal"] else str(r["exit"])
+        out["exit_codes"][k] = out["exit_codes"].get(k, 0) + 1
+    slow = sorted(runs, key=lambda r: r["ms"], reverse=True)[:5]
+    out["slowest"] = [{"host": r["host"], "verb": r["verb"], "ms": r["ms"],
+                       "ended": f"signal {r['signal']}" if r["signal"] else f"exit {r['exit']}"} for r in slow]
+    return out
+
+
+# ---- failsafe_mode --------------------------------------------------------------------
+
+def set_failsafe(lab, on):
+    """Sets Patroni's failsafe_mode (PATCH /config on the leader) and waits
+    until every member's view of the configuration has it and, when on, the
+    /failsafe topology names every member."""
+    topo = lab.topo
+    leader = leader_now(lab)
+    nodes = topo.db_nodes
+
+    def patch():
+        conn = http.client.HTTPConnection(topo.addr(leader), topo.api_port, timeout=10)
+        try:
+            conn.request("PATCH", "/config", body=json.dumps({"failsafe_mode": on}),
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise LabError(f"PATCH /config failsafe_mode={on} on {leader}: HTTP {resp.status} {body[:200]!r}")
+
+    def applied():
+        for n in nodes:
+            api = f"{topo.addr(n)}:{topo.api_port}"
+            try:
+                if lt.http_json(api, "/config").get("failsafe_mode", False) != on:
+                    return False
+                if on:
+                    status, _, body = lt.http_get(api, "/failsafe", 2.0)
+                    if status != 200 or set(json.loads(body)) != set(nodes):
+                        return False
+            except (OSError, ValueError, http.client.HTTPException):
+                return False
+        return True
+
+    in_netns(lab.ns("client"), patch)
+    in_netns(lab.ns("client"), lt.wait_for,
+             f"every member to see failsafe_mode: {str(on).lower()}"
+             + (" and a /failsafe topology of all members" if on else ""), 60, applied, 0.2)
+    say(f"failsafe_mode is {str(on).lower()}")
+
+
+# ---- an episode: one fault with everything measured --------------------------------------
+
+class Ctx:
+    """What a fault's action gets: the lab, the old primary, its directory,
+    a place for problems and details, and undo steps run when it heals
+    (also when it fails)."""
+
+    def __init__(self, lab, old, ev_dir, runs):
+        self.lab, self.old, self.dir, self.runs = lab, old, ev_dir, runs
+        self.problems, self.details = [], {}
+        self._undo = []
+
+    def on_heal(self, what, fn):
+        self._undo.append((what, fn))
+
+    def heal(self):
+        while self._undo:
+            what, fn = self._undo.pop()
+            try:
+                fn()
+            except Exception as e:  # every undo runs; each failure is a problem
+                self.problems.append(f"healing ({what}): {e}")
+
+
+def episode(lab, fault, variant, act, runs=None, converge_timeout=120.0, converge_under_fault=False,
+            vip_within=None, new_leader=False):
+    """One fault: load, reads, the sampler and the end-state tracer on; act
+    (which ends the fault, or with `converge_under_fault` starts it, and
+    returns the moment converge_ms counts from); wait (at most
+    `converge_timeout`) for the end state, with a leader other than the old
+    one when `new_leader`, the VIP's part within `vip_within` when given; wait
+    for the cluster to be whole, the end state holding all along; analyse
+    into a row."""
+    old = leader_now(lab)
+    ev_dir = lt.next_event_dir(lab, f"{fault}-{re.sub(r'[^a-z0-9]+', '-', variant.lower()).strip('-')}")
+    t0 = t_from = None
+    first = last = None
+    first_each = {}
+    other_than = old if new_leader else None
+    with lt.Measurement(lab, ev_dir, f"{os.path.basename(ev_dir)}-{lab.rid}") as m, Reads(lab, ev_dir) as reads:
+        ctx = Ctx(lab, old, ev_dir, runs)
+        in_netns(lab.ns("client"), lt.wait_writes, m.load_log, ["pgbouncer", "vip", "direct"], old, 60)
+        reads.wait_ready()
+        tracer = Tracer(lab)
+        say(f"{fault} ({variant}): primary is {old}")
+        t0 = time.time()
+        try:
+            try:
+                t_from = act(ctx)
+                if converge_under_fault:
+                    first, last, first_each = tracer.wait_converged(t_from, converge_timeout, other_than)
+            finally:
+                ctx.heal()
+            if not converge_under_fault:
+                first, last, first_each = tracer.wait_converged(t_from, converge_timeout, other_than)
+        except BaseException:
+            with contextlib.suppress(LabError):
+                tracer.finish(0)
+            raise
+        if first is None:
+            why = ", ".join(k for k in CONVERGED_KEYS if not (last or {}).get(k))
+            ctx.problems.append(f"not converged {converge_timeout:.1f} s after the fault ended ({why})"
+                                + (f": {brief(last)}" if last else ""))
+        t_vip = first_each.get("vip_on_leader_only")
+        if vip_within is not None and (t_vip is None or t_vip - t_from > vip_within):
+            ctx.problems.append(f"the VIP was not on the leader alone within {vip_within:.1f} s of the fault's end")
+        try:
+            in_netns(lab.ns("client"), lt.wait_healthy, lab, 180)
+        except LabError as e:
+            ctx.problems.append(str(e))
+        try:
+            relapses, n = tracer.finish(first["t"] if first else float("inf"))
+        except LabError as e:
+            relapses, n = [], 0
+            ctx.problems.append(str(e))
+        if relapses:
+            ctx.problems.append(
+                f"after converging, {len(relapses)} of {n} samples (50 ms apart) were not, "
+                f"from {lt.ms(relapses[0]['t'] - t_from)} to {lt.ms(relapses[-1]['t'] - t_from)} ms: "
+                f"{brief(relapses[0])}")
+        final = in_netns(lab.ns("client"), observe_once, lab)
+        if first is not None and not converged(final):
+            ctx.problems.append(f"converged, then no longer: {brief(final)}")
+        t_end = time.time()
+    lost, why = m.lost_rows()
+    if why:
+        ctx.problems.append(why)
+    elif lost:
+        ctx.problems.append(f"{lost} acknowledged rows are missing (see {m.result_path})")
+    ev = {"kind": f"{fault} ({variant})", "manager": lab.label, "pause_on": lab.pause_on, "old": old,
+          "new": final["leader"], "t0": t0, "t_end": t_end, "nodes": lab.topo.db_nodes, "run": lab.run,
+          "converged": not ctx.problems, "problems": ctx.problems}
+    with open(os.path.join(ev_dir, "event.json"), "w") as f:
+        json.dump(ev, f, indent=1)
+    r = lt.analyze(ev_dir)
+    row = {
+        "fault": fault, "variant": variant,
+        "vip_two_nodes_ms": r["vip_two_nodes_ms"],
+        "vip_absent_ms": vip_absent_ms(ev_dir, t0, t_end),
+        "lost_rows": r["lost_rows"],
+        "pgbouncer_failed_attempts": r["pgbouncer_failed_attempts"],
+        "converged": {k: bool(final[k]) and k in first_each for k in CONVERGED_KEYS},
+        "converge_ms": lt.ms(first["t"] - t_from) if first else None,
+        "n": 1,
+        "old": old, "new": final["leader"],
+        "writes_stalled_ms": {p: r["paths"][p]["outage_ms"] for p in ("pgbouncer", "vip", "direct")},
+        "reads_stalled_ms": reads.stalls(t0, t_end, old),
+        "vip_two_node_spans": r["vip_two_node_spans"],
+        "timeline_ms": [x for x in r["timeline_ms"] if x["t_ms"] is not None],
+        "details": ctx.details,
+        "problems": list(ctx.problems),
+        "dir": ev_dir,
+    }
+    if runs is not None:
+        seen = runs.between(t0, t_end)
+        row["details"]["hook_runs"] = runs_summary(seen)
+        with open(os.path.join(ev_dir, "hook-runs.json"), "w") as f:
+            json.dump(seen, f, indent=1)
+    row["holds"] = holds(row)
+    with open(os.path.join(ev_dir, "row.json"), "w") as f:
+        json.dump(row, f, indent=1)
+    print_row(row)
+    return row
+
+
+def brief(s):
+    return (f"leader {s['leader'] or '-'}, VIP on {','.join(s['holders'] or []) or '-'}, "
+            f"ini host {s['ini'] or '-'}, paused {s['paused']}")
+
+
+def vip_absent_ms(ev_dir, t0, t_end):
+    """How long, within [t0, t_end], no node held the VIP (the sampler's changes)."""
+    changes = []
+    for line in lt.load_lines(os.path.join(ev_dir, "sampler.log")):
+        p = line.split(None, 2)
+        if len(p) == 3 and p[1] == "vip":
+            changes.append((float(p[0]), p[2] != "-"))
+    absent, held, since = 0.0, True, t0
+    for t, h in changes:
+        if t <= t0:
+            held = h
+            continue
+        if t >= t_end:
+            break
+        if not held:
+            absent += t - since
+        held, since = h, t
+    if not held:
+        absent += t_end - since
+    return lt.ms(absent)
+
+
+def holds(row):
+    limit = TWO_NODES_LIMIT_MS.get(row["fault"], 0.0)
+    return (row["lost_rows"] == 0 and row["vip_two_nodes_ms"] is not None and row["vip_two_nodes_ms"] <= limit
+            and all(row["converged"].values()) and not row["problems"])
+
+
+def print_row(row):
+    c = row["converged"]
+    say(f"{row['fault']} ({row['variant']}): {'HOLDS' if row['holds'] else 'DOES NOT HOLD'}; "
+        f"VIP on two nodes {row['vip_two_nodes_ms']} ms, absent {row['vip_absent_ms']} ms; "
+        f"lost rows {row['lost_rows']}; PgBouncer failed attempts {row['pgbouncer_failed_attempts']}; "
+        f"converged {'/'.join(k for k in CONVERGED_KEYS if c[k]) or 'none'} in {row['converge_ms']} ms; "
+        f"writes stalled {row['writes_stalled_ms']}; reads stalled {row['reads_stalled_ms']}")
+    for p in row["problems"]:
+        print(f"  PROBLEM: {p}", flush=True)
+
+
+def combine(fault, variant, rows):
+    """One row for repeated episodes of a fault: the worst of each figure,
+    totals of counts, converged only if every episode converged."""
+    def worst(key, sub=None):
+        vs = [(r[key] if sub is None else r[key][sub]) for r in rows]
+        vs = [v for v in vs if v is not None]
+        return max(vs) if vs else None
+    lost = [r["lost_rows"] for r in rows]
+    row = {
+        "fault": fault, "variant": variant,
+        "vip_two_nodes_ms": worst("vip_two_nodes_ms"),
+        "vip_absent_ms": worst("vip_absent_ms"),
+        "lost_rows": None if any(v is None for v in lost) else sum(lost),
+        "pgbouncer_failed_attempts": sum(r["pgbouncer_failed_attempts"] or 0 for r in rows),
+        "converged": {k: all(r["converged"][k] for r in rows) for k in CONVERGED_KEYS},
+        "converge_ms": None if any(r["converge_ms"] is None for r in rows) else worst("converge_ms"),
+        "n": len(rows),
+        "writes_stalled_ms": {p: worst("writes_stalled_ms", p) for p in ("pgbouncer", "vip", "direct")},
+        "reads_stalled_ms": {p: worst("reads_stalled_ms", p) for p in ("pgbouncer", "vip", "replicas")},
+        "details": {},
+        "problems": [f"#{i + 1}: {p}" for i, r in enumerate(rows) for p in r["problems"]],
+        "episodes": rows,
+    }
+    row["holds"] = holds(row) and bool(rows)
+    return row
+
+
+# ---- the faults ----------------------------------------------------------------------------
+
+def sleep_until(t):
+    """The fault's own duration (not a synchronisation): until wall time t."""
+    while True:
+        left = t - time.time()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.5))
+
+
+def switchover_async(lab, old, ev_dir):
+    """patronictl switchover on a thread; join() returns its error, if any."""
+    box = {}
+
+    def run():
+        try:
+            lt.act_switchover(lab, old, ev_dir)
+        except LabError as e:
+            box["error"] = str(e)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+
+    def join():
+        t.join(120)
+        return box.get("error") or (None if not t.is_alive() else "patronictl switchover still running after 120 s")
+    return join
+
+
+def fault_isolation(lab, _variant, _opts, _runs):
+    def act(ctx):
+        port = f"v-{ctx.old}"
+        sw = lab.ns(lab.topo.switch)
+        ip("-n", sw, "link", "set", port, "down")
+        ctx.on_heal(f"{port} up", lambda: ip("-n", sw, "link", "set", port, "up"))
+        say(f"isolation: {ctx.old}'s link to the bridge is down for {CUT_S:.0f} s")
+        sleep_until(time.time() + CUT_S)
+        ctx.heal()
+        return time.time()
+    return [episode(lab, "isolation", "link down 30 s", act)]
+
+
+def consul_route(lab, host):
+    """A blackhole route to the Consul host in `host`'s namespace, and its undo."""
+    ns, dst = lab.ns(host), f"{lab.topo.addr('consul')}/32"
+    ip("-n", ns, "route", "add", "blackhole", dst)
+    return lambda: ip("-n", ns, "route", "del", "blackhole", dst)
+
+
+def with_failsafe(lab, on, fn):
+    """fn() (one episode, its row) with failsafe_mode `on`; back to false after."""
+    set_failsafe(lab, on)
+    try:
+        row = fn()
+    except BaseException:
+        if on:
+            with contextlib.suppress(LabError):
+                set_failsafe(lab, False)
+        raise
+    if on:
+        try:
+            set_failsafe(lab, False)
+        except LabError as e:
+            row["problems"].append(f"setting failsafe_mode back to false: {e}")
+            row["holds"] = False
+    return row
+
+
+def fault_consul_cut(lab, variant, _opts, _runs):
+    on = variant == "failsafe-on"
+
+    def act(ctx):
+        ctx.on_heal("route to Consul back", consul_route(lab, ctx.old))
+        say(f"consul-cut: {ctx.old} cannot reach Consul for {CUT_S:.0f} s (failsafe_mode: {str(on).lower()})")
+        sleep_until(time.time() + CUT_S)
+        ctx.heal()
+        return time.time()
+    return [with_failsafe(lab, on, lambda: episode(lab, "consul-cut", f"failsafe_mode: {str(on).lower()}", act))]
+
+
+def fault_consul_down(lab, variant, _opts, _runs):
+    on = variant == "failsafe-on"
+
+    def act(ctx):
+        pid = lab.pid("consul")
+        lt.kill(pid, signal.SIGSTOP, "the Consul double")
+        ctx.on_heal("SIGCONT to the Consul double", lambda: os.kill(pid, signal.SIGCONT))
+        say(f"consul-down: the Consul double (pid {pid}) is stopped for {CUT_S:.0f} s "
+            f"(failsafe_mode: {str(on).lower()})")
+        sleep_until(time.time() + CUT_S)
+        ctx.heal()
+        return time.time()
+    return [with_failsafe(lab, on, lambda: episode(lab, "consul-down", f"failsafe_mode: {str(on).lower()}", act))]
+
+
+def fault_pgbouncer_cut(lab, variant, _opts, _runs):
+    def act(ctx):
+        if variant == "before-pause":
+            ctx.on_heal("PgBouncer host's route to Consul back", consul_route(lab, "pgb"))
+            t_cut = time.time()
+            join = switchover_async(lab, ctx.old, ctx.dir)
+        else:
+            admin = Admin(lab)
+            join = switchover_async(lab, ctx.old, ctx.dir)
+            try:
+                lt.wait_for("PgBouncer paused by the switchover (SHOW DATABASES)", 60,
+                            lambda: admin.paused(), 0.005)
+            finally:
+                admin.close()
+            ctx.on_heal("PgBouncer host's route to Consul back", consul_route(lab, "pgb"))
+            t_cut = time.time()
+            ctx.details["cut_after_pause"] = True
+        say(f"pgbouncer-cut: the PgBouncer host cannot reach Consul for {PGB_CUT_S:.0f} s ({variant})")
+        sleep_until(t_cut + PGB_CUT_S)
+        ctx.heal()
+        t_heal = time.time()
+        err = join()
+        if err:
+            ctx.problems.append(err)
+        return t_heal
+    name = {"before-pause": "cut as the switchover starts", "while-paused": "cut while PgBouncer is paused"}[variant]
+    return [episode(lab, "pgbouncer-cut", name, act, new_leader=True)]
+
+
+def fault_killed_runs(lab, _variant, opts, runs):
+    rows = []
+    for i in range(opts.repeats):
+        def act(ctx):
+            runs.kill_window = KILL_WINDOW_S
+            ctx.on_heal("killing stopped", lambda: setattr(runs, "kill_window", None))
+            k0 = len(runs.kills)
+            say(f"killed-runs {i + 1}/{opts.repeats}: every hook run is SIGKILLed within "
+                f"{KILL_WINDOW_S * 1000:.0f} ms of its exec")
+            t = time.time()
+            lt.act_switchover(lab, ctx.old, ctx.dir)
+            in_netns(lab.ns("client"), lt.wait_healthy, lab, 180)
+            ctx.heal()
+            offsets = sorted(o for _, o, running in runs.kills[k0:] if running)
+            ctx.details["kills"] = {
+                "delivered": len(offsets),
+                "ms_after_exec": {"median": round(offsets[len(offsets) // 2], 1), "max": round(offsets[-1], 1)}
+                if offsets else None,
+                "late": sum(1 for o in offsets if o > KILL_WINDOW_S * 1000),
+                "runs_during_switchover": len(runs.between(t, time.time()))}
+            return time.time()
+        # After the last kill: the VIP within one node timer period, the rest
+        # within one PgBouncer timer period.
+        try:
+            rows.append(episode(lab, "killed-runs", f"switchover {i + 1}", act, runs=runs,
+                                converge_timeout=PGB_TIMER_S + RUN_MARGIN_S,
+                                vip_within=NODE_TIMER_S + RUN_MARGIN_S, new_leader=True))
+        except LabError as e:
+            runs.kill_window = None
+            rows.append(failed_row("killed-runs", f"switchover {i + 1}", str(e)))
+            break
+    return [combine("killed-runs", f"{opts.repeats} switchovers", rows)]
+
+
+def fault_slow_consul(lab, _variant, _opts, runs):
+    def act(ctx):
+        delay = lab.path("consul-delay")
+        with open(delay, "w") as f:
+            f.write(SLOW_DELAY + "\n")
+        ctx.on_heal("Consul answers at once again", lambda: os.unlink(delay))
+        say(f"slow-consul: every Consul answer comes {SLOW_DELAY} late; a switchover")
+        t = time.time()
+        lt.act_switchover(lab, ctx.old, ctx.dir)
+        return t
+
+    def check(row):
+        summary = row["details"].get("hook_runs", {})
+        late = [r for r in summary.get("slowest", []) if r["ms"] > HOOK_DEADLINE_S * 1000]
+        if late:
+            row["problems"].append(f"hook runs past their {HOOK_DEADLINE_S:.0f} s deadline: {late}")
+            row["holds"] = False
+        return row
+    return [check(episode(lab, "slow-consul", f"switchover, answers {SLOW_DELAY} late", act, runs=runs,
+                          converge_under_fault=True, new_leader=True))]
+
+
+class Operator:
+    """An operator editing pgbouncer.ini while the hook rewrites it: odd edits
+    add a database under [databases] the way `sed -i` does (a new file
+    renamed over the old), even ones change a comment in place (the file
+    rewritten through its own inode, as an editor with backupcopy does).
+    Every edit is remembered; `check` says which are no longer there."""
+
+    NOTE = "; operator note: "
+
+    def __init__(self, lab):
+        self.path = lab.path("pgbouncer", "pgbouncer.ini")
+        self.db_host, self.port = lab.topo.addr(lab.topo.db_nodes[0]), lab.topo.pg_port
+        self.managed = lab.topo.pgb_db
+        self.lock = threading.Lock()
+        self.n = 0
+        self.added, self.note = [], None
+        self.last_written = None
+        self.lost = {}   # edit line -> when it was first seen missing
+
+    def edit(self):
+        with self.lock:
+            text = open(self.path).read()
+            self._check(text, "before an edit")
+            self.n += 1
+            lines = text.split("\n")
+            if self.n % 2:
+                line = f"op{self.n} = host={self.db_host} port={self.port} dbname=postgres"
+                i = next(i for i, x in enumerate(lines) if x.strip() == "[databases]")
+                lines.insert(i + 1, line)
+                self.added.append(line)
+                new = "\n".join(lines)
+                st = os.stat(self.path)
+                tmp = os.path.join(os.path.dirname(self.path), f".op-edit-{os.getpid()}")
+                with open(tmp, "w") as f:
+                    f.write(new)
+                    os.fchown(f.fileno(), st.st_uid, st.st_gid)
+                    os.fchmod(f.fileno(), st.st_mode & 0o7777)
+                os.rename(tmp, self.path)
+            else:
+                note = f"{self.NOTE}edit {self.n}"
+                i = next((i for i, x in enumerate(lines) if x.startswith(self.NOTE)), None)
+                if i is None:
+                    lines.insert(0, note)
+                else:
+                    lines[i] = note
+                self.note = note
+                new = "\n".join(lines)
+                with open(self.path, "w") as f:  # O_TRUNC, then one write
+                    f.write(new)
+            self.last_written = new
+
+    def _check(self, text, when):
+        lines = set(text.split("\n"))
+        for line in self.added + ([self.note] if self.note else []):
+            if line not in lines and line not in self.lost:
+                self.lost[line] = when
+
+    def check(self):
+        """Edits missing now or ever, and whether the file is the operator's
+        last version but for host= and port= of the managed entry."""
+        with self.lock:
+            text = open(self.path).read()
+            self._check(text, "at the end")
+
+            def norm(t):
+                return [re.sub(r"\b(host|port)=\S+", r"\1=*", x) if re.match(rf"\s*{re.escape(self.managed)}\s*=", x)
+                        else x for x in t.split("\n")]
+            same = self.last_written is None or norm(text) == norm(self.last_written)
+            return {"edits": self.n, "lost": dict(self.lost), "byte_for_byte": same}
+
+
+def fault_ini_edits(lab, _variant, opts, runs):
+    n = opts.edit_repeats
+    op = Operator(lab)
+    sched = Scheduler("operator")
+    stop = threading.Event()
+    rows = []
+
+    def periodic():
+        while not stop.wait(0.3):
+            try:
+                op.edit()
+            except OSError as e:
+                print(f"faults: operator edit failed: {e}", file=sys.stderr)
+
+    def on_exec(run):
+        # An edit in the middle of the PgBouncer host's run, when it reads and
+        # replaces the file.
+        if run["host"] == "pgbouncer" and not stop.is_set():
+            sched.at(run["ts"] + int(random.uniform(0.001, 0.015) * 1e9), op.edit)
+    try:
+        for i in range(n):
+            def act(ctx):
+                stop.clear()
+                editor = threading.Thread(target=periodic, daemon=True)
+                runs.on_exec = on_exec
+                editor.start()
+
+                def quiet():
+                    runs.on_exec = None
+                    stop.set()
+                    editor.join(5)
+                ctx.on_heal("operator stops editing", quiet)
+                say(f"ini-edits {i + 1}/{n}: an operator edits pgbouncer.ini during a switchover")
+                t = time.time()
+                lt.act_switchover(lab, ctx.old, ctx.dir)
+                return t
+            try:
+                row = episode(lab, "ini-edits", f"switchover {i + 1}", act, runs=runs, converge_under_fault=True,
+                              new_leader=True)
+            except LabError as e:
+                rows.append(failed_row("ini-edits", f"switchover {i + 1}", str(e)))
+                break
+            seen = op.check()
+            row["details"]["operator"] = seen
+            if seen["lost"]:
+                row["problems"].append(f"operator edits lost: {seen['lost']}")
+            if not seen["byte_for_byte"]:
+                row["problems"].append("pgbouncer.ini differs from the operator's last version beyond host=/port= "
+                                       "of the managed entry")
+            row["holds"] = holds(row)
+            rows.append(row)
+    finally:
+        stop.set()
+        runs.on_exec = None
+        sched.stop()
+    row = combine("ini-edits", f"{n} switchovers", rows)
+    row["details"]["operator"] = op.check()
+    return [row]
+
+
+# name: its variants (`-`: none); the order is the order they run in.
+FAULTS = {
+    "isolation": ["-"],
+    "consul-cut": ["failsafe-off", "failsafe-on"],
+    "consul-down": ["failsafe-off", "failsafe-on"],
+    "pgbouncer-cut": ["before-pause", "while-paused"],
+    "killed-runs": ["-"],
+    "slow-consul": ["-"],
+    "ini-edits": ["-"],
+}
+RUN = {
+    "isolation": fault_isolation,
+    "consul-cut": fault_consul_cut,
+    "consul-down": fault_consul_down,
+    "pgbouncer-cut": fault_pgbouncer_cut,
+    "killed-runs": fault_killed_runs,
+    "slow-consul": fault_slow_consul,
+    "ini-edits": fault_ini_edits,
+}
+NEEDS_RUNS = {"killed-runs", "slow-consul", "ini-edits"}
+
+
+def parse_only(text):
+    """--only LIST -> [(fault, variant)] in the matrix's order."""
+    if not text:
+        return [(f, v) for f, vs in FAULTS.items() for v in vs]
+    wanted = set()
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        name, _, variant = item.partition(":")
+        if name not in FAULTS:
+            raise LabError(f"--only: unknown fault {name!r} (known: {', '.join(FAULTS)})")
+        if variant and variant not in FAULTS[name]:
+            raise LabError(f"--only: {name} has no variant {variant!r} (variants: {', '.join(FAULTS[name])})")
+        for v in ([variant] if variant else FAULTS[name]):
+            wanted.add((name, v))
+    return [(f, v) for f, vs in FAULTS.items() for v in vs if (f, v) in wanted]
+
+
+# ---- results -----------------------------------------------------------------------------------
+
+TABLE_NOTES = """\
+Milliseconds. One row per fault and variant (a repeated fault: the worst of its episodes, counts
+summed). VIP on two nodes / absent: from sampling the three nodes' addresses every 20 ms, from the
+fault's start until the cluster was whole again. Writes stalled: the longest gap between two
+acknowledged writes (one attempt every 20 ms through PgBouncer, through the VIP, and directly to
+each node: "direct" is Patroni's own outage). Reads stalled: the longest gap between two answered
+`SELECT 1` (one every 50 ms) through PgBouncer, through the VIP, and on the nodes that were
+replicas when the fault started (the worst of them). Converged: at the end, the VIP on the leader
+alone, pgbouncer.ini naming the leader, PgBouncer not paused; converge: from the fault's end (heal,
+SIGCONT, the last kill) or, under a lasting fault (slow Consul, the operator's edits), from the
+switchover's start, until all three held. Holds: no acknowledged row lost, the VIP never on two
+nodes (at most 150 ms where the hook's own runs are killed), converged, nothing else wrong.
+"""
+
+
+def cell(v):
+    return "n/a" if v is None else f"{v:.0f}"
+
+
+def markdown(rows, title):
+    lines = [f"{title}\n", TABLE_NOTES,
+             "| fault | variant | n | VIP on two nodes | VIP absent | writes stalled PgBouncer / VIP / direct "
+             "| reads stalled PgBouncer / VIP / replicas | lost rows | PgBouncer failed attempts "
+             "| converged VIP / ini / not paused | converge | holds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        w, rd, c = r["writes_stalled_ms"], r["reads_stalled_ms"], r["converged"]
+        lines.append(
+            f"| {r['fault']} | {r['variant']} | {r['n']} | {cell(r['vip_two_nodes_ms'])} | {cell(r['vip_absent_ms'])} "
+            f"| {cell(w['pgbouncer'])} / {cell(w['vip'])} / {cell(w['direct'])} "
+            f"| {cell(rd['pgbouncer'])} / {cell(rd['vip'])} / {cell(rd['replicas'])} "
+            f"| {'n/a' if r['lost_rows'] is None else r['lost_rows']} | {r['pgbouncer_failed_attempts']} "
+            f"| {' / '.join('yes' if c[k] else 'NO' for k in CONVERGED_KEYS)} | {cell(r['converge_ms'])} "
+            f"| {'yes' if r['holds'] else 'NO'} |")
+    problems = [(r, p) for r in rows for p in r["problems"]]
+    if problems:
+        lines.append("\nProblems:\n")
+        lines += [f"- {r['fault']} ({r['variant']}): {p}" for r, p in problems]
+    return "\n".join(lines) + "\n"
+
+
+def failed_row(fault, variant, why):
+    return {"fault": fault, "variant": variant, "vip_two_nodes_ms": None, "vip_absent_ms": None, "lost_rows": None,
+            "pgbouncer_failed_attempts": None, "converged": {k: False for k in CONVERGED_KEYS},
+            "converge_ms": None, "n": 0, "writes_stalled_ms": {p: None for p in ("pgbouncer", "vip", "direct")},
+            "reads_stalled_ms": {p: None for p in ("pgbouncer", "vip", "replicas")}, "details": {},
+            "problems": [why], "holds": False}
+
+
+# ---- the scenario ------------------------------------------------------------------------------
+
+def lab_is_sound(lab):
+    """Whether the next fault can run on this lab: a whole cluster and the end
+    state converged (bounded waits)."""
+    try:
+        in_netns(lab.ns("client"), lt.wait_healthy, lab, 120)
+        first, last, _ = in_netns(lab.ns("client"), wait_state, lab, time.time(), 60)
+        if first is None:
+            print(f"faults: lab {lab.rid} did not settle: {brief(last)}", file=sys.stderr)
+        return first is not None
+    except LabError as e:
+        print(f"faults: lab {lab.rid}: {e}", file=sys.stderr)
+        return False
+
+
+def scenario(topo, argv):
+    ap = argparse.ArgumentParser(prog="scripts/lab.sh faults",
+                                 description="The fault matrix on the hook's lab (see scripts/lab/faults.py).")
+    ap.add_argument("--only", default="", help="comma list of faults or FAULT:VARIANT (default: all): "
+                    + ", ".join(f"{f}" + (f" [{'|'.join(v)}]" if v != ['-'] else "") for f, v in FAULTS.items()))
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="switchovers in killed-runs (default 10) and ini-edits (default 3)")
+    ap.add_argument("--use-lab", action="store_true",
+                    help="run on the lab that is up ($LAB_RUN_ID or $LAB_ROOT/current) and leave it up")
+    a = ap.parse_args(argv)
+    plan = parse_only(a.only)
+    if a.repeats is not None and a.repeats < 1:
+        raise LabError(f"--repeats must be at least 1, not {a.repeats}")
+    a.edit_repeats = a.repeats or 3
+    a.repeats = a.repeats or 10
+    started = time.time()
+    title = (f"scripts/lab.sh faults{' --only ' + a.only if a.only else ''}"
+             f"{' --repeats ' + str(a.repeats) if a.repeats != 10 else ''}, "
+             f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs")
+    rows = []
+
+    def save():
+        data = [{k: v for k, v in r.items() if k not in ("episodes", "timeline_ms", "dir")} for r in rows]
+        return write(rows, data, title)
+
+    todo = list(plan)
+    try:
+        while todo:
+            if a.use_lab:
+                session = contextlib.nullcontext(lt.Lab.current(topo))
+            else:
+                # The first lab may take its run id from LAB_RUN_ID, as the demo's does.
+                rid = os.environ.get("LAB_RUN_ID") if not rows else None
+                session = lt.lab_session(topo, "hook", rid=rid)
+            with session as lab:
+                if lab.manager != "hook":
+                    raise LabError(f"lab {lab.rid} runs {lab.manager}; the fault matrix needs the hook's lab")
+                runs = HookRuns(lab)
+                try:
+                    while todo:
+                        fault, variant = todo[0]
+                        if not lab_is_sound(lab):
+                            if a.use_lab:
+                                raise LabError(f"lab {lab.rid} is not whole; faults left: {todo}")
+                            say(f"lab {lab.rid} is not whole; the faults left run on a new lab")
+                            break
+                        todo.pop(0)
+                        try:
+                            rows.extend(RUN[fault](lab, variant, a, runs if fault in NEEDS_RUNS else None))
+                        except LabError as e:
+                            print(f"faults: {fault} ({variant}): {e}", file=sys.stderr)
+                            rows.append(failed_row(fault, variant, str(e)))
+                        save()
+                finally:
+                    runs.close()
+                    if runs.overruns:
+                        print(f"faults: {runs.overruns} process event overruns (some hook runs not seen)",
+                              file=sys.stderr)
+    finally:
+        md, paths = save()
+    print(md)
+    say(f"fault matrix written to {paths[1]} and {paths[0]} in {time.time() - started:.0f} s")
+    bad = [f"{r['fault']} ({r['variant']})" for r in rows if not r["holds"]]
+    if bad:
+        raise LabError(f"{len(bad)} row(s) do not hold: {', '.join(bad)} (see {paths[1]})")
+
+
+def write(rows, data, title):
+    md = markdown(rows, title)
+    paths = lt.write_results("faults", data, md)
+    return md, paths
+
+
+def main():
+    """Internal commands, run inside the lab's client namespace."""
+    if len(sys.argv) < 2 or sys.argv[1] != "reads":
+        print("usage: faults.py reads --out FILE (the matrix itself: scripts/lab.sh faults)", file=sys.stderr)
+        sys.exit(2)
+    try:
+        cmd_reads(lt.Lab.current(lt.Topology()), sys.argv[2:])
+    except LabError as e:
+        print(f"faults.py: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
