@@ -14,7 +14,9 @@
 //! the VIP landing on it, and every row the client saw acknowledged present.
 //! The vip-manager lab (Patroni on etcd, Debian's vip-manager moving the VIP)
 //! gets one switchover with the same end-state checks, so the bench's
-//! comparison rows cannot rot. Outages are printed, never asserted (timing
+//! comparison rows cannot rot. A third lab runs the fault matrix
+//! (`scripts/lab.sh faults`, scripts/lab/faults.py) with fewer repeats, and
+//! this test checks every row it writes. Outages are printed, never asserted (timing
 //! targets belong to the bench).
 //!
 //! Needs root, iproute2, PostgreSQL 15, PgBouncer, psql, setpriv, setcap, curl,
@@ -631,6 +633,115 @@ fn failover_events_on_a_real_patroni_cluster() {
     down_and_check(&lab);
     show(&format!(
         "e2e hook: all events in {:.0?}",
+        started.elapsed()
+    ));
+}
+
+/// The faults `tests/e2e.rs` runs through the fault matrix, and how many
+/// switchovers the repeated ones get (the full matrix, `scripts/lab.sh
+/// faults`, runs ten and three).
+const FAULTS: &str =
+    "isolation,consul-cut,consul-down,pgbouncer-cut,killed-runs,slow-consul,ini-edits";
+const FAULT_REPEATS: &str = "3";
+
+/// The fault matrix (scripts/lab/faults.py) on the hook's lab: an isolated
+/// primary, a primary cut from Consul and Consul frozen (each with and
+/// without failsafe_mode), the PgBouncer host cut from Consul during a
+/// switchover, switchovers with every hook run SIGKILLed early, a slow Consul
+/// and an operator editing pgbouncer.ini. labtool measures each with the load
+/// generator, a read probe and the 20 ms sampler; this test checks every row
+/// itself: no acknowledged row lost, the VIP never on two nodes (150 ms at
+/// most where the hook's own runs are killed), the end state converged.
+#[test]
+fn fault_matrix_holds_on_a_real_patroni_cluster() {
+    if !prerequisites("hook") {
+        return;
+    }
+    let _one = WHOLE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let lab = Lab::new("f", "hook");
+    lab.sh_ok(&["up"], Duration::from_secs(300));
+    let out_dir = tempfile::tempdir().expect("results directory");
+    let (ok, out) = lab.sh(
+        &[
+            "faults",
+            "--use-lab",
+            "--only",
+            FAULTS,
+            "--repeats",
+            FAULT_REPEATS,
+        ],
+        Duration::from_secs(1500),
+        &[("LAB_OUT_DIR", &out_dir.path().to_string_lossy())],
+    );
+    show(&out);
+    let json = out_dir.path().join("lab-faults.json");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(&json)
+            .unwrap_or_else(|e| panic!("{}: {e} (output above)", json.display())),
+    )
+    .expect("lab-faults.json is a JSON array of rows");
+    let switchovers = format!("{FAULT_REPEATS} switchovers");
+    let expected = [
+        ("isolation", "link down 30 s"),
+        ("consul-cut", "failsafe_mode: false"),
+        ("consul-cut", "failsafe_mode: true"),
+        ("consul-down", "failsafe_mode: false"),
+        ("consul-down", "failsafe_mode: true"),
+        ("pgbouncer-cut", "cut as the switchover starts"),
+        ("pgbouncer-cut", "cut while PgBouncer is paused"),
+        ("killed-runs", switchovers.as_str()),
+        ("slow-consul", "switchover, answers 1.5s late"),
+        ("ini-edits", switchovers.as_str()),
+    ];
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["fault"].as_str().unwrap_or("?"),
+                r["variant"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "the rows of the matrix");
+    for r in &rows {
+        let name = format!("{} ({})", r["fault"], r["variant"]);
+        assert_eq!(r["lost_rows"], 0, "{name}: acknowledged rows lost: {r}");
+        let limit = if r["fault"] == "killed-runs" {
+            150.0
+        } else {
+            0.0
+        };
+        let two = r["vip_two_nodes_ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}: no vip_two_nodes_ms: {r}"));
+        assert!(
+            two <= limit,
+            "{name}: the VIP was on two nodes for {two} ms"
+        );
+        assert!(
+            r["vip_absent_ms"].is_number() && r["pgbouncer_failed_attempts"].is_number(),
+            "{name}: {r}"
+        );
+        for key in [
+            "vip_on_leader_only",
+            "ini_on_leader",
+            "pgbouncer_not_paused",
+        ] {
+            assert_eq!(
+                r["converged"][key], true,
+                "{name}: not converged: {key}: {r}"
+            );
+        }
+        assert!(r["converge_ms"].is_number(), "{name}: {r}");
+        assert_eq!(r["problems"], serde_json::json!([]), "{name}");
+        assert_eq!(r["holds"], true, "{name}: {r}");
+    }
+    assert!(ok, "scripts/lab.sh faults failed although every row holds");
+    down_and_check(&lab);
+    show(&format!(
+        "e2e fault matrix: up, {} rows, down in {:.0?}",
+        rows.len(),
         started.elapsed()
     ));
 }
