@@ -198,7 +198,8 @@ pub struct Observed {
     /// What this node's Patroni REST API said of `GET /primary`, if asked.
     pub local_primary: Option<bool>,
     /// Re-announce a VIP that is already present (callbacks do; reconcile,
-    /// which runs every few seconds, announces only what it adds).
+    /// which runs every few seconds, announces what it adds, and a held VIP
+    /// only while the record does not name this node yet).
     pub reannounce: bool,
 }
 
@@ -636,6 +637,10 @@ pub fn plan(o: &Observed) -> Plan {
                 interface: o.interface.clone(),
                 added: true,
             };
+            let record = match (view, known) {
+                (Some(v), true) => record_step(&Intent::Hold, Some(&target), &o.me, &v.holder),
+                _ => None,
+            };
             if present(&target) {
                 let ours = owned.iter().any(|x| x.same(&target));
                 if !ours {
@@ -652,7 +657,10 @@ pub fn plan(o: &Observed) -> Plan {
                         Err(_) => {}
                     }
                 }
-                if o.reannounce {
+                // A record not naming this node yet: the run that added the
+                // VIP stopped before its record step, maybe before it
+                // announced (add, announce, record is the order).
+                if o.reannounce || matches!(record, Some(RecordStep::Write { .. })) {
                     p.steps.push(VipStep::Announce(target.clone()));
                 }
             } else {
@@ -669,9 +677,7 @@ pub fn plan(o: &Observed) -> Plan {
                 }
                 p.verdicts.extend(verdicts);
             }
-            if let (Some(v), true) = (view, known) {
-                p.record = record_step(&Intent::Hold, Some(&target), &o.me, &v.holder);
-            }
+            p.record = record;
             p.vip = Some(target);
         }
         Intent::Release => {
@@ -999,6 +1005,29 @@ mod tests {
         o.trigger = Trigger::Reconcile;
         o.reannounce = false;
         assert!(plan(&o).steps.is_empty());
+    }
+
+    /// A hold adds, announces, then records. A VIP that is ours and in
+    /// place while the record does not name this node comes from a run that
+    /// stopped between adding and recording, maybe before announcing (found
+    /// by the lab's fault matrix: a reconcile SIGKILLed right after adding
+    /// left clients with the old primary's MAC for seconds, and the next
+    /// reconciles only wrote the record). Reconcile announces it again then.
+    #[test]
+    fn reconcile_announces_a_held_vip_again_while_the_record_is_not_this_node() {
+        let vip = owned("198.51.100.100/24", "eth1");
+        for record in [vec![], vec![holder("pg2", "198.51.100.100/24", 9)]] {
+            let mut o = observed(Trigger::Reconcile, answered(Some("pg1"), &record));
+            o.reannounce = false;
+            o.remembered = vec![vip.clone()];
+            at(&mut o, "198.51.100.100/24", "eth1", true);
+            let p = plan(&o);
+            assert_eq!(p.steps, vec![VipStep::Announce(vip.clone())], "{record:?}");
+            assert!(
+                matches!(p.record, Some(RecordStep::Write { .. })),
+                "{record:?}"
+            );
+        }
     }
 
     #[test]
