@@ -400,9 +400,45 @@ async fn follow_leaders(
         crate::warn_line!("{e}; a failed reload would not be retried");
     }
     let seen = state::reload_pending(&cfg.lock_file).unwrap_or_default();
-    if let Err(e) = pgbouncer::write_atomic(&p.ini, &edited.output) {
-        report.fail(e);
-        return done;
+    // An operator's edit made since the read is never overwritten
+    // (pgbouncer::write_atomic): the file is read and edited again.
+    let (mut input, mut edited) = (input, edited);
+    for attempt in 1.. {
+        match pgbouncer::write_atomic(&p.ini, &input, &edited.output) {
+            Ok(true) => break,
+            Ok(false) if attempt < 3 => {
+                note!(
+                    "{} changed while it was being rewritten; editing it again",
+                    p.ini.display()
+                );
+                let again = std::fs::read(&p.ini)
+                    .map_err(|e| Error::failed(format!("reading {}", p.ini.display()), e))
+                    .and_then(|i| ini::edit(&i, &pairs).map(|e| (i, e)));
+                match again {
+                    Ok((i, e)) if e.output == i => {
+                        note!("{} already points at the leaders", p.ini.display());
+                        done.current = true;
+                        return done;
+                    }
+                    Ok((i, e)) => (input, edited) = (i, e),
+                    Err(e) => {
+                        report.fail(e.context(format!("{} kept as it is", p.ini.display())));
+                        return done;
+                    }
+                }
+            }
+            Ok(false) => {
+                report.fail(Error::temporary(
+                    format!("{}", p.ini.display()),
+                    "changed under every rewrite; left to the next run",
+                ));
+                return done;
+            }
+            Err(e) => {
+                report.fail(e);
+                return done;
+            }
+        }
     }
     if let Err(e) = state::set_decided(&cfg.lock_file, SUBJECT, ticket) {
         crate::warn_line!("{e}");

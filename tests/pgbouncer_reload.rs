@@ -88,7 +88,7 @@ fn reload_makes_pgbouncer_serve_the_edited_entry() {
     };
     let edited = ini::edit(&before, &[("appdb", &target)]).unwrap();
     assert_eq!(edited.changed, ["appdb"]);
-    pgbouncer::write_atomic(&bouncer.ini, &edited.output).unwrap();
+    assert!(pgbouncer::write_atomic(&bouncer.ini, &before, &edited.output).unwrap());
 
     let pid = pgbouncer::reload(&bouncer.pidfile).unwrap();
     assert_eq!(pid, bouncer.pid());
@@ -183,7 +183,10 @@ fn write_atomic_keeps_mode_and_owner_replaces_the_inode_and_leaves_no_temp_file(
     fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
     let inode = fs::metadata(&path).unwrap().ino();
 
-    pgbouncer::write_atomic(&path, b"[databases]\nappdb = host=db1\n").unwrap();
+    assert!(
+        pgbouncer::write_atomic(&path, b"[databases]\n", b"[databases]\nappdb = host=db1\n")
+            .unwrap()
+    );
 
     assert_eq!(fs::read(&path).unwrap(), b"[databases]\nappdb = host=db1\n");
     let meta = fs::metadata(&path).unwrap();
@@ -212,7 +215,7 @@ fn write_atomic_through_a_symlink_replaces_the_real_file_and_keeps_the_link() {
     fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap();
     std::os::unix::fs::symlink(&real, &link).unwrap();
 
-    pgbouncer::write_atomic(&link, b"new\n").unwrap();
+    assert!(pgbouncer::write_atomic(&link, b"old\n", b"new\n").unwrap());
 
     assert!(fs::symlink_metadata(&link)
         .unwrap()
