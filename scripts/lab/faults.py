@@ -983,6 +983,7 @@ class Operator:
 
     def __init__(self, lab):
         self.path = lab.path("pgbouncer", "pgbouncer.ini")
+        self.log = open(lab.path("events", "operator-edits.log"), "a", buffering=1)
         self.db_host, self.port = lab.topo.addr(lab.topo.db_nodes[0]), lab.topo.pg_port
         self.managed = lab.topo.pgb_db
         self.lock = threading.Lock()
@@ -1022,12 +1023,14 @@ class Operator:
                 with open(self.path, "w") as f:  # O_TRUNC, then one write
                     f.write(new)
             self.last_written = new
+            self.log.write(f"{time.time():.6f} edit {self.n} {'add' if self.n % 2 else 'comment'}\n")
 
     def _check(self, text, when):
         lines = set(text.split("\n"))
         for line in self.added + ([self.note] if self.note else []):
             if line not in lines and line not in self.lost:
                 self.lost[line] = when
+                self.log.write(f"{time.time():.6f} lost {line!r} ({when})\n")
 
     def check(self):
         """Edits missing now or ever, and whether the file is the operator's
@@ -1049,6 +1052,7 @@ def fault_ini_edits(lab, _variant, opts, runs):
     sched = Scheduler("operator")
     stop = threading.Event()
     rows = []
+    reported = set()
 
     def periodic():
         while not stop.wait(0.3):
@@ -1087,12 +1091,16 @@ def fault_ini_edits(lab, _variant, opts, runs):
                 break
             seen = op.check()
             row["details"]["operator"] = seen
-            if seen["lost"]:
-                row["problems"].append(f"operator edits lost: {seen['lost']}")
+            lost = {k: v for k, v in seen["lost"].items() if k not in reported}
+            reported.update(lost)
+            if lost:
+                row["problems"].append(f"operator edits lost: {lost}")
             if not seen["byte_for_byte"]:
                 row["problems"].append("pgbouncer.ini differs from the operator's last version beyond host=/port= "
                                        "of the managed entry")
-            row["holds"] = holds(row)
+            if not holds(row) and row["holds"]:
+                row["holds"] = False
+                print_row(row)
             rows.append(row)
     finally:
         stop.set()
