@@ -69,6 +69,7 @@ PGB_TIMER_S = float(os.environ.get("LAB_PGB_SAFETY_NET_INTERVAL") or 5)
 # takes up to this long.
 RUN_MARGIN_S = 0.5
 HOOK_DEADLINE_S = 5.0   # lab.sh's hook.yml: deadline 5s
+CLIENTS_BACK_S = 60.0   # after converging, writes and reads through PgBouncer and the VIP within this
 
 
 def ip(*args):
@@ -171,21 +172,46 @@ class Reads:
             return want <= seen
         lt.wait_for(f"answered reads through {', '.join(sorted(want))} ({self.log})", timeout, ready, 0.05)
 
+    def wait_ok(self, labels, since, timeout):
+        """Waits until a read through each of `labels` was answered after `since`."""
+        def done():
+            seen = {p[3] for p in (line.split() for line in lt.load_lines(self.log))
+                    if len(p) >= 4 and p[2] == "ok" and float(p[1]) >= since}
+            return set(labels) <= seen
+        lt.wait_for(f"answered reads through {', '.join(labels)} ({self.log})", timeout, done, 0.05)
+
     def stalls(self, t0, t_end, old):
-        """The longest gap between answered reads within the episode: through
-        PgBouncer, through the VIP, and on the nodes that were replicas at the
-        start (the worst of them)."""
+        """The longest time without an answered read within the episode:
+        through PgBouncer, through the VIP, and on the nodes that were
+        replicas at the start (the worst of them)."""
         oks = {}
         for line in lt.load_lines(self.log):
             p = line.split()
             if len(p) >= 4 and p[2] == "ok":
                 oks.setdefault(p[3], []).append(float(p[1]))
-        out = {}
-        for label in ("pgbouncer", "vip"):
-            out[label] = lt.ms(lt.gaps(oks.get(label, []), t0, t_end)[0]) if oks.get(label) else None
-        replicas = [lt.gaps(oks.get(n, []), t0, t_end)[0] for n in self.lab.topo.db_nodes if n != old and oks.get(n)]
+        out = {label: lt.ms(stall(oks.get(label, []), t0, t_end)) for label in ("pgbouncer", "vip")}
+        replicas = [stall(oks.get(n, []), t0, t_end) for n in self.lab.topo.db_nodes if n != old]
         out["replicas"] = lt.ms(max(replicas)) if replicas else None
         return out
+
+
+def stall(oks, t0, t_end):
+    """The longest interval within [t0, t_end] without a success (times of
+    successes, any order), counted from the last success before t0 and up to
+    t_end when the path never answered again."""
+    before = [t for t in oks if t <= t0]
+    points = [max(before) if before else t0] + sorted(t for t in oks if t0 < t <= t_end) + [t_end]
+    return max(b - a for a, b in zip(points, points[1:]))
+
+
+def write_stalls(load_log, t0, t_end):
+    """stall() of the acknowledged writes through PgBouncer, the VIP and
+    directly (any node: Patroni's own outage)."""
+    oks = {}
+    for p in (line.split() for line in lt.load_lines(load_log)):
+        if len(p) >= 7 and p[2] == "ok":
+            oks.setdefault(p[4], []).append(float(p[1]))
+    return {path: lt.ms(stall(oks.get(path, []), t0, t_end)) for path in ("pgbouncer", "vip", "direct")}
 
 
 # ---- PgBouncer's admin console and the end state ------------------------------------
@@ -659,6 +685,15 @@ def episode(lab, fault, variant, act, runs=None, converge_timeout=120.0, converg
             why = ", ".join(k for k in CONVERGED_KEYS if not (last or {}).get(k))
             ctx.problems.append(f"not converged {converge_timeout:.1f} s after the fault ended ({why})"
                                 + (f": {brief(last)}" if last else ""))
+        # What clients see: writes and reads through PgBouncer and the VIP
+        # answered again, on the leader, after the fault's end.
+        if first is not None:
+            try:
+                in_netns(lab.ns("client"), lt.wait_writes, m.load_log, ["pgbouncer", "vip"], first["leader"],
+                         CLIENTS_BACK_S, since=t_from)
+                reads.wait_ok(["pgbouncer", "vip"], t_from, CLIENTS_BACK_S)
+            except LabError as e:
+                ctx.problems.append(f"converged, but clients did not get through: {e}")
         t_vip = first_each.get("vip_on_leader_only")
         if vip_within is not None and (t_vip is None or t_vip - t_from > vip_within):
             ctx.problems.append(f"the VIP was not on the leader alone within {vip_within:.1f} s of the fault's end")
@@ -701,7 +736,7 @@ def episode(lab, fault, variant, act, runs=None, converge_timeout=120.0, converg
         "converge_ms": lt.ms(first["t"] - t_from) if first else None,
         "n": 1,
         "old": old, "new": final["leader"],
-        "writes_stalled_ms": {p: r["paths"][p]["outage_ms"] for p in ("pgbouncer", "vip", "direct")},
+        "writes_stalled_ms": write_stalls(m.load_log, t0, t_end),
         "reads_stalled_ms": reads.stalls(t0, t_end, old),
         "vip_two_node_spans": r["vip_two_node_spans"],
         "timeline_ms": [x for x in r["timeline_ms"] if x["t_ms"] is not None],
