@@ -823,6 +823,13 @@ def combine(fault, variant, rows):
         "problems": [f"#{i + 1}: {p}" for i, r in enumerate(rows) for p in r["problems"]],
         "episodes": rows,
     }
+    # Totals of what the episodes counted (hook runs, kills).
+    for group in ("hook_runs", "kills"):
+        for r in rows:
+            for k, v in r.get("details", {}).get(group, {}).items():
+                if isinstance(v, int):
+                    row["details"].setdefault(group, {})
+                    row["details"][group][k] = row["details"][group].get(k, 0) + v
     row["holds"] = holds(row) and bool(rows)
     return row
 
