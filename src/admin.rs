@@ -48,13 +48,21 @@ impl Admin {
             }
             AdminHost::Tcp(h) => format!("PgBouncer's admin console at {h}:{}", cfg.port),
         };
+        // Peer authentication on the socket maps the process's user.
+        let user = cfg.user.clone().unwrap_or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| "postgres".into())
+        });
         let mut pg = tokio_postgres::Config::new();
         match &cfg.host {
             AdminHost::Socket(d) => pg.host_path(d),
             AdminHost::Tcp(h) => pg.host(h),
         };
         pg.port(cfg.port)
-            .user(&cfg.user)
+            .user(&user)
             .dbname("pgbouncer")
             .application_name("patroni-hook");
         if let Some(f) = &cfg.password_file {

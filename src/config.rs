@@ -104,9 +104,9 @@ pub struct AdminConfig {
     pub host: AdminHost,
     /// `listen_port`.
     pub port: u16,
-    /// A user in `admin_users`; peer authentication on the socket maps the
-    /// process's user.
-    pub user: String,
+    /// A user in `admin_users`; none: the user this process runs as
+    /// (looked up when the console is used: most runs never need it).
+    pub user: Option<String>,
     /// A file holding the password, when the console asks for one.
     pub password_file: Option<PathBuf>,
 }
@@ -306,9 +306,6 @@ pub struct Env {
     pub hostname: String,
     /// `$CONSUL_HTTP_TOKEN`, used when no `token_file` is configured.
     pub consul_http_token: Option<String>,
-    /// The user this process runs as, default of `pgbouncer.admin.user`
-    /// (peer authentication maps it).
-    pub user: String,
 }
 
 impl Env {
@@ -318,17 +315,11 @@ impl Env {
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default();
-        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_else(|| "postgres".into());
         Env {
             hostname,
             consul_http_token: std::env::var("CONSUL_HTTP_TOKEN")
                 .ok()
                 .filter(|t| !t.trim().is_empty()),
-            user,
         }
     }
 }
@@ -492,7 +483,7 @@ pub fn from_str(
             }
             let admin = match section(path, "pgbouncer.admin", p.admin)? {
                 None => None,
-                Some(a) => Some(admin(path, a, env)?),
+                Some(a) => Some(admin(path, a)?),
             };
             let pause_on = match (p.pause_on, &admin) {
                 (Some(PauseOn::Never), _) => PauseOn::Never,
@@ -595,7 +586,7 @@ pub fn from_str(
     })
 }
 
-fn admin(path: &Path, a: RawAdmin, env: &Env) -> Result<AdminConfig> {
+fn admin(path: &Path, a: RawAdmin) -> Result<AdminConfig> {
     let bad = |key: &str, expected: &str| Error::config(path, key, expected);
     let host = match (a.socket_dir, a.host) {
         (Some(d), None) if d.is_absolute() => AdminHost::Socket(d),
@@ -619,9 +610,9 @@ fn admin(path: &Path, a: RawAdmin, env: &Env) -> Result<AdminConfig> {
         }
     };
     let user = match a.user {
-        Some(u) if crate::keys::is_member_name(&u) => u,
+        Some(u) if crate::keys::is_member_name(&u) => Some(u),
         Some(_) => return Err(bad("pgbouncer.admin.user", "expected a user name")),
-        None => env.user.clone(),
+        None => None,
     };
     Ok(AdminConfig {
         host,
@@ -814,7 +805,6 @@ mod tests {
         Env {
             hostname: "pg1".into(),
             consul_http_token: None,
-            user: "postgres".into(),
         }
     }
 
@@ -968,7 +958,6 @@ pgbouncer:
             &Env {
                 hostname: "h".into(),
                 consul_http_token: Some("envtok".into()),
-                user: "postgres".into(),
             },
             &|_: &Path| unreachable!(),
         )
@@ -1027,7 +1016,7 @@ pgbouncer:
         assert_eq!(c.pause_timeout, Duration::from_secs(10));
         let a = c.admin.unwrap();
         assert_eq!(a.host, AdminHost::Socket("/run/pgb".into()));
-        assert_eq!((a.port, a.user.as_str()), (6433, "postgres"));
+        assert_eq!((a.port, a.user.as_deref()), (6433, None));
         for (extra, key) in [
             (
                 "  admin:\n    socket_dir: rel\n",

@@ -263,7 +263,15 @@ fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     } else {
         give_to_dir_owner(path);
-        sweep(path);
+        // Once per directory and process: a killed run's leftovers need one
+        // sweep, not one per write.
+        static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+        if !swept.contains(&dir) {
+            swept.push(dir);
+            sweep(path);
+        }
     }
     result
 }
@@ -315,10 +323,15 @@ impl Ticket {
     }
 }
 
+/// This boot's id, read once per process (it cannot change under it).
 fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
+    .clone()
 }
 
 /// Where the last applied decision of `subject` is kept.
