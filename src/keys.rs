@@ -15,7 +15,7 @@
 use crate::consul::Entry;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 /// The keys of one Patroni scope.
@@ -54,6 +54,39 @@ impl ScopeKeys {
             pause_acks: format!("{prefix}pause-ack/"),
             prefix,
         }
+    }
+}
+
+/// A recursive read of `<ns>/` split by scope in one pass. Reading each of
+/// hundreds of scopes out of the whole list would be quadratic (500 scopes:
+/// 67 ms against 13 ms). [`ScopeView::read`] still matches keys exactly, so
+/// the split only narrows what it looks through.
+#[derive(Debug, Default)]
+pub struct Scopes(HashMap<String, Vec<Entry>>);
+
+impl Scopes {
+    /// Groups `entries` by the path segment after `<namespace>/`; entries
+    /// outside the namespace are dropped.
+    pub fn new(entries: Vec<Entry>, namespace: &str) -> Self {
+        let ns = format!("{namespace}/");
+        let mut by: HashMap<String, Vec<Entry>> = HashMap::new();
+        for e in entries {
+            let Some(scope) = e
+                .key
+                .strip_prefix(&ns)
+                .and_then(|rest| rest.split_once('/'))
+                .map(|(scope, _)| scope.to_string())
+            else {
+                continue;
+            };
+            by.entry(scope).or_default().push(e);
+        }
+        Scopes(by)
+    }
+
+    /// The entries under `<namespace>/<scope>/`.
+    pub fn of(&self, scope: &str) -> &[Entry] {
+        self.0.get(scope).map(Vec::as_slice).unwrap_or(&[])
     }
 }
 
@@ -468,6 +501,38 @@ mod tests {
             modify_index: idx,
             session: None,
         }
+    }
+
+    #[test]
+    fn a_scope_reads_the_same_from_its_group_as_from_the_whole_read() {
+        let es = vec![
+            e("service/a/leader", "pg1", 1),
+            e(
+                "service/a/members/pg1",
+                r#"{"conn_url":"postgres://198.51.100.11:5432/postgres"}"#,
+                2,
+            ),
+            e("service/ab/leader", "pg2", 3),
+            e(
+                "service/ab/members/pg2",
+                r#"{"conn_url":"postgres://198.51.100.12:5432/postgres"}"#,
+                4,
+            ),
+            e("service/ab/failover", "{}", 5),
+            e("service/a", "not a scope key", 6),
+            e("other/a/leader", "pg9", 7),
+        ];
+        let scopes = Scopes::new(es.clone(), "service");
+        for scope in ["a", "ab", "abc"] {
+            let k = ScopeKeys::new("service", scope);
+            assert_eq!(
+                ScopeView::read(scopes.of(scope), &k),
+                ScopeView::read(&es, &k),
+                "{scope}"
+            );
+        }
+        assert_eq!(scopes.of("a").len(), 2);
+        assert!(scopes.of("abc").is_empty());
     }
 
     fn keys() -> ScopeKeys {

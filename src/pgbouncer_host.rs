@@ -15,7 +15,7 @@ use crate::config::{Cluster, Config, PgbouncerConfig, TargetKind};
 use crate::consul::{Consul, Entry};
 use crate::error::{Error, Kind};
 use crate::ini::{self, Target};
-use crate::keys::{shown, LeaderKey, ScopeKeys, ScopeView};
+use crate::keys::{shown, LeaderKey, ScopeKeys, ScopeView, Scopes};
 use crate::pause::{self, Decision};
 use crate::pause_host::{self, ToResume};
 use crate::state::{self, Ticket};
@@ -39,7 +39,11 @@ pub enum Resolved {
 /// PURE: from a cluster's keys, what its entries should point at.
 pub fn resolve(entries: &[Entry], namespace: &str, cluster: &Cluster) -> Resolved {
     let keys = ScopeKeys::new(namespace, &cluster.scope);
-    let view = ScopeView::read(entries, &keys);
+    resolve_view(&ScopeView::read(entries, &keys), &keys, cluster)
+}
+
+/// PURE: [`resolve`] on a scope already read.
+fn resolve_view(view: &ScopeView, keys: &ScopeKeys, cluster: &Cluster) -> Resolved {
     let leader = match &view.leader {
         LeaderKey::Absent => {
             return Resolved::Wait(format!("no leader key {} (mid-failover?)", keys.leader))
@@ -80,14 +84,15 @@ async fn read_clusters(
     namespace: &str,
     clusters: &[Cluster],
     consul: &Consul,
-) -> Result<Vec<Entry>, Error> {
-    if clusters.len() == 1 {
+) -> Result<Scopes, Error> {
+    let entries = if clusters.len() == 1 {
         consul
             .list(&format!("{namespace}/{}/", clusters[0].scope), false)
-            .await
+            .await?
     } else {
-        consul.list(&format!("{namespace}/"), false).await
-    }
+        consul.list(&format!("{namespace}/"), false).await?
+    };
+    Ok(Scopes::new(entries, namespace))
 }
 
 /// Reconciles pgbouncer.ini once: pauses what asks for a pause, points the
@@ -130,7 +135,7 @@ pub async fn reconcile(
     let mut once_followed = Vec::new();
     for c in &p.clusters {
         let keys = ScopeKeys::new(&cfg.consul.namespace, &c.scope);
-        let view = ScopeView::read(&entries, &keys);
+        let view = ScopeView::read(entries.of(&c.scope), &keys);
         let local = state::read_pause(&cfg.lock_file, &c.scope);
         if local.leaderless_served && matches!(view.leader, LeaderKey::Name(_)) && !dry_run {
             pause_host::leader_seen(cfg, budget, &c.scope);
@@ -144,7 +149,7 @@ pub async fn reconcile(
                 true
             }
             Decision::Pause { request } => {
-                to_pause.push((c, request, view));
+                to_pause.push((c, request, view.clone()));
                 false
             }
             Decision::Hold(why) => {
@@ -168,7 +173,7 @@ pub async fn reconcile(
                 true
             }
             Decision::ResumeOnceWritable => {
-                let why = match resolve(&entries, &cfg.consul.namespace, c) {
+                let why = match resolve_view(&view, &keys, c) {
                     Resolved::Target(_, leader) => {
                         pause_host::wait_writable(&view, &leader, &local, p, budget, report).await
                     }
@@ -189,7 +194,7 @@ pub async fn reconcile(
         if !follow {
             continue;
         }
-        match resolve(&entries, &cfg.consul.namespace, c) {
+        match resolve_view(&view, &keys, c) {
             Resolved::Target(t, leader) => {
                 crate::debug_line!(
                     "cluster {}: leader {leader} at {}:{}",
@@ -536,7 +541,7 @@ pub async fn status(cfg: &Config, consul: &Consul) -> Result<serde_json::Value, 
         let mut m = serde_json::Map::new();
         m.insert("scope".into(), c.scope.clone().into());
         m.insert("databases".into(), c.databases.clone().into());
-        match resolve(&entries, &cfg.consul.namespace, c) {
+        match resolve(entries.of(&c.scope), &cfg.consul.namespace, c) {
             Resolved::Target(t, leader) => {
                 m.insert("leader".into(), leader.into());
                 m.insert("target".into(), format!("{}:{}", t.host, t.port).into());
