@@ -395,7 +395,7 @@ def http_json(hostport, path, timeout=2.0):
 
 
 class Consul:
-    """KV reads; a token makes the read a blocking query (consul-api.md)."""
+    """KV reads; a token makes the read a blocking query (tests/consul-double/SPEC.md)."""
 
     def __init__(self, hostport):
         self.hostport = hostport

@@ -3,7 +3,7 @@
 //!
 //! Consul reads every duration on the wire with Go's parser: blocking-query
 //! `wait` (`2.5s`, `1000ms`, `9.9986s`), session `ttl` (`"15.0s"`) and
-//! `lockdelay` (consul-api.md §1.4, §3.6). Its error texts print durations
+//! `lockdelay` (SPEC.md §1.4, §3.6). Its error texts print durations
 //! with Go's formatter (`[10s=24h0m0s]`, §3.5), so both directions must match
 //! Go byte for byte.
 

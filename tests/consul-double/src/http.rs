@@ -1,6 +1,6 @@
 //! HTTP layer: routing, query-parameter parsing, ACL checks, blocking
 //! queries and response headers. Translates each request into `State` calls
-//! and prints the result the way Consul's handlers do (consul-api.md §3).
+//! and prints the result the way Consul's handlers do (SPEC.md §3).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -1,6 +1,6 @@
 //! consul-double: an in-process Consul HTTP API double, faithful enough that
 //! real Patroni runs its Consul backend against it (spec:
-//! /work/shared/consul-api.md). Module list and the public surface only.
+//! tests/consul-double/SPEC.md). Module list and the public surface only.
 //!
 //! Start one with [`Server::start`]; tests that may run against a real agent
 //! ask [`external_consul`] first.

@@ -1,6 +1,6 @@
 //! The double's data: the global index, the KV table with tombstones and
 //! lock-delays, sessions and agent services. Pure: no I/O, no clock (callers
-//! pass `now`), so every rule of consul-api.md §3 is a plain function here and
+//! pass `now`), so every rule of SPEC.md §3 is a plain function here and
 //! the HTTP layer only translates requests into these calls.
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,5 +1,5 @@
 //! `type=key` watches with a script handler, as a Consul agent runs them
-//! (consul-api.md §4.1–4.3): the handler runs once on the first result and
+//! (SPEC.md §4.1–4.3): the handler runs once on the first result and
 //! again whenever the key's api struct changes, with the JSON (or `null`) plus
 //! `\n` on stdin and `CONSUL_INDEX` in its environment. One handler at a time
 //! per watch; the agent waits for it before looking again.

@@ -1,6 +1,6 @@
 //! JSON shapes on the wire: the HTTP `DirEntry`, the Go `api.KVPair` that
 //! watch handlers read, session objects, and Go's JSON string escaping.
-//! Field order follows Consul's Go structs (consul-api.md §3.2, §3.5, §4.3).
+//! Field order follows Consul's Go structs (SPEC.md §3.2, §3.5, §4.3).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;

@@ -1,4 +1,4 @@
-//! Conformance of the double to consul-api.md §3–§4, over real HTTP: one test
+//! Conformance of the double to SPEC.md §3–§4, over real HTTP: one test
 //! per rule, named after the rule. Sleeps appear only where a test asserts
 //! that something has NOT happened yet; everything else polls with a deadline.
 

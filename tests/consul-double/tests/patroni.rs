@@ -1,5 +1,5 @@
 //! Real Patroni 4.x + PostgreSQL 15 against the double: the proof that the
-//! double is faithful enough for Patroni's Consul backend (LAB.md).
+//! double is faithful enough for Patroni's Consul backend (docs/design.md, "How it is tested").
 //!
 //! Needs root (to run PostgreSQL and Patroni as `postgres`), the `postgres`
 //! user, PostgreSQL 15 binaries and a Patroni virtualenv (`$PATRONI_VENV`,
