@@ -27,6 +27,8 @@
 
 mod common;
 
+use common::lab::{double_bin, repo, venv};
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -122,74 +124,21 @@ impl Topology {
     }
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn lab_sh() -> PathBuf {
     repo().join("scripts/lab.sh")
-}
-
-fn venv() -> PathBuf {
-    PathBuf::from(
-        std::env::var("PATRONI_VENV").unwrap_or_else(|_| "/opt/patroni-hook-test/venv".into()),
-    )
-}
-
-fn on_path(prog: &str) -> bool {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
-        .any(|d| Path::new(d).join(prog).exists());
-    found
-}
-
-/// The consul-double binary next to this test's hook binary (same profile),
-/// else the release one.
-fn double_bin() -> Option<PathBuf> {
-    let hook = PathBuf::from(env!("CARGO_BIN_EXE_patroni-hook"));
-    let same = hook.with_file_name("consul-double");
-    if same.exists() {
-        return Some(same);
-    }
-    let release = repo().join("target/release/consul-double");
-    release.exists().then_some(release)
 }
 
 /// Whether the lab of `manager` (hook or vip-manager) can run here. Under
 /// CI=true a missing prerequisite fails; elsewhere the test prints exactly
 /// what is missing and returns.
 fn prerequisites(manager: &str) -> bool {
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root".to_string());
-    }
-    for prog in ["ip", "pgbouncer", "psql", "setpriv", "setcap", "curl"] {
-        if !on_path(prog) {
-            missing.push(prog.to_string());
-        }
-    }
-    if !Path::new("/usr/lib/postgresql/15/bin/postgres").exists() {
-        missing.push("PostgreSQL 15 (/usr/lib/postgresql/15/bin/postgres)".into());
-    }
-    if nix::unistd::User::from_name("postgres")
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        missing.push("the postgres user".into());
-    }
-    let patroni = venv().join("bin/patroni");
-    if !patroni.exists() {
-        missing.push(format!("{} (PATRONI_VENV)", patroni.display()));
-    }
-    if manager == "hook" && double_bin().is_none() {
-        missing.push("the consul-double binary (cargo build -p consul-double)".into());
-    }
+    let mut missing = common::lab::missing(
+        &["ip", "pgbouncer", "psql", "setpriv", "setcap", "curl"],
+        manager == "hook",
+    );
     if manager == "vip-manager" {
         for (prog, package) in [("vip-manager", "vip-manager"), ("etcd", "etcd-server")] {
-            if !on_path(prog) {
+            if common::which(prog).is_none() {
                 missing.push(format!("{prog} (Debian package {package})"));
             }
         }

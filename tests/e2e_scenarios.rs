@@ -19,6 +19,8 @@
 
 mod common;
 
+use common::lab::{double_bin, repo, venv};
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -32,65 +34,24 @@ const LAB_ROOT: &str = "/run/patroni-hook-lab-scenarios";
 /// One lab at a time: two would share two cores between six PostgreSQL.
 static ONE_LAB: Mutex<()> = Mutex::new(());
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn venv() -> PathBuf {
-    PathBuf::from(
-        std::env::var("PATRONI_VENV").unwrap_or_else(|_| "/opt/patroni-hook-test/venv".into()),
-    )
-}
-
-/// The consul-double binary next to this test's hook binary, else the release one.
-fn double_bin() -> Option<PathBuf> {
-    let same = PathBuf::from(env!("CARGO_BIN_EXE_patroni-hook")).with_file_name("consul-double");
-    if same.exists() {
-        return Some(same);
-    }
-    let release = repo().join("target/release/consul-double");
-    release.exists().then_some(release)
-}
-
 fn show(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 fn prerequisites() -> bool {
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root".to_string());
-    }
-    for prog in [
-        "ip",
-        "pgbouncer",
-        "psql",
-        "setpriv",
-        "setcap",
-        "curl",
-        "openssl",
-        "pgbackrest",
-    ] {
-        if common::which(prog).is_none() {
-            missing.push(prog.to_string());
-        }
-    }
-    if !Path::new("/usr/lib/postgresql/15/bin/postgres").exists() {
-        missing.push("PostgreSQL 15 (/usr/lib/postgresql/15/bin/postgres)".into());
-    }
-    if nix::unistd::User::from_name("postgres")
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        missing.push("the postgres user".into());
-    }
-    if !venv().join("bin/patroni").exists() {
-        missing.push(format!("{}/bin/patroni (PATRONI_VENV)", venv().display()));
-    }
-    if double_bin().is_none() {
-        missing.push("the consul-double binary (cargo build -p consul-double)".into());
-    }
+    let missing = common::lab::missing(
+        &[
+            "ip",
+            "pgbouncer",
+            "psql",
+            "setpriv",
+            "setcap",
+            "curl",
+            "openssl",
+            "pgbackrest",
+        ],
+        true,
+    );
     common::require(&missing)
 }
 
