@@ -48,13 +48,20 @@ impl Admin {
             }
             AdminHost::Tcp(h) => format!("PgBouncer's admin console at {h}:{}", cfg.port),
         };
-        // Peer authentication on the socket maps the process's user.
+        // Peer authentication on the socket maps the process's user, looked
+        // up once per run (a directory service may be slow; a run may
+        // connect four times).
+        static PROCESS_USER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let user = cfg.user.clone().unwrap_or_else(|| {
-            nix::unistd::User::from_uid(nix::unistd::geteuid())
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-                .unwrap_or_else(|| "postgres".into())
+            PROCESS_USER
+                .get_or_init(|| {
+                    nix::unistd::User::from_uid(nix::unistd::geteuid())
+                        .ok()
+                        .flatten()
+                        .map(|u| u.name)
+                        .unwrap_or_else(|| "postgres".into())
+                })
+                .clone()
         });
         let mut pg = tokio_postgres::Config::new();
         match &cfg.host {
