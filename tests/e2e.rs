@@ -169,7 +169,9 @@ struct Lab {
 
 impl Lab {
     fn new(tag: &str, manager: &'static str) -> Lab {
-        remove_orphans();
+        common::lab::remove_orphans(LAB_ROOT, |name| {
+            lab_command(name, &["down"], Duration::from_secs(180), &[]).1
+        });
         Lab {
             id: format!("e{tag}{}", std::process::id()),
             topo: Topology::load(),
@@ -455,26 +457,6 @@ fn lab_command(
                 args.join(" ")
             ),
         ),
-    }
-}
-
-/// Takes down labs of earlier test processes that were killed before their
-/// guards ran (their run id carries their pid).
-fn remove_orphans() {
-    let Ok(entries) = std::fs::read_dir(LAB_ROOT) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let pid = name
-            .trim_start_matches(|c: char| c.is_ascii_lowercase())
-            .parse::<u32>();
-        if let Ok(pid) = pid {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                let (_, out) = lab_command(&name, &["down"], Duration::from_secs(180), &[]);
-                show(&format!("removed orphaned lab {name}:\n{out}"));
-            }
-        }
     }
 }
 

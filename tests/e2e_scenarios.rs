@@ -88,28 +88,6 @@ fn lab_down(id: &str) -> String {
     }
 }
 
-/// Takes down labs of earlier test processes killed before their guards ran
-/// (their run id carries their pid).
-fn remove_orphans() {
-    let Ok(entries) = std::fs::read_dir(LAB_ROOT) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let pid = name
-            .trim_start_matches(|c: char| c.is_ascii_lowercase())
-            .parse::<u32>();
-        if let Ok(pid) = pid {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                show(&format!(
-                    "removed orphaned lab {name}:\n{}",
-                    lab_down(&name)
-                ));
-            }
-        }
-    }
-}
-
 /// The lab of one scenario run, taken down when dropped if the scenario
 /// left it up.
 struct Guard(String);
@@ -125,7 +103,7 @@ impl Drop for Guard {
 /// Runs `labtool.py SCENARIO` bounded by `timeout`, its output shown; returns
 /// its result file.
 fn scenario(name: &str, tag: &str, timeout: Duration) -> serde_json::Value {
-    remove_orphans();
+    common::lab::remove_orphans(LAB_ROOT, lab_down);
     let id = format!("{tag}{}", std::process::id());
     let _guard = Guard(id.clone());
     let out_dir = tempfile::tempdir().expect("a results directory");

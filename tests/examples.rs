@@ -21,6 +21,8 @@
 
 mod common;
 
+use common::kit::{read, subst, CONF};
+
 use common::fake_consul::{patroni_api, FakeConsul};
 use common::netns::{self, Netns};
 use common::pg::{self, Pgbouncer, PgbouncerOptions};
@@ -30,28 +32,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-const CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/patroni-conf");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The command line every Patroni callback is configured with in patroni.yml.
 const CALLBACK: &str = "/usr/local/bin/patroni-hook --config /etc/patroni-hook/config.yml";
 const SCOPE: &str = "postgres";
 const VIP: &str = "198.51.100.50";
-
-fn read(name: &str) -> String {
-    std::fs::read_to_string(Path::new(CONF).join(name))
-        .unwrap_or_else(|e| panic!("reading patroni-conf/{name}: {e}"))
-}
-
-/// Replaces each `from` with `to`, failing if a `from` is not in the text:
-/// a substitution that silently matches nothing would test the wrong file.
-fn subst(text: &str, pairs: &[(&str, &str)]) -> String {
-    let mut s = text.to_string();
-    for (from, to) in pairs {
-        assert!(s.contains(from), "expected {from:?} in the example");
-        s = s.replace(from, to);
-    }
-    s
-}
 
 fn have(prog: &str) -> bool {
     which(prog).is_some()

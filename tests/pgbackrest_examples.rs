@@ -25,6 +25,8 @@
 
 mod common;
 
+use common::kit::{read, subst};
+
 use common::netns::{self, Netns};
 use common::{require_all, text, which};
 use consul_double::{Options, Server};
@@ -33,23 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-const CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/patroni-conf");
 const MAKE_CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/backup/make-certs.sh");
-
-fn read(name: &str) -> String {
-    std::fs::read_to_string(Path::new(CONF).join(name))
-        .unwrap_or_else(|e| panic!("reading patroni-conf/{name}: {e}"))
-}
-
-/// Replaces each `from` with `to`, failing if a `from` is not in the text.
-fn subst(text: &str, pairs: &[(&str, &str)]) -> String {
-    let mut s = text.to_string();
-    for (from, to) in pairs {
-        assert!(s.contains(from), "expected {from:?} in the example");
-        s = s.replace(from, to);
-    }
-    s
-}
 
 fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())

@@ -59,3 +59,27 @@ pub fn missing(programs: &[&str], double: bool) -> Vec<String> {
     }
     missing
 }
+
+/// Takes down the labs under `root` of earlier test processes that were
+/// killed before their guards ran (a run id carries its process's pid),
+/// with `down` (which returns what to print).
+pub fn remove_orphans(root: &str, down: impl Fn(&str) -> String) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .trim_start_matches(|c: char| c.is_ascii_lowercase())
+            .parse::<u32>();
+        if let Ok(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let out = down(&name);
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("removed orphaned lab {name}:\n{out}\n").as_bytes(),
+                );
+            }
+        }
+    }
+}

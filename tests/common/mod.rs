@@ -6,6 +6,7 @@ mod basics;
 pub mod consul;
 pub mod fake_consul;
 pub mod hook;
+pub mod kit;
 pub mod lab;
 pub mod netns;
 pub mod pause_lab;
