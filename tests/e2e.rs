@@ -462,15 +462,7 @@ fn lab_command(
 
 /// The namespaces of a lab that still exist.
 fn namespaces_of(topo: &Topology, id: &str) -> Vec<String> {
-    let prefix = format!("{}-{id}-", topo.get("LAB_NS_PREFIX"));
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
+    common::lab::namespaces_with_prefix(&format!("{}-{id}-", topo.get("LAB_NS_PREFIX")))
 }
 
 /// Every pid the lab recorded, plus the postmasters.

@@ -57,15 +57,7 @@ fn prerequisites() -> bool {
 
 /// Namespaces of run id `id` that still exist.
 fn namespaces_of(id: &str) -> Vec<String> {
-    let prefix = format!("phl-{id}-");
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
+    common::lab::namespaces_with_prefix(&format!("phl-{id}-"))
 }
 
 /// `lab.sh down` for run id `id` (the scenario takes its lab down itself;

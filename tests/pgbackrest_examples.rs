@@ -176,9 +176,10 @@ impl Drop for TlsServer {
     }
 }
 
-fn pgbackrest_in(ns: &Netns, args: &[&str]) -> Output {
-    run(Command::new("ip")
-        .args(["netns", "exec", ns.name()])
+/// `pgbackrest` as postgres in `ns`, to be given its arguments.
+fn pgbackrest_cmd(ns: &Netns) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns.name()])
         .args([
             "setpriv",
             "--reuid=postgres",
@@ -186,8 +187,12 @@ fn pgbackrest_in(ns: &Netns, args: &[&str]) -> Output {
             "--init-groups",
             "--",
         ])
-        .arg("pgbackrest")
-        .args(args))
+        .arg("pgbackrest");
+    c
+}
+
+fn pgbackrest_in(ns: &Netns, args: &[&str]) -> Output {
+    run(pgbackrest_cmd(ns).args(args))
 }
 
 #[test]
@@ -303,16 +308,7 @@ fn pgbackrest_confs_run_as_tls_servers_and_clients() {
     let server = |ns: &Netns, conf: &Path, out: &Path| {
         let out = std::fs::File::create(out).unwrap();
         TlsServer(
-            Command::new("ip")
-                .args(["netns", "exec", ns.name()])
-                .args([
-                    "setpriv",
-                    "--reuid=postgres",
-                    "--regid=postgres",
-                    "--init-groups",
-                    "--",
-                ])
-                .arg("pgbackrest")
+            pgbackrest_cmd(ns)
                 .arg(format!("--config={}", conf.display()))
                 .arg("server")
                 .stdin(Stdio::null())

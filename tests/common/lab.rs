@@ -83,3 +83,15 @@ pub fn remove_orphans(root: &str, down: impl Fn(&str) -> String) {
         }
     }
 }
+
+/// The network namespaces whose names start with `prefix` that still exist.
+pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
