@@ -8,6 +8,15 @@ PATRONI_VENV="${PATRONI_VENV:-/opt/patroni-hook-test/venv}"
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 
+# Real Consul for the lab and the end-to-end tests: Debian's consul 1.8.7
+# (MPL-2.0), the last Debian release to package it being bullseye. apt fetches
+# the .deb with an apt state of its own (the system's sources stay as they
+# are); only the static binary is installed, not the package, whose maintainer
+# scripts would add a system user and a service the lab does not want.
+CONSUL_DEB_VERSION=1.8.7+dfsg1-2+b3
+CONSUL_DEB_SHA256=e4e888bba104daba1d9161f49bfc52649a7e4efd45b1a7ead5bc54f2cb9c89d9
+CONSUL_BIN=/usr/local/bin/consul
+
 # cargo-deb, the `cargo deb` subcommand that builds the Debian package
 # (tests/deb.rs); installed from crates.io when missing.
 CARGO_DEB_VERSION=3.8.0
@@ -82,6 +91,45 @@ missing_debs() {
     echo "${want[@]:-}"
 }
 
+# install_consul: /usr/local/bin/consul at 1.8.7, unless `consul version`
+# already says so. Fails loudly, naming the step, when the suite or the
+# version is gone from Debian's archive or the .deb is not the one expected.
+install_consul() {
+    if "$CONSUL_BIN" version 2>/dev/null | head -n1 | grep -q '^Consul v1\.8\.7$'; then
+        return 0
+    fi
+    echo "==> installing Consul 1.8.7 from Debian bullseye's consul_$CONSUL_DEB_VERSION (binary only) to $CONSUL_BIN"
+    local d apt_opts deb
+    d="$(mktemp -d /tmp/patroni-hook-consul.XXXXXX)"
+    mkdir -p "$d/sources" "$d/lists/partial" "$d/cache/archives/partial" "$d/root"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main" >"$d/sources/bullseye.list"
+    apt_opts=(-o Dir::Etc::sourcelist=/dev/null -o "Dir::Etc::sourceparts=$d/sources"
+        -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache" -o APT::Sandbox::User=root)
+    if [ ! -r /usr/share/keyrings/debian-archive-keyring.gpg ]; then
+        echo "error: installing Consul: /usr/share/keyrings/debian-archive-keyring.gpg is missing (apt-get install debian-archive-keyring)" >&2
+        rm -rf "$d"; exit 2
+    fi
+    if ! apt-get "${apt_opts[@]}" update -qq >"$d/update.log" 2>&1 || grep -q '^[WE]:' "$d/update.log"; then
+        echo "error: installing Consul: apt could not read Debian's bullseye suite (main), which carries consul $CONSUL_DEB_VERSION; apt said:" >&2
+        sed 's/^/    /' "$d/update.log" >&2
+        rm -rf "$d"; exit 2
+    fi
+    if ! (cd "$d" && apt-get "${apt_opts[@]}" download -qq "consul=$CONSUL_DEB_VERSION") >"$d/download.log" 2>&1; then
+        echo "error: installing Consul: Debian's bullseye suite no longer serves consul=$CONSUL_DEB_VERSION; apt said:" >&2
+        sed 's/^/    /' "$d/download.log" >&2
+        rm -rf "$d"; exit 2
+    fi
+    deb="$(ls "$d"/consul_*.deb)"
+    if ! echo "$CONSUL_DEB_SHA256  $deb" | sha256sum -c --quiet - >/dev/null 2>&1; then
+        echo "error: installing Consul: $(basename "$deb") has sha256 $(sha256sum "$deb" | cut -d' ' -f1), expected $CONSUL_DEB_SHA256" >&2
+        rm -rf "$d"; exit 2
+    fi
+    dpkg-deb -x "$deb" "$d/root"
+    install -m 0755 "$d/root/usr/bin/consul" "$CONSUL_BIN"
+    rm -rf "$d"
+    "$CONSUL_BIN" version | head -n1
+}
+
 install_prereqs() {
     local want
     want="$(missing_debs)"
@@ -101,6 +149,7 @@ install_prereqs() {
             fi
         done
     fi
+    install_consul
     # The Debian packages start a cluster and a pgbouncer service on install;
     # the tests start their own on other ports, so the packaged ones are left alone.
     id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres

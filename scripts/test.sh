@@ -6,7 +6,8 @@
 #
 # Prerequisites (installed when missing): PostgreSQL 15, PgBouncer, iproute2,
 # libcap2-bin (setcap), python3-venv, curl, iputils-arping, shellcheck, pgbackrest,
-# dpkg-dev, lintian, cargo-deb, and a virtualenv with Patroni 4.x at
+# dpkg-dev, lintian, cargo-deb, Consul 1.8.7 (Debian bullseye's binary, see
+# install_consul in scripts/prereqs.sh), and a virtualenv with Patroni 4.x at
 # $PATRONI_VENV (default /opt/patroni-hook-test/venv).
 set -euo pipefail
 
