@@ -57,7 +57,7 @@ pub async fn run(
     let until = (started + cfg.before_stop.wait).min(budget.end);
     consul.set_deadline(until);
     let stops_anyway = "not asking PgBouncer to pause; PostgreSQL stops all the same";
-    let view = match consul.list(&keys.prefix, false).await {
+    let view = match consul.list_scope(&keys.prefix, &keys.leader, false).await {
         Ok(es) => ScopeView::read(&es, &keys),
         Err(e) => {
             report.fail(e.context(stops_anyway));
@@ -153,7 +153,7 @@ pub async fn run(
 pub async fn withdraw(cfg: &Config, consul: &Consul, scope: &str, budget: Budget) {
     let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
     consul.set_deadline(budget.end);
-    let view = match consul.list(&keys.prefix, false).await {
+    let view = match consul.list_scope(&keys.prefix, &keys.leader, false).await {
         Ok(es) => ScopeView::read(&es, &keys),
         Err(e) => {
             return crate::warn_line!("{e}; a pause request, if any, is left to pause_timeout")

@@ -125,7 +125,12 @@ pub enum Command {
         json: bool,
     },
     /// Validate the configuration and print warnings
-    CheckConfig,
+    CheckConfig {
+        /// Also ask Consul whether the token may read and write every key
+        /// this host's commands use (no key is changed)
+        #[arg(long)]
+        online: bool,
+    },
 }
 
 /// What to do, after the command line is resolved.
@@ -143,8 +148,8 @@ pub enum Request {
     Reconcile,
     /// Report state.
     Status { json: bool },
-    /// Validate configuration.
-    CheckConfig,
+    /// Validate configuration; `online`: and the token's access in Consul.
+    CheckConfig { online: bool },
 }
 
 /// A resolved invocation.
@@ -214,7 +219,7 @@ fn resolve(cli: Cli) -> Result<Invocation> {
             Command::BeforeStop { scope } => Request::BeforeStop { scope },
             Command::Reconcile => Request::Reconcile,
             Command::Status { json } => Request::Status { json },
-            Command::CheckConfig => Request::CheckConfig,
+            Command::CheckConfig { online } => Request::CheckConfig { online },
         },
     };
     if let Request::Callback { scope: Some(s), .. } | Request::BeforeStop { scope: Some(s) } =
@@ -330,7 +335,14 @@ mod tests {
             ok(&["status", "--json"]).request,
             Request::Status { json: true }
         );
-        assert_eq!(ok(&["check-config"]).request, Request::CheckConfig);
+        assert_eq!(
+            ok(&["check-config"]).request,
+            Request::CheckConfig { online: false }
+        );
+        assert_eq!(
+            ok(&["check-config", "--online"]).request,
+            Request::CheckConfig { online: true }
+        );
     }
 
     #[test]

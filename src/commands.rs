@@ -24,7 +24,7 @@ pub fn main(inv: Invocation) -> i32 {
         Request::BeforeStop { scope } => ("before-stop", "-", scope.clone()),
         Request::Reconcile => ("reconcile", "-", None),
         Request::Status { .. } => ("status", "-", None),
-        Request::CheckConfig => ("check-config", "-", None),
+        Request::CheckConfig { .. } => ("check-config", "-", None),
     };
     let cfg = match config::load(&path, &config::Env::from_process()) {
         Ok(c) => c,
@@ -84,7 +84,14 @@ pub fn main(inv: Invocation) -> i32 {
             Request::Status { json } => {
                 Outcome::Code(status(&cfg, &consul, scope.as_deref(), json).await)
             }
-            Request::CheckConfig => Outcome::Code(check_config(&cfg, &consul).await),
+            Request::CheckConfig { online } => {
+                let code = check_config(&cfg, &consul).await;
+                if online && code == 0 {
+                    Outcome::Code(check_access(&cfg, &consul).await)
+                } else {
+                    Outcome::Code(code)
+                }
+            }
         }
     };
     // Backstop for the contract's bound: every call is already cut to the time
@@ -231,7 +238,7 @@ async fn status(cfg: &Config, consul: &Consul, scope: Option<&str>, json: bool) 
     if let Some(scope) = scope {
         out.insert("scope".into(), scope.into());
         let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
-        let view = match consul.list(&keys.prefix, false).await {
+        let view = match consul.list_scope(&keys.prefix, &keys.leader, false).await {
             Ok(es) => Some(ScopeView::read(&es, &keys)),
             Err(e) => {
                 out.insert("consul_error".into(), e.to_string().into());
@@ -376,6 +383,53 @@ fn print_text(v: &serde_json::Value, indent: &str) {
             }
         }
     }
+}
+
+/// `check-config --online`: asks Consul, key by key, whether the token may
+/// do what this host's commands will do, without changing any key (a read,
+/// or a check-and-set no key can match). One line per key; exit 1 when the
+/// token lacks any, 75 when Consul cannot be asked now.
+async fn check_access(cfg: &Config, consul: &Consul) -> i32 {
+    let db_scope = cfg.scope.as_deref();
+    let pgb_scopes: Vec<&str> = cfg
+        .pgbouncer
+        .as_ref()
+        .map(|p| p.clusters.iter().map(|c| c.scope.as_str()).collect())
+        .unwrap_or_default();
+    let needed = crate::keys::needed_access(
+        &cfg.consul.namespace,
+        &cfg.name,
+        db_scope,
+        cfg.vip.is_some(),
+        &pgb_scopes,
+    );
+    if needed.is_empty() {
+        out::line(format_args!(
+            "consul access: nothing to check (no scope and no pgbouncer clusters)"
+        ));
+        return 0;
+    }
+    let mut worst: Option<Kind> = None;
+    for n in &needed {
+        let result = match n.access {
+            crate::keys::Access::Read => consul.check_readable(&n.key).await,
+            crate::keys::Access::Write => consul.check_writable(&n.key).await,
+        };
+        match result {
+            Ok(()) => out::line(format_args!(
+                "consul access: {} {}: ok ({})",
+                n.access, n.key, n.why
+            )),
+            Err(e) => {
+                out::line(format_args!(
+                    "consul access: {} {}: NO ({}): {e}",
+                    n.access, n.key, n.why
+                ));
+                worst = Some(worst.map_or(e.kind(), |w| w.max(e.kind())));
+            }
+        }
+    }
+    crate::error::exit_code(worst)
 }
 
 /// `check-config`: the configuration parsed (or main already said why not);

@@ -144,6 +144,51 @@ impl Consul {
         Ok(v.pop())
     }
 
+    /// Reads a scope (`prefix`, ending in `/`) in one call, and when nothing
+    /// comes back, reads `probe` (a key under it that the hook needs) once
+    /// more on its own: Consul 1.8 answers a recursive read of a prefix the
+    /// token may not read with 404, as if empty, where newer versions send
+    /// `X-Consul-Results-Filtered-By-ACLs`. A direct read says 403. An empty
+    /// scope the token may read stays empty; one it may not is a failure
+    /// (exit 1), never "temporary".
+    pub async fn list_scope(
+        &self,
+        prefix: &str,
+        probe: &str,
+        consistent: bool,
+    ) -> Result<Vec<Entry>> {
+        let entries = self.list(prefix, consistent).await?;
+        if entries.is_empty() {
+            self.check_readable(probe).await.map_err(|e| {
+                e.context(format!(
+                    "{prefix} reads as empty, which Consul 1.8 also answers when the token may not read it"
+                ))
+            })?;
+        }
+        Ok(entries)
+    }
+
+    /// Reads `key` for its answer code only: Ok when the token may read it
+    /// (present or not), the 403 (or any other failure) otherwise.
+    pub async fn check_readable(&self, key: &str) -> Result<()> {
+        self.get(key, false).await.map(drop)
+    }
+
+    /// Whether the token may write `key`, without writing it: a
+    /// check-and-set at an index no key has is refused with `false` by a
+    /// token that may write, and with 403 by one that may not. A delete needs
+    /// the same `key` write permission in Consul's ACL model.
+    pub async fn check_writable(&self, key: &str) -> Result<()> {
+        match self.put_cas(key, b"", u64::MAX).await? {
+            false => Ok(()),
+            // Not possible for a real Consul: no ModifyIndex reaches u64::MAX.
+            true => Err(Error::failed(
+                format!("writing {key} to Consul {}", self.base),
+                "a check-and-set at index 18446744073709551615 succeeded; not a Consul agent?",
+            )),
+        }
+    }
+
     /// Reads every key under `prefix` (which should end in `/`) in one call.
     pub async fn list(&self, prefix: &str, consistent: bool) -> Result<Vec<Entry>> {
         let q = if consistent {
@@ -419,10 +464,15 @@ fn check_status(status: reqwest::StatusCode, body: &[u8], what: &str) -> Result<
         format!("HTTP {}: {}", status.as_u16(), crate::keys::shown(text))
     };
     if status == reqwest::StatusCode::FORBIDDEN {
-        Err(Error::failed(
-            what,
-            format!("{cause} (check the Consul token and its ACL policy)"),
-        ))
+        // Not temporary: a token lacks a permission until an operator acts.
+        // Consul's own text ("Permission denied", "ACL not found") never
+        // carries the token.
+        let why = if text.contains("ACL not found") {
+            "Consul does not know this token (revoked, expired or mistyped; check consul.token)"
+        } else {
+            "permission denied by Consul's ACL (the token's policy lacks this key)"
+        };
+        Err(Error::failed(what, format!("{why} ({cause})")))
     } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         // A Consul server without a leader answers 500 "No cluster leader";
         // 429 is the agent's per-client limit (`limits.http_max_conns_per_client`).
@@ -483,9 +533,20 @@ mod tests {
 
     #[test]
     fn status_mapping() {
-        let e =
-            check_status(reqwest::StatusCode::FORBIDDEN, b"Permission denied", "w").unwrap_err();
+        let e = check_status(
+            reqwest::StatusCode::FORBIDDEN,
+            b"Permission denied",
+            "reading k",
+        )
+        .unwrap_err();
         assert_eq!(e.exit_code(), 1);
+        assert_eq!(
+            e.to_string(),
+            r#"reading k: permission denied by Consul's ACL (the token's policy lacks this key) (HTTP 403: "Permission denied")"#
+        );
+        let e = check_status(reqwest::StatusCode::FORBIDDEN, b"ACL not found", "w").unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().contains("does not know this token"), "{e}");
         let e = check_status(
             reqwest::StatusCode::INTERNAL_SERVER_ERROR,
             b"No cluster leader",

@@ -57,6 +57,96 @@ impl ScopeKeys {
     }
 }
 
+/// What a command does with a key, for `check-config --online`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads it (or the prefix it stands for).
+    Read,
+    /// Writes or deletes it (one permission in Consul's ACL model).
+    Write,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        })
+    }
+}
+
+/// A key a host's commands use, and which command needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Needed {
+    /// Read or write.
+    pub access: Access,
+    /// The key (a prefix's reads are asked through a key under it).
+    pub key: String,
+    /// The command and what it does with the key.
+    pub why: &'static str,
+}
+
+/// PURE: every key this host's commands read or write: a database node's
+/// (`db_scope`, with `vip` when it has a vip section) and a PgBouncer
+/// host's (`pgb_scopes`). A recursive read the token may not make comes
+/// back empty from Consul 1.8, so each prefix is asked through a key under
+/// it. The policies in patroni-conf/ grant exactly these.
+pub fn needed_access(
+    namespace: &str,
+    me: &str,
+    db_scope: Option<&str>,
+    vip: bool,
+    pgb_scopes: &[&str],
+) -> Vec<Needed> {
+    let mut out = Vec::new();
+    let mut need = |access, key: String, why| out.push(Needed { access, key, why });
+    if let Some(scope) = db_scope {
+        let k = ScopeKeys::new(namespace, scope);
+        need(
+            Access::Read,
+            k.leader.clone(),
+            "callbacks, reconcile, before-stop: the scope's keys",
+        );
+        if vip {
+            need(
+                Access::Write,
+                k.vip_holder.clone(),
+                "callbacks, reconcile: the vip-holder record",
+            );
+        }
+        need(
+            Access::Write,
+            k.pause_request.clone(),
+            "before-stop and a primary's callback: the pause request",
+        );
+        need(
+            Access::Read,
+            format!("{}{me}", k.pause_acks),
+            "before-stop: the PgBouncer hosts' confirmations",
+        );
+    }
+    for scope in pgb_scopes {
+        let k = ScopeKeys::new(namespace, scope);
+        need(
+            Access::Read,
+            k.leader.clone(),
+            "reconcile on the PgBouncer host: the cluster's keys",
+        );
+        need(
+            Access::Write,
+            format!("{}{me}", k.pause_acks),
+            "reconcile on the PgBouncer host: its pause confirmation",
+        );
+        need(
+            Access::Write,
+            k.pause_request.clone(),
+            "reconcile on the PgBouncer host: ends a pause request once resumed",
+        );
+    }
+    out.dedup_by(|a, b| a.access == b.access && a.key == b.key);
+    out
+}
+
 /// A recursive read of `<ns>/` split by scope in one pass. Reading each of
 /// hundreds of scopes out of the whole list would be quadratic (500 scopes:
 /// 67 ms against 13 ms). [`ScopeView::read`] still matches keys exactly, so
@@ -493,6 +583,39 @@ pub fn shown(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn needed_access_lists_each_role_s_keys_once() {
+        let shown = |v: Vec<Needed>| -> Vec<String> {
+            v.iter()
+                .map(|n| format!("{} {}", n.access, n.key))
+                .collect()
+        };
+        assert_eq!(
+            shown(needed_access("service", "pg1", Some("b"), true, &[])),
+            [
+                "read service/b/leader",
+                "write service/b/vip-holder",
+                "write service/b/pause-request",
+                "read service/b/pause-ack/pg1",
+            ]
+        );
+        assert_eq!(
+            shown(needed_access("service", "pgb1", None, false, &["b", "c"])),
+            [
+                "read service/b/leader",
+                "write service/b/pause-ack/pgb1",
+                "write service/b/pause-request",
+                "read service/c/leader",
+                "write service/c/pause-ack/pgb1",
+                "write service/c/pause-request",
+            ]
+        );
+        // No vip section: no vip-holder to write.
+        assert!(!shown(needed_access("s", "pg1", Some("b"), false, &[]))
+            .contains(&"write s/b/vip-holder".to_string()));
+        assert!(needed_access("s", "pg1", None, false, &[]).is_empty());
+    }
 
     fn e(key: &str, v: &str, idx: u64) -> Entry {
         Entry {

@@ -92,7 +92,20 @@ async fn read_clusters(
     } else {
         consul.list(&format!("{namespace}/"), false).await?
     };
-    Ok(Scopes::new(entries, namespace))
+    let scopes = Scopes::new(entries, namespace);
+    // A scope that reads as empty may be one the token may not read
+    // (Consul 1.8 filters a recursive read silently): its leader key, read
+    // on its own, says 403 then, and nothing is changed for any cluster.
+    for c in clusters.iter().filter(|c| scopes.of(&c.scope).is_empty()) {
+        let keys = ScopeKeys::new(namespace, &c.scope);
+        consul.check_readable(&keys.leader).await.map_err(|e| {
+            e.context(format!(
+                "cluster {}: {} reads as empty, which Consul 1.8 also answers when the token may not read it",
+                c.scope, keys.prefix
+            ))
+        })?;
+    }
+    Ok(scopes)
 }
 
 /// Reconciles pgbouncer.ini once: pauses what asks for a pause, points the

@@ -187,6 +187,10 @@ pub struct Observed {
     pub present: Vec<Present>,
     /// Addresses this host remembers owning for this scope, oldest first.
     pub remembered: Vec<Owned>,
+    /// The scope's `floating-ip` as this host last read it from Consul, in
+    /// any run (replicas' and reconciles' too): what a promotion adds when
+    /// Consul cannot be read and `vip.address` is not set.
+    pub seen_vip: Option<IpNet>,
     /// Addresses remembered for other scopes on this host: marked, but not
     /// this scope's.
     pub others: Vec<Owned>,
@@ -610,10 +614,21 @@ pub fn plan(o: &Observed) -> Plan {
                     return p;
                 }
                 Ok(Some(net)) => (net, true),
-                // Consul unreachable and no address configured: the newest
-                // address this scope held, if any; others are left alone,
-                // since which one is the VIP now is not known.
-                Ok(None) => match o.remembered.last() {
+                // Consul unreachable and no address configured: the
+                // floating-ip last read here (every run that reads Consul
+                // keeps it, so it is at least as new as any address held),
+                // else the newest address this scope held; others are left
+                // alone, since which one is the VIP now is not known.
+                Ok(None) => match o
+                    .seen_vip
+                    .map(|net| Owned {
+                        net,
+                        interface: o.interface.clone(),
+                        added: true,
+                    })
+                    .as_ref()
+                    .or(o.remembered.last())
+                {
                     Some(r) if elsewhere(o, r.net).is_some() => {
                         p.intent = Intent::Keep;
                         p.verdicts.push(Verdict::Failed(format!(
@@ -626,7 +641,7 @@ pub fn plan(o: &Observed) -> Plan {
                     None => {
                         p.intent = Intent::Keep;
                         p.verdicts.push(Verdict::Temporary(
-                            "vip.address is not set, Consul is unreachable and no address is remembered".into(),
+                            "vip.address is not set, Consul is unreachable, and this host has never read a floating-ip nor held an address for this scope".into(),
                         ));
                         return p;
                     }
@@ -833,6 +848,7 @@ mod tests {
             members_known,
             local_primary: None,
             reannounce: true,
+            seen_vip: None,
         }
     }
 
@@ -1107,6 +1123,70 @@ mod tests {
         let p = plan(&o);
         assert!(p.steps.is_empty());
         assert_eq!(kinds(&p), ["temporary", "temporary"]);
+    }
+
+    #[test]
+    fn promotion_with_consul_unreachable_adds_the_floating_ip_last_read() {
+        // A replica read floating-ip 198.51.100.102 in an earlier run and
+        // never held it; it is promoted while Consul hangs.
+        let mut o = observed(
+            Trigger::Callback(Want::Hold),
+            ConsulView::Unreachable("no answer".into()),
+        );
+        o.config_vip = None;
+        o.seen_vip = Some(net("198.51.100.102/24"));
+        let vip = owned("198.51.100.102/24", "eth1");
+        let p = plan(&o);
+        assert_eq!(
+            p.steps,
+            vec![
+                VipStep::Remember(vip.clone()),
+                VipStep::Add(vip.clone()),
+                VipStep::Announce(vip.clone())
+            ]
+        );
+        assert_eq!(p.intent, Intent::Hold);
+        assert_eq!(p.record, None, "no record without Consul");
+        assert_eq!(kinds(&p), ["temporary"]);
+        // It wins over an address held before it was read (an older
+        // floating-ip), which is left alone, as Consul cannot confirm it.
+        o.remembered = vec![owned("198.51.100.100/24", "eth1")];
+        at(&mut o, "198.51.100.100/24", "eth1", true);
+        let p = plan(&o);
+        assert_eq!(
+            p.steps,
+            vec![
+                VipStep::Remember(vip.clone()),
+                VipStep::Add(vip.clone()),
+                VipStep::Announce(vip)
+            ]
+        );
+        // Another interface of this host has it now: not added.
+        let mut o = observed(
+            Trigger::Callback(Want::Hold),
+            ConsulView::Unreachable("no answer".into()),
+        );
+        o.config_vip = None;
+        o.seen_vip = Some(net("198.51.100.102/24"));
+        o.present.push(Present {
+            net: net("198.51.100.102/24"),
+            interface: "eth2".into(),
+            marked: false,
+            secondary: false,
+        });
+        let p = plan(&o);
+        assert!(p.steps.is_empty(), "{:?}", p.steps);
+        assert_eq!(kinds(&p), ["temporary", "failed"]);
+        // Reconcile never guesses: Consul unreachable keeps things as they are.
+        let mut o = observed(
+            Trigger::Reconcile,
+            ConsulView::Unreachable("no answer".into()),
+        );
+        o.config_vip = None;
+        o.seen_vip = Some(net("198.51.100.102/24"));
+        let p = plan(&o);
+        assert!(p.steps.is_empty(), "{:?}", p.steps);
+        assert_eq!(p.intent, Intent::Keep);
     }
 
     #[test]

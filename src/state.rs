@@ -137,6 +137,31 @@ fn legacy_path(lock_file: &Path, scope: &str) -> PathBuf {
     dir(lock_file).join(format!("vip-{scope}.addr"))
 }
 
+/// Where the scope's floating-ip, as last read from Consul, is kept.
+pub fn seen_vip_path(lock_file: &Path, scope: &str) -> PathBuf {
+    dir(lock_file).join(format!("vip-{scope}.seen"))
+}
+
+/// The scope's floating-ip as last read from Consul; `None` when never read,
+/// forgotten, or unreadable (a guess is only a guess: a bad file is no VIP).
+pub fn read_seen_vip(lock_file: &Path, scope: &str) -> Option<ipnet::IpNet> {
+    let text = std::fs::read_to_string(seen_vip_path(lock_file, scope)).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Keeps (or, with `None`, forgets) the scope's floating-ip as read.
+pub fn write_seen_vip(lock_file: &Path, scope: &str, net: Option<ipnet::IpNet>) -> Result<()> {
+    let path = seen_vip_path(lock_file, scope);
+    let done = match net {
+        Some(net) => write_atomic(&path, format!("{net}\n").as_bytes()),
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+    };
+    done.map_err(|e| Error::failed(format!("writing {}", path.display()), e))
+}
+
 /// The addresses this host remembers owning for `scope`, oldest first.
 /// `interface` is the configured one, for the legacy single-address file.
 /// A missing file is an empty set; lines that do not read (a torn write of

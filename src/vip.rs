@@ -45,7 +45,10 @@ pub struct Run<'a> {
 
 /// Reads the scope: one recursive read, as a view the planner takes.
 pub async fn read_view(consul: &Consul, keys: &ScopeKeys, consistent: bool) -> ConsulView {
-    match consul.list(&keys.prefix, consistent).await {
+    match consul
+        .list_scope(&keys.prefix, &keys.leader, consistent)
+        .await
+    {
         Ok(entries) => ConsulView::Answered(Box::new(ScopeView::read(&entries, keys))),
         Err(e) => match e.kind() {
             Kind::Temporary => ConsulView::Unreachable(e.to_string()),
@@ -269,6 +272,7 @@ async fn round(
             return None;
         }
     };
+    let seen_vip = keep_seen_vip(run, &consul, &member_ips);
     let observed = Observed {
         trigger,
         me: cfg.name.clone(),
@@ -283,6 +287,7 @@ async fn round(
         members_known,
         local_primary,
         reannounce: matches!(trigger, Trigger::Callback(_)),
+        seen_vip,
     };
     let p = plan::plan(&observed);
     note!(
@@ -406,6 +411,36 @@ async fn round(
         }
     }
     Some(p)
+}
+
+/// Keeps the scope's floating-ip as Consul names it now, for a later
+/// promotion that cannot read Consul (`vip.address` unset), and returns the
+/// one to go by: Consul's when it answered, else the one kept. Written only
+/// when it changes; a key Consul no longer has is forgotten; a value that is
+/// no VIP (unparsable, a member's own address) is not kept.
+fn keep_seen_vip(
+    run: &Run<'_>,
+    consul: &ConsulView,
+    member_ips: &BTreeSet<IpAddr>,
+) -> Option<ipnet::IpNet> {
+    if run.vip.address.is_some() {
+        return None;
+    }
+    let kept = state::read_seen_vip(&run.cfg.lock_file, run.scope);
+    let now = match consul {
+        ConsulView::Answered(v) if !v.empty => match &v.floating_ip {
+            None => None,
+            Some(Ok(net)) if !member_ips.contains(&net.addr()) => Some(*net),
+            Some(_) => return kept,
+        },
+        _ => return kept,
+    };
+    if now != kept && !run.dry_run {
+        if let Err(e) = state::write_seen_vip(&run.cfg.lock_file, run.scope, now) {
+            warn_line!("{e}");
+        }
+    }
+    now
 }
 
 /// The record step, without the lock: skipped when a newer run decided
