@@ -377,6 +377,16 @@ async fn follow_leaders(
         ));
         done.missing = edited.missing.clone();
     }
+    // A file without any of the managed entries gives nothing to follow the
+    // leaders in: most likely an operator's editor caught between its
+    // truncate and its write (O_TRUNC, then write). Nothing is written, and
+    // PgBouncer is not reloaded onto it: 1.18 refuses an empty file ("main
+    // section missing from config file") and a reload still owed to an
+    // earlier run's write would be spent on it, cleared as done. A pending
+    // reload stays pending for a run that finds the entries again.
+    if none_found(&edited, &pairs) {
+        return done;
+    }
     if dry_run {
         if edited.output == input {
             out::line(format_args!("pgbouncer.ini: nothing to do"));
@@ -433,6 +443,14 @@ async fn follow_leaders(
                     .map_err(|e| Error::failed(format!("reading {}", p.ini.display()), e))
                     .and_then(|i| ini::edit(&i, &pairs).map(|e| (i, e)));
                 match again {
+                    Ok((_, e)) if none_found(&e, &pairs) => {
+                        report.fail(Error::failed(
+                            format!("{}", p.ini.display()),
+                            format!("no [databases] entry named {}", e.missing.join(", ")),
+                        ));
+                        done.missing = e.missing;
+                        return done;
+                    }
                     Ok((i, e)) if e.output == i => {
                         note!("{} already points at the leaders", p.ini.display());
                         done.current = true;
@@ -473,6 +491,13 @@ async fn follow_leaders(
     drop(lock);
     done.current = reload(cfg, p, &seen, budget, report).await;
     done
+}
+
+/// True when the edit found none of the managed entries in the file.
+fn none_found(edited: &ini::Edited, pairs: &[(&str, &Target)]) -> bool {
+    pairs
+        .iter()
+        .all(|(d, _)| edited.missing.iter().any(|m| m == d))
 }
 
 fn summary(targets: &[(String, Target)], changed: &[String]) -> String {

@@ -447,3 +447,177 @@ fn several_clusters_and_a_vip_target() {
         "{now}"
     );
 }
+
+/// An operator's editor that writes pgbouncer.ini in place (backupcopy):
+/// the file opened with O_TRUNC, its new content written afterwards through
+/// the same descriptor.
+struct InPlaceWrite {
+    file: std::fs::File,
+    ino: u64,
+}
+
+impl InPlaceWrite {
+    /// Truncates `path` and holds it open: the file is empty until `finish`.
+    fn truncate(path: &Path) -> InPlaceWrite {
+        use std::os::unix::fs::MetadataExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .unwrap();
+        let ino = file.metadata().unwrap().ino();
+        InPlaceWrite { file, ino }
+    }
+
+    /// Writes `part` through the descriptor opened before.
+    fn write(&mut self, part: &[u8]) {
+        use std::io::Write;
+        self.file.write_all(part).unwrap();
+    }
+
+    /// Writes the rest, and closes the descriptor.
+    fn finish(mut self, rest: &[u8]) {
+        self.write(rest);
+    }
+}
+
+/// What a run that read pgbouncer.ini between an operator's truncate and
+/// write must have left: a failure naming the missing entry, the file not
+/// replaced (still the inode the operator's descriptor writes to, holding
+/// only what the operator wrote so far), no temporary file, PgBouncer not
+/// reloaded onto it.
+fn assert_refused(lab: &Lab, op: &InPlaceWrite, written: &[u8], out: &Output, reloads: usize) {
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(out.status.code(), Some(1), "{}", text(out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no [databases] entry named appdb"),
+        "{}",
+        text(out)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("already points at the leaders"),
+        "a file without the entry points at nothing: {}",
+        text(out)
+    );
+    let meta = std::fs::metadata(&lab.pgb.ini).unwrap();
+    assert_eq!(
+        meta.ino(),
+        op.ino,
+        "pgbouncer.ini was replaced: {}",
+        text(out)
+    );
+    assert_eq!(
+        lab.ini(),
+        written,
+        "pgbouncer.ini was written: {}",
+        text(out)
+    );
+    let dir = lab.pgb.ini.parent().unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("pgbouncer.ini") && n != "pgbouncer.ini")
+        .collect();
+    assert!(names.is_empty(), "temporary files left: {names:?}");
+    assert_eq!(
+        lab.pgb.reloads(),
+        reloads,
+        "PgBouncer was reloaded onto the operator's unfinished file: {}",
+        text(out)
+    );
+}
+
+/// An operator's in-place write caught between its truncate and its write
+/// (what the fault matrix's ini-edits row makes every other edit), and
+/// again after a first part of it: the run finds no managed entry, refuses,
+/// and writes nothing built from what it read; the operator's write then
+/// lands in the live file, and the next run points it at the leader, the
+/// operator's edit kept.
+#[test]
+fn a_run_between_an_operators_truncate_and_write_refuses_the_empty_file() {
+    let Some(lab) = Lab::new() else { return };
+    let mut client = Client::connect(lab.pgb.port, "appdb");
+    assert_eq!(client.query_line("SELECT name FROM marker;"), "A");
+    let note = "; operator note: edit 2\n";
+    let edited = format!("{note}{}", String::from_utf8(lab.ini()).unwrap());
+    lab.set_leader("pg-b");
+    let reloads = lab.pgb.reloads();
+
+    let mut op = InPlaceWrite::truncate(&lab.pgb.ini);
+    let out = lab.reconcile();
+    assert_refused(&lab, &op, b"", &out, reloads);
+    // An editor that writes in parts: the first one has no [databases].
+    op.write(note.as_bytes());
+    let out = lab.reconcile();
+    assert_refused(&lab, &op, note.as_bytes(), &out, reloads);
+    op.finish(&edited.as_bytes()[note.len()..]);
+    assert_eq!(
+        String::from_utf8(lab.ini()).unwrap(),
+        edited,
+        "the operator's write is in the live file"
+    );
+    assert_eq!(client.query_line("SELECT name FROM marker;"), "A");
+
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8(lab.ini()).unwrap(),
+        edited.replacen(
+            &format!("appdb = host=127.0.0.1 port={} ", lab.a.port),
+            &format!("appdb = host=127.0.0.1 port={} ", lab.b.port),
+            1
+        )
+    );
+    wait_for(
+        "PgBouncer to log the reload",
+        Duration::from_secs(10),
+        || lab.pgb.reloads() > reloads,
+    );
+    assert_eq!(client.query_line("SELECT name FROM marker;"), "B");
+}
+
+/// The same with a reload still pending (a previous run rewrote the file but
+/// its reload failed): the run that reads the empty file does not reload
+/// PgBouncer onto it; the pending reload is left to a run that finds the
+/// managed entry again.
+#[test]
+fn a_pending_reload_is_not_done_onto_an_operators_truncated_file() {
+    let Some(lab) = Lab::new() else { return };
+    let mut client = Client::connect(lab.pgb.port, "appdb");
+    assert_eq!(client.query_line("SELECT name FROM marker;"), "A");
+    // A run whose reload fails: the file points at B, the reload is pending.
+    let stale = lab._dir.path().join("stale.pid");
+    let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(&stale, format!("{}\n", max + 1)).unwrap();
+    lab.write_config(&lab.consul.url(), &stale);
+    lab.set_leader("pg-b");
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let current = String::from_utf8(lab.ini()).unwrap();
+    assert!(
+        current.contains(&format!("port={}", lab.b.port)),
+        "{current}"
+    );
+    lab.write_config(&lab.consul.url(), &lab.pgb.pidfile);
+    let reloads = lab.pgb.reloads();
+
+    let op = InPlaceWrite::truncate(&lab.pgb.ini);
+    let out = lab.reconcile();
+    assert_refused(&lab, &op, b"", &out, reloads);
+    let edited = format!("; operator note: edit 2\n{current}");
+    op.finish(edited.as_bytes());
+    assert_eq!(client.query_line("SELECT name FROM marker;"), "A");
+
+    // The managed entry is back: the pending reload is done now.
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(String::from_utf8(lab.ini()).unwrap(), edited);
+    wait_for("the pending reload", Duration::from_secs(10), || {
+        lab.pgb.reloads() > reloads
+    });
+    assert_eq!(client.query_line("SELECT name FROM marker;"), "B");
+}
