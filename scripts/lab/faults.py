@@ -259,13 +259,16 @@ class Admin:
 class Observer:
     """The end state the matrix checks: the leader key, which nodes hold the
     VIP, where pgbouncer.ini points, whether PgBouncer is paused. Made and
-    used inside the client namespace."""
+    used inside the client namespace. `ini_guard` (a lock) is held while
+    pgbouncer.ini is read: the simulated operator's, so that a read never
+    falls between its truncate and its write."""
 
-    def __init__(self, lab):
+    def __init__(self, lab, ini_guard=None):
         self.lab = lab
         self.socks = lt.db_sockets(lab)
         self.dcs = lab.dcs()
         self.admin = Admin(lab)
+        self.ini_guard = ini_guard or contextlib.nullcontext()
 
     def state(self):
         lab, topo = self.lab, self.lab.topo
@@ -281,7 +284,8 @@ class Observer:
             holders = lt.vip_holders(lab, self.socks)
         except OSError:
             holders = None
-        ini = lab.ini_host()
+        with self.ini_guard:
+            ini = lab.ini_host()
         paused = self.admin.paused()
         return {"t": t, "leader": leader, "holders": holders, "ini": ini, "paused": paused,
                 "vip_on_leader_only": bool(leader) and holders == [leader],
@@ -318,19 +322,19 @@ class Tracer:
     """The end state sampled every 50 ms on a thread in the client namespace,
     for a whole episode: when it converged after the fault, and whether it
     stayed so (pgbouncer.ini never again on a non-leader, the VIP nowhere
-    else, no pause left)."""
+    else, no pause left). `ini_guard`: see Observer."""
 
-    def __init__(self, lab):
+    def __init__(self, lab, ini_guard=None):
         self.samples, self.error = [], None
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(lab,), daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(lab, ini_guard), daemon=True)
         self.thread.start()
 
-    def _run(self, lab):
+    def _run(self, lab, ini_guard):
         try:
             lt.setns(lab.ns("client"))
-            obs = Observer(lab)
+            obs = Observer(lab, ini_guard)
             try:
                 while not self.stop.is_set():
                     s = obs.state()
@@ -380,8 +384,8 @@ class Tracer:
             return [s for s in self.samples if s["t"] > after and not converged(s)], len(self.samples)
 
 
-def observe_once(lab):
-    obs = Observer(lab)
+def observe_once(lab, ini_guard=None):
+    obs = Observer(lab, ini_guard)
     try:
         return obs.state()
     finally:
@@ -647,14 +651,15 @@ class Ctx:
 
 
 def episode(lab, fault, variant, act, runs=None, converge_timeout=120.0, converge_under_fault=False,
-            vip_within=None, new_leader=False):
+            vip_within=None, new_leader=False, ini_guard=None):
     """One fault: load, reads, the sampler and the end-state tracer on; act
     (which ends the fault, or with `converge_under_fault` starts it, and
     returns the moment converge_ms counts from); wait (at most
     `converge_timeout`) for the end state, with a leader other than the old
     one when `new_leader`, the VIP's part within `vip_within` when given; wait
     for the cluster to be whole, the end state holding all along; analyse
-    into a row."""
+    into a row. `ini_guard`: held while the end state's pgbouncer.ini is
+    read (Observer)."""
     old = leader_now(lab)
     ev_dir = lt.next_event_dir(lab, f"{fault}-{re.sub(r'[^a-z0-9]+', '-', variant.lower()).strip('-')}")
     t0 = t_from = None
@@ -665,7 +670,7 @@ def episode(lab, fault, variant, act, runs=None, converge_timeout=120.0, converg
         ctx = Ctx(lab, old, ev_dir, runs)
         in_netns(lab.ns("client"), lt.wait_writes, m.load_log, ["pgbouncer", "vip", "direct"], old, 60)
         reads.wait_ready()
-        tracer = Tracer(lab)
+        tracer = Tracer(lab, ini_guard)
         say(f"{fault} ({variant}): primary is {old}")
         t0 = time.time()
         try:
@@ -706,12 +711,8 @@ def episode(lab, fault, variant, act, runs=None, converge_timeout=120.0, converg
         except LabError as e:
             relapses, n = [], 0
             ctx.problems.append(str(e))
-        if relapses:
-            ctx.problems.append(
-                f"after converging, {len(relapses)} of {n} samples (50 ms apart) were not, "
-                f"from {lt.ms(relapses[0]['t'] - t_from)} to {lt.ms(relapses[-1]['t'] - t_from)} ms: "
-                f"{brief(relapses[0])}")
-        final = in_netns(lab.ns("client"), observe_once, lab)
+        ctx.problems += relapse_problems(relapses, n, t_from)
+        final = in_netns(lab.ns("client"), observe_once, lab, ini_guard)
         if first is not None and not converged(final):
             ctx.problems.append(f"converged, then no longer: {brief(final)}")
         t_end = time.time()
@@ -754,6 +755,16 @@ def episode(lab, fault, variant, act, runs=None, converge_timeout=120.0, converg
         json.dump(row, f, indent=1)
     print_row(row)
     return row
+
+
+def relapse_problems(relapses, n, t_from):
+    """The problem (a list of none or one) of the samples that were not
+    converged after the end state first was (Tracer.finish)."""
+    if not relapses:
+        return []
+    return [f"after converging, {len(relapses)} of {n} samples (50 ms apart) were not, "
+            f"from {lt.ms(relapses[0]['t'] - t_from)} to {lt.ms(relapses[-1]['t'] - t_from)} ms: "
+            f"{brief(relapses[0])}"]
 
 
 def brief(s):
@@ -1019,7 +1030,15 @@ class Operator:
     add a database under [databases] the way `sed -i` does (a new file
     renamed over the old), even ones change a comment in place (the file
     rewritten through its own inode, as an editor with backupcopy does).
-    Every edit is remembered; `check` says which are no longer there."""
+    Every edit is remembered; `check` says which are no longer there.
+
+    An in-place edit leaves the file empty between its truncate and its
+    write: the operator's own non-atomic write, not a state the hook left.
+    Each edit is made holding `lock`, which the end-state sampler holds
+    while it reads the file (the episode's `ini_guard`), so no sample falls
+    inside one; every write is logged with the times it started and ended.
+    The hook takes no part in the lock: what it leaves in the file is
+    sampled as it is."""
 
     NOTE = "; operator note: "
 
@@ -1036,7 +1055,8 @@ class Operator:
 
     def edit(self):
         with self.lock:
-            text = open(self.path).read()
+            with open(self.path) as f:
+                text = f.read()
             self._check(text, "before an edit")
             self.n += 1
             lines = text.split("\n")
@@ -1046,6 +1066,7 @@ class Operator:
                 lines.insert(i + 1, line)
                 self.added.append(line)
                 new = "\n".join(lines)
+                t_write = time.time()
                 st = os.stat(self.path)
                 tmp = os.path.join(os.path.dirname(self.path), f".op-edit-{os.getpid()}")
                 with open(tmp, "w") as f:
@@ -1062,10 +1083,12 @@ class Operator:
                     lines[i] = note
                 self.note = note
                 new = "\n".join(lines)
+                t_write = time.time()
                 with open(self.path, "w") as f:  # O_TRUNC, then one write
                     f.write(new)
             self.last_written = new
-            self.log.write(f"{time.time():.6f} edit {self.n} {'add' if self.n % 2 else 'comment'}\n")
+            self.log.write(f"{time.time():.6f} edit {self.n} {'add' if self.n % 2 else 'comment'} "
+                           f"(written from {t_write:.6f})\n")
 
     def _check(self, text, when):
         lines = set(text.split("\n"))
@@ -1078,7 +1101,8 @@ class Operator:
         """Edits missing now or ever, and whether the file is the operator's
         last version but for host= and port= of the managed entry."""
         with self.lock:
-            text = open(self.path).read()
+            with open(self.path) as f:
+                text = f.read()
             self._check(text, "at the end")
 
             def norm(t):
@@ -1127,7 +1151,7 @@ def fault_ini_edits(lab, _variant, opts, runs):
                 return t
             try:
                 row = episode(lab, "ini-edits", f"switchover {i + 1}", act, runs=runs, converge_under_fault=True,
-                              new_leader=True)
+                              new_leader=True, ini_guard=op.lock)
             except LabError as e:
                 rows.append(failed_row("ini-edits", f"switchover {i + 1}", str(e)))
                 break
