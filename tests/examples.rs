@@ -76,6 +76,43 @@ fn hook(config: &Path, args: &[&str]) -> Output {
         .env_remove("CONSUL_HTTP_TOKEN"))
 }
 
+/// What the hook examples say of Consul: the local agent's HTTPS API, its CA
+/// and the host's token file (consul-client.json serves HTTPS only).
+const KIT_URL: &str = "url: https://127.0.0.1:8501";
+const KIT_CA_FILE: &str = "ca_file: /etc/consul.d/tls/ca.pem";
+const KIT_TOKEN_FILE: &str = "token_file: /etc/patroni-hook/consul.token";
+
+/// A CA file and a token file in `dir` for the hook examples' consul section:
+/// the lines that replace KIT_CA_FILE and KIT_TOKEN_FILE.
+fn kit_consul_files(dir: &Path) -> (String, String) {
+    let ca = dir.join("consul-ca.pem");
+    let out = run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=consul-ca", "-keyout"])
+        .arg(dir.join("consul-ca.key"))
+        .arg("-out")
+        .arg(&ca));
+    assert!(out.status.success(), "openssl: {}", text(&out));
+    let token = dir.join("consul.token");
+    std::fs::write(&token, "00000000-0000-4000-8000-000000000000\n").unwrap();
+    (
+        format!("ca_file: {}", ca.display()),
+        format!("token_file: {}", token.display()),
+    )
+}
+
+/// The hook examples talking to a Consul double at `url` (plain HTTP, which
+/// ignores tokens): the URL substituted and the CA line left out; the token
+/// file is `token_line`'s.
+fn kit_consul_on_double<'a>(url: &'a str, token_line: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        (KIT_URL, url),
+        ("  ca_file: /etc/consul.d/tls/ca.pem\n", ""),
+        (KIT_TOKEN_FILE, token_line),
+    ]
+}
+
 fn member_json(host: &str, port: u16) -> Vec<u8> {
     format!(
         r#"{{"conn_url":"postgres://{host}:{port}/postgres","api_url":"http://{host}:8008/patroni","state":"running","role":"primary","version":"4.1.5"}}"#
@@ -94,12 +131,25 @@ fn hook_configs_pass_check_config() {
     std::fs::write(&ini, read("pgbouncer.ini")).unwrap();
     let lock_line = format!("lock_file: {}", lock.display());
     let ini_line = format!("ini: {}", ini.display());
+    // The Consul agent's CA and this host's token, which the database node's
+    // and the PgBouncer host's examples name (HTTPS, ACLs on).
+    let (ca_line, token_line) = kit_consul_files(dir.path());
+    let consul = || {
+        vec![
+            (KIT_CA_FILE, ca_line.as_str()),
+            (KIT_TOKEN_FILE, token_line.as_str()),
+        ]
+    };
     for (name, extra) in [
         ("config.yml", vec![]),
-        ("patroni-hook-db.yml", vec![]),
+        ("patroni-hook-db.yml", consul()),
         (
             "patroni-hook-pgbouncer.yml",
-            vec![("ini: /etc/pgbouncer/pgbouncer.ini", ini_line.as_str())],
+            [
+                vec![("ini: /etc/pgbouncer/pgbouncer.ini", ini_line.as_str())],
+                consul(),
+            ]
+            .concat(),
         ),
     ] {
         let mut pairs = vec![(
@@ -183,7 +233,11 @@ fn patroni_yaml_validates_with_patroni_and_has_the_callbacks() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("patroni.yml");
     let host = format!("host: {}", consul.addr());
-    std::fs::write(&file, subst(&yaml, &[("host: 127.0.0.1:8500", &host)])).unwrap();
+    let on_double = [
+        ("host: 127.0.0.1:8501", host.as_str()),
+        ("scheme: https", "scheme: http"),
+    ];
+    std::fs::write(&file, subst(&yaml, &on_double)).unwrap();
     let out = run(Command::new(&patroni).arg("--validate-config").arg(&file));
     assert!(
         out.status.success(),
@@ -197,7 +251,7 @@ fn patroni_yaml_validates_with_patroni_and_has_the_callbacks() {
         &broken,
         subst(
             &yaml,
-            &[("host: 127.0.0.1:8500", &host), ("ttl: 30", "ttl: soon")],
+            &[on_double.as_slice(), &[("ttl: 30", "ttl: soon")]].concat(),
         ),
     )
     .unwrap();
@@ -266,14 +320,16 @@ impl DbNode {
         let config = dir.path().join("config.yml");
         let url = format!("url: {}", consul.url());
         let lock = format!("lock_file: {}/patroni-hook.lock", run_dir.display());
+        let (_, token) = kit_consul_files(dir.path());
         std::fs::write(
             &config,
             subst(
                 &read("patroni-hook-db.yml"),
                 &[
-                    ("url: http://127.0.0.1:8500", &url),
-                    ("lock_file: /run/patroni-hook/patroni-hook.lock", &lock),
-                ],
+                    kit_consul_on_double(&url, &token).as_slice(),
+                    &[("lock_file: /run/patroni-hook/patroni-hook.lock", &lock)],
+                ]
+                .concat(),
             ),
         )
         .unwrap();
@@ -585,6 +641,7 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
     // The PgBouncer host's patroni-hook config, with this machine's paths and
     // the double's address substituted.
     let run_dir = pg::postgres_dir(dir.path(), "run");
+    let (_, token) = kit_consul_files(dir.path());
     let write_config = |consul_url: &str| {
         let cfg = dir.path().join("config.yml");
         let url = format!("url: {consul_url}");
@@ -598,13 +655,16 @@ fn pgbouncer_example_runs_and_the_consul_watch_repoints_it() {
             subst(
                 &read("patroni-hook-pgbouncer.yml"),
                 &[
-                    ("url: http://127.0.0.1:8500", &url),
-                    ("lock_file: /run/patroni-hook/patroni-hook.lock", &lock),
-                    ("ini: /etc/pgbouncer/pgbouncer.ini", &ini),
-                    ("pidfile: /run/postgresql/pgbouncer.pid", &pid),
-                    ("socket_dir: /run/postgresql", &socket),
-                    ("port: 6432", &port),
-                ],
+                    kit_consul_on_double(&url, &token).as_slice(),
+                    &[
+                        ("lock_file: /run/patroni-hook/patroni-hook.lock", &lock),
+                        ("ini: /etc/pgbouncer/pgbouncer.ini", &ini),
+                        ("pidfile: /run/postgresql/pgbouncer.pid", &pid),
+                        ("socket_dir: /run/postgresql", &socket),
+                        ("port: 6432", &port),
+                    ],
+                ]
+                .concat(),
             ),
         )
         .unwrap();
@@ -872,4 +932,221 @@ fn examples_use_documentation_addresses_only() {
     }
     assert!(read("patroni.yml").contains("connect_address: 198.51.100.21:5432"));
     assert!(read("patroni-hook-db.yml").contains(&format!("address: {VIP}/24")));
+}
+
+/// The Consul binary the lab runs (scripts/prereqs.sh install_consul).
+const CONSUL: &str = "/usr/local/bin/consul";
+
+/// Consul 1.8.7 is installed (a failure under CI=true, else a skip).
+fn require_consul() -> bool {
+    let version = Command::new(CONSUL)
+        .arg("version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    require_all(&[(
+        "Consul 1.8.7 at /usr/local/bin/consul (scripts/prereqs.sh installs it)",
+        version.starts_with("Consul v1.8.7\n"),
+    )])
+}
+
+/// The Consul files of the kit: agent configs (JSON) and ACL policies (HCL).
+fn kit_consul_files_named() -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut configs = Vec::new();
+    let mut policies = Vec::new();
+    for e in std::fs::read_dir(CONF).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("consul-acl-") && name.ends_with(".hcl") {
+            policies.push(p);
+        } else if name.starts_with("consul") {
+            configs.push(p);
+        }
+    }
+    configs.sort();
+    policies.sort();
+    (configs, policies)
+}
+
+/// A Consul dev agent (one server, state in memory) inside a namespace, ACLs
+/// on with `default_policy = "deny"`, as the kit runs them; killed on drop.
+struct DevAgent {
+    ns: Netns,
+    child: std::process::Child,
+    master: String,
+}
+
+impl DevAgent {
+    fn start() -> DevAgent {
+        let ns = Netns::new("consul");
+        let master = "3c0a7b8e-1f7d-4c55-9a43-7d0b1e2f3a4b".to_string();
+        let acl = format!(
+            r#"acl {{ enabled = true, default_policy = "deny", tokens {{ master = "{master}" }} }}"#
+        );
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns.name(),
+                CONSUL,
+                "agent",
+                "-dev",
+                "-hcl",
+                &acl,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting consul agent -dev");
+        let agent = DevAgent { ns, child, master };
+        wait_for(
+            "the Consul dev agent to accept its management token",
+            Duration::from_secs(30),
+            || {
+                agent
+                    .cli(&["acl", "token", "read", "-self"])
+                    .status
+                    .success()
+            },
+        );
+        agent
+    }
+
+    /// `consul ARGS...` inside the namespace, with the management token.
+    fn cli(&self, args: &[&str]) -> Output {
+        self.cli_as(&self.master, args)
+    }
+
+    fn cli_as(&self, token: &str, args: &[&str]) -> Output {
+        run(Command::new("ip")
+            .args(["netns", "exec", self.ns.name(), CONSUL])
+            .args(args)
+            .env("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")
+            .env("CONSUL_HTTP_TOKEN", token)
+            .env_remove("CONSUL_HTTP_TOKEN_FILE"))
+    }
+}
+
+impl Drop for DevAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `consul validate` passes on every Consul agent config of the kit, each as
+/// its host loads it (alone, in a namespace whose `eth1` has an address from
+/// the plan, so `bind_addr`'s template resolves as on the hosts), and fails
+/// on a key Consul 1.8.7 does not know. Every ACL policy file loads with
+/// `consul acl policy create` into an agent with ACLs on, and the hook's
+/// policies grant what their comments say: the hook on a database node
+/// writes vip-holder but not Patroni's leader key.
+#[test]
+fn consul_files_pass_consul_validate_and_the_policies_load() {
+    if !require_consul() || !netns::require_root_and_ip() {
+        return;
+    }
+    let (configs, policies) = kit_consul_files_named();
+    assert_eq!(
+        configs
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect::<Vec<_>>(),
+        ["consul-client.json", "consul-server.json"]
+    );
+    assert_eq!(policies.len(), 3, "{policies:?}");
+
+    let host = Netns::new("cvalid");
+    host.ip(&[
+        "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
+    ]);
+    host.ip(&["addr", "add", "198.51.100.21/24", "dev", "eth1"]);
+    host.ip(&["link", "set", "eth1", "up"]);
+    host.ip(&["link", "set", "eth1p", "up"]);
+    let validate = |file: &Path| {
+        let out = host.exec(CONSUL, &["validate", file.to_str().unwrap()]);
+        (out.status.success(), text(&out))
+    };
+    for file in &configs {
+        let (ok, out) = validate(file);
+        assert!(ok, "consul validate {}: {out}", file.display());
+    }
+    // A key 1.8.7 does not know (ui_config is 1.9's) is refused: the check
+    // above means something.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("consul-server.json");
+    std::fs::write(
+        &broken,
+        subst(
+            &read("consul-server.json"),
+            &[("\"ui\": false", "\"ui_config\": {}")],
+        ),
+    )
+    .unwrap();
+    let (ok, out) = validate(&broken);
+    assert!(!ok, "consul validate passed a file with ui_config: {out}");
+
+    let agent = DevAgent::start();
+    for file in &policies {
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let rules = format!("@{}", file.display());
+        let out = agent.cli(&["acl", "policy", "create", "-name", &name, "-rules", &rules]);
+        assert!(
+            out.status.success(),
+            "consul acl policy create {name}: {}",
+            text(&out)
+        );
+    }
+    let bad = dir.path().join("bad.hcl");
+    std::fs::write(
+        &bad,
+        "key_prefix \"service/\" {\n  policy = \"sometimes\"\n}\n",
+    )
+    .unwrap();
+    let rules = format!("@{}", bad.display());
+    let out = agent.cli(&["acl", "policy", "create", "-name", "bad", "-rules", &rules]);
+    assert!(
+        !out.status.success(),
+        "a policy of `sometimes` loaded: {}",
+        text(&out)
+    );
+
+    let secret = "6b1d2c3e-4f50-4a61-8b72-9c83d4e5f607";
+    let out = agent.cli(&[
+        "acl",
+        "token",
+        "create",
+        "-secret",
+        secret,
+        "-policy-name",
+        "consul-acl-hook-db",
+    ]);
+    assert!(
+        out.status.success(),
+        "consul acl token create: {}",
+        text(&out)
+    );
+    let put = |key: &str| agent.cli_as(secret, &["kv", "put", key, "x"]);
+    let out = put(&format!("service/{SCOPE}/vip-holder"));
+    assert!(
+        out.status.success(),
+        "the hook's token writes vip-holder: {}",
+        text(&out)
+    );
+    let out = put(&format!("service/{SCOPE}/leader"));
+    assert!(
+        !out.status.success(),
+        "the hook's token wrote the leader key"
+    );
+    assert!(text(&out).contains("403"), "{}", text(&out));
+    let out = agent.cli_as(
+        secret,
+        &["kv", "get", &format!("service/{SCOPE}/vip-holder")],
+    );
+    assert!(
+        out.status.success(),
+        "the hook's token reads its scope: {}",
+        text(&out)
+    );
 }
