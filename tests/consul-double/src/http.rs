@@ -16,7 +16,9 @@ use serde_json::Value;
 
 use crate::duration::{format_go_duration, parse_go_duration, parse_go_duration_ns};
 use crate::server::Shared;
-use crate::state::{Behavior, Check, Entry, OpError, Service, Session, State, SESSION_TTL_MAX};
+use crate::state::{
+    check_session_id, Behavior, Check, Entry, OpError, Service, Session, State, SESSION_TTL_MAX,
+};
 use crate::wire;
 
 /// Consul's default `kv_max_value_size` (§3.3).
@@ -628,6 +630,11 @@ async fn session(shared: &Arc<Shared>, r: &Req, rest: &str) -> Reply {
             if verb == "info" && arg.is_empty() {
                 return Reply::text(StatusCode::BAD_REQUEST, "Missing session");
             }
+            if verb == "info" {
+                if let Err(e) = check_session_id(&arg) {
+                    return op_error(e);
+                }
+            }
             let (idx, list) = blocking(shared, &q, |st| {
                 let list: Vec<Session> = st
                     .sessions()
@@ -834,6 +841,9 @@ fn session_renew(shared: &Arc<Shared>, r: &Req, id: &str) -> Reply {
     if id.is_empty() {
         return Reply::text(StatusCode::BAD_REQUEST, "Missing session");
     }
+    if let Err(e) = check_session_id(id) {
+        return op_error(e);
+    }
     // Not a Raft write: no index bump, but the reaper must re-arm (§3.1).
     let renewed = shared.write(|st| st.session_renew(id, Instant::now()));
     match renewed {
@@ -848,6 +858,9 @@ fn session_renew(shared: &Arc<Shared>, r: &Req, id: &str) -> Reply {
 fn session_destroy(shared: &Arc<Shared>, id: &str) -> Reply {
     if id.is_empty() {
         return Reply::text(StatusCode::BAD_REQUEST, "Missing session");
+    }
+    if let Err(e) = check_session_id(id) {
+        return op_error(e);
     }
     // Idempotent: unknown ids are fine (§3.5).
     shared.write(|st| st.session_destroy(id, Instant::now()));

@@ -271,6 +271,7 @@ impl State {
         if sid.is_empty() {
             return Err(OpError("missing session".to_string()));
         }
+        check_session_id(sid)?;
         if !self.sessions.contains_key(sid) {
             // Go `%#v` of a string: double-quoted (§3.3, [I-1139]).
             return Err(OpError(format!("invalid session {sid:?}")));
@@ -465,6 +466,34 @@ impl State {
     }
 }
 
+/// Consul looks sessions up through go-memdb's UUID index, which parses the
+/// id first (`UUIDFieldIndex.parseString`, length enforced): an id that is
+/// no UUID fails the lookup itself, and Consul answers 500 `failed session
+/// lookup: index error: <why>` (seen on Consul 1.8.7 for acquire, renew,
+/// info and destroy). 36 hex digits without hyphens pass.
+pub fn check_session_id(id: &str) -> Result<(), OpError> {
+    let hyphens = id.matches('-').count();
+    let hex: Vec<u8> = id.bytes().filter(|b| *b != b'-').collect();
+    let why = if id.len() != 36 {
+        "UUID must be 36 characters".to_string()
+    } else if hyphens > 4 {
+        format!("UUID should have maximum of 4 \"-\"; got {hyphens}")
+    } else if hex.len() % 2 != 0 {
+        "Input (without hyphens) must be even length".to_string()
+    } else if let Some(b) = hex.iter().find(|b| !b.is_ascii_hexdigit()) {
+        // Go's `%#U` of the byte, as `hex.InvalidByteError` prints it.
+        format!(
+            "Invalid UUID: encoding/hex: invalid byte: U+{:04X} '{}'",
+            b, *b as char
+        )
+    } else {
+        return Ok(());
+    };
+    Err(OpError(format!(
+        "failed session lookup: index error: {why}"
+    )))
+}
+
 fn expiry(ttl: Duration, now: Instant) -> Option<Instant> {
     // Consul arms the timer at TTL × SessionTTLMultiplier (2) (§3.5 [C-SESTTL]).
     (!ttl.is_zero()).then(|| now + ttl * 2)
@@ -473,6 +502,9 @@ fn expiry(ttl: Duration, now: Instant) -> Option<Instant> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const S1: &str = "11111111-1111-1111-1111-111111111111";
+    const S2: &str = "22222222-2222-2222-2222-222222222222";
 
     fn session(id: &str, behavior: Behavior, ttl: Duration, lock_delay: Duration) -> Session {
         Session {
@@ -490,6 +522,35 @@ mod tests {
     }
 
     #[test]
+    fn session_ids_must_parse_as_uuids() {
+        assert_eq!(
+            check_session_id("adf4238a-882b-9ddc-4a9d-5b6758e4159e"),
+            Ok(())
+        );
+        assert_eq!(
+            check_session_id("0123456789abcdef0123456789abcdef0123"),
+            Ok(())
+        );
+        let why = |id: &str| check_session_id(id).map_err(|e| e.0).err();
+        assert_eq!(
+            why("deadbeef").as_deref(),
+            Some("failed session lookup: index error: UUID must be 36 characters")
+        );
+        assert_eq!(
+            why("0123456789abcdef0123456789abcdef012-").as_deref(),
+            Some("failed session lookup: index error: Input (without hyphens) must be even length")
+        );
+        assert_eq!(
+            why("a-b-c-d-e-0123456789abcdef0123456789").as_deref(),
+            Some("failed session lookup: index error: UUID should have maximum of 4 \"-\"; got 5")
+        );
+        assert_eq!(
+            why("zdf4238a-882b-9ddc-4a9d-5b6758e4159e").as_deref(),
+            Some("failed session lookup: index error: Invalid UUID: encoding/hex: invalid byte: U+007A 'z'")
+        );
+    }
+
+    #[test]
     fn noop_write_keeps_indexes() {
         let mut st = State::new("n");
         assert!(st.kv_set("a", b"1", 0));
@@ -504,7 +565,7 @@ mod tests {
         let now = Instant::now();
         let mut st = State::new("n");
         let sid = st.session_create(
-            session("s1", Behavior::Release, Duration::ZERO, Duration::ZERO),
+            session(S1, Behavior::Release, Duration::ZERO, Duration::ZERO),
             now,
         );
         assert_eq!(st.kv_acquire("k", b"v", 0, &sid, now), Ok(true));
@@ -520,7 +581,7 @@ mod tests {
         // A plain PUT keeps Session, zeroes LockIndex.
         st.kv_set("k", b"x", 0);
         let e = st.kv_get("k").1.expect("key");
-        assert_eq!((e.lock_index, e.session.as_deref()), (0, Some("s1")));
+        assert_eq!((e.lock_index, e.session.as_deref()), (0, Some(S1)));
     }
 
     #[test]
@@ -529,7 +590,7 @@ mod tests {
         let mut st = State::new("n");
         st.session_create(
             session(
-                "s1",
+                S1,
                 Behavior::Delete,
                 Duration::from_secs(1),
                 Duration::from_secs(90),
@@ -537,18 +598,18 @@ mod tests {
             now,
         );
         st.session_create(
-            session("s2", Behavior::Release, Duration::ZERO, Duration::ZERO),
+            session(S2, Behavior::Release, Duration::ZERO, Duration::ZERO),
             now,
         );
-        assert_eq!(st.kv_acquire("k", b"v", 0, "s1", now), Ok(true));
+        assert_eq!(st.kv_acquire("k", b"v", 0, S1, now), Ok(true));
         assert_eq!(st.expire_sessions(now + Duration::from_millis(1999)), 0);
         assert_eq!(st.expire_sessions(now + Duration::from_secs(2)), 1);
         assert!(st.kv_get("k").1.is_none());
         // Lock-delay (90 s requested) capped at 60 s from the invalidation.
         let t = now + Duration::from_secs(2 + 59);
-        assert_eq!(st.kv_acquire("k", b"v", 0, "s2", t), Ok(false));
+        assert_eq!(st.kv_acquire("k", b"v", 0, S2, t), Ok(false));
         let t = now + Duration::from_secs(2 + 61);
-        assert_eq!(st.kv_acquire("k", b"v", 0, "s2", t), Ok(true));
+        assert_eq!(st.kv_acquire("k", b"v", 0, S2, t), Ok(true));
     }
 
     #[test]

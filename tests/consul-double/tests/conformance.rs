@@ -358,6 +358,37 @@ fn acquire_with_unknown_session_is_500_invalid_session(s: &Backend) {
 }
 both!(acquire_with_unknown_session_is_500_invalid_session);
 
+/// A session id that is no UUID fails the session lookup itself (go-memdb's
+/// UUID index) with a 500, on acquire, renew, info and destroy alike;
+/// release does not look the session up.
+fn session_id_that_is_no_uuid_is_500_failed_session_lookup(s: &Backend) {
+    let cases = [
+        ("deadbeef", "UUID must be 36 characters"),
+        (
+            "gggggggg-gggg-gggg-gggg-gggggggggggg",
+            "Invalid UUID: encoding/hex: invalid byte: U+0067 'g'",
+        ),
+    ];
+    for (id, why) in cases {
+        let want = format!("failed session lookup: index error: {why}");
+        for (m, t) in [
+            ("PUT", format!("/v1/kv/l?acquire={id}")),
+            ("PUT", format!("/v1/session/renew/{id}")),
+            ("GET", format!("/v1/session/info/{id}")),
+            ("PUT", format!("/v1/session/destroy/{id}")),
+        ] {
+            let r = request(s.addr(), m, &t, &[], b"n");
+            assert_eq!((r.status, r.text()), (500, want.clone()), "{m} {t}");
+        }
+    }
+    assert_eq!(
+        put(s.addr(), "/v1/kv/l?release=deadbeef", b"").text(),
+        "false"
+    );
+    assert!(s.kv_get("l").is_none());
+}
+both!(session_id_that_is_no_uuid_is_500_failed_session_lookup);
+
 fn acquire_with_empty_session_is_500_missing_session(s: &Backend) {
     let r = put(s.addr(), "/v1/kv/l?acquire=", b"n");
     assert_eq!((r.status, r.text().as_str()), (500, "missing session"));
