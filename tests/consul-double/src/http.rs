@@ -344,29 +344,68 @@ fn parse_query_opts(r: &Req) -> Result<QueryOpts, Reply> {
     })
 }
 
+/// What a blocking query's look watches for changes (its go-memdb watch
+/// set, §3.6).
+enum Watch {
+    /// Anything: the look is run again on every change, and answers only
+    /// once its index moved, so only changes to what it reads count.
+    Any,
+    /// Writes to keys starting with `prefix` (bytes); `seen` is the highest
+    /// such write at the look. Where a read of a missing key is watched
+    /// (`State::kv_missing_key_watch`): a write elsewhere moves the KV
+    /// table's index, which that read reports, but does not wake it.
+    KvPrefix { prefix: Vec<u8>, seen: u64 },
+}
+
+impl Watch {
+    /// The watch of a read of the missing `key`.
+    fn missing_key(st: &State, key: &str) -> Watch {
+        let prefix = st.kv_missing_key_watch(key);
+        Watch::KvPrefix {
+            seen: st.kv_prefix_written(&prefix),
+            prefix,
+        }
+    }
+
+    fn fired(&self, st: &State) -> bool {
+        match self {
+            Watch::Any => true,
+            Watch::KvPrefix { prefix, seen } => st.kv_prefix_written(prefix) > *seen,
+        }
+    }
+}
+
 /// Runs `query` as a Consul blocking query (§3.6): at once when `index` is
-/// absent or the result's index is already past it; otherwise again on every
-/// state change until it is, or until `wait` runs out, then with the current
-/// index (which may equal the requested one).
+/// absent or the result's index is already past it; otherwise again each
+/// time its watch fires, until the index is past, or until `wait` runs out:
+/// then the last look's answer (whose index may equal the requested one,
+/// and is the one of that look, not of now: Consul 1.8.7 does so).
 async fn blocking<T>(
     shared: &Shared,
     q: &QueryOpts,
-    query: impl Fn(&State) -> (u64, T),
+    query: impl Fn(&State) -> (u64, T, Watch),
 ) -> (u64, T) {
     let mut rx = shared.changes.subscribe();
     let deadline = tokio::time::Instant::now() + q.wait;
     loop {
         rx.borrow_and_update();
-        let (idx, out) = query(&shared.read());
+        let (idx, out, watch) = query(&shared.read());
         // Never report 0 (§3.1).
         let idx = idx.max(1);
         if q.index == 0 || idx > q.index {
             return (idx, out);
         }
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
-            Ok(Ok(())) => continue,
-            // Timeout (or the server is going away): current result.
-            _ => return (idx, out),
+        loop {
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {
+                    rx.borrow_and_update();
+                    if watch.fired(&shared.read()) {
+                        break;
+                    }
+                }
+                // Timeout (or the server is going away): the last look.
+                _ => return (idx, out),
+            }
         }
     }
 }
@@ -426,13 +465,18 @@ async fn kv_get(shared: &Arc<Shared>, r: &Req, key: &str) -> Reply {
     let (idx, result) = blocking(shared, &q, |st| {
         if keys {
             let (idx, entries) = st.kv_list(key);
-            (idx, KvRead::Keys(list_keys(key, &separator, &entries)))
+            let list = list_keys(key, &separator, &entries);
+            (idx, KvRead::Keys(list), Watch::Any)
         } else if recurse {
             let (idx, entries) = st.kv_list(key);
-            (idx, KvRead::Many(entries))
+            (idx, KvRead::Many(entries), Watch::Any)
         } else {
             let (idx, entry) = st.kv_get(key);
-            (idx, KvRead::One(entry))
+            let watch = match entry {
+                Some(_) => Watch::Any,
+                None => Watch::missing_key(st, key),
+            };
+            (idx, KvRead::One(entry), watch)
         }
     })
     .await;
@@ -645,7 +689,7 @@ async fn session(shared: &Arc<Shared>, r: &Req, rest: &str) -> Reply {
                     })
                     .cloned()
                     .collect();
-                (st.index(), list)
+                (st.index(), list, Watch::Any)
             })
             .await;
             let list = if filtered { Vec::new() } else { list };
@@ -1081,7 +1125,7 @@ async fn health_service(shared: &Arc<Shared>, r: &Req, name: &str) -> Reply {
             .filter(|s| !passing || s.checks.iter().all(|c| c.status == "passing"))
             .cloned()
             .collect();
-        (st.index(), list)
+        (st.index(), list, Watch::Any)
     })
     .await;
     let services = if filtered { Vec::new() } else { services };

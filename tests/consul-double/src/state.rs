@@ -201,6 +201,60 @@ impl State {
         (idx, entries)
     }
 
+    /// Which writes wake a blocking read of the missing `key`: those to
+    /// keys starting with the returned bytes ("" is the root: any KV
+    /// write). go-memdb hands such a read the watch channel of the deepest
+    /// radix-tree node whose edge matched on the way to where the key would
+    /// be (`iradix` `GetWatch`; keys are stored NUL-terminated), and a
+    /// write closes the channel of every node on its own path and of a node
+    /// it splits: both are the writes to keys under that node's edge. So
+    /// on Consul 1.8.7 a write to a sibling under the same prefix wakes the
+    /// read (still 404, with the new table index) and writes elsewhere do
+    /// not. Not reproduced: a delete elsewhere that merges that node into
+    /// its parent also wakes it on Consul.
+    pub fn kv_missing_key_watch(&self, key: &str) -> Vec<u8> {
+        let target: Vec<u8> = key.bytes().chain([0]).collect();
+        let stored: Vec<Vec<u8>> = self
+            .kv
+            .keys()
+            .map(|k| k.bytes().chain([0]).collect())
+            .collect();
+        // Length of the path to the current node, and of the watched edge.
+        let (mut node, mut watch) = (0, 0);
+        while node < target.len() {
+            let edge = &target[..=node];
+            let mut under = stored.iter().filter(|k| k.starts_with(edge));
+            let Some(first) = under.next() else { break };
+            // The child's path: the longest common prefix of the keys under it.
+            let child = under.fold(first.len(), |n, k| {
+                first[..n].iter().zip(k).take_while(|(a, b)| a == b).count()
+            });
+            watch = node + 1;
+            if target.starts_with(&first[..child]) {
+                node = child;
+            } else {
+                break;
+            }
+        }
+        target[..watch].to_vec()
+    }
+
+    /// The highest index of a write (live entry or tombstone) to a key
+    /// starting with `prefix`; 0 when there was none.
+    pub fn kv_prefix_written(&self, prefix: &[u8]) -> u64 {
+        let live = self
+            .kv
+            .values()
+            .filter(|e| e.key.as_bytes().starts_with(prefix))
+            .map(|e| e.modify_index);
+        let dead = self
+            .tombstones
+            .iter()
+            .filter(|(k, _)| k.as_bytes().starts_with(prefix))
+            .map(|(_, i)| *i);
+        live.chain(dead).max().unwrap_or(0)
+    }
+
     /// Consul's `kvsSetTxn`: keeps CreateIndex, keeps the existing Session
     /// unless `update_session`, and skips a write equal to the stored entry
     /// (no ModifyIndex bump, §3.1). Returns whether anything changed.
@@ -519,6 +573,28 @@ mod tests {
             create_index: 0,
             expires_at: None,
         }
+    }
+
+    #[test]
+    fn missing_key_watch_is_the_radix_edge_towards_it() {
+        let mut st = State::new("n");
+        // Empty tree: the root, so any write.
+        assert_eq!(st.kv_missing_key_watch("a/missing"), b"");
+        st.kv_set("a/x", b"1", 0);
+        st.kv_set("zz/y", b"1", 0);
+        // Root edges `a` and `z`: the read watches the `a` node.
+        assert_eq!(st.kv_missing_key_watch("a/missing"), b"a");
+        assert_eq!(st.kv_missing_key_watch("b"), b"");
+        st.kv_set("a/other", b"1", 0);
+        // `a/` now branches into `x` and `o`; `a/m…` has no edge below it.
+        assert_eq!(st.kv_missing_key_watch("a/missing"), b"a");
+        assert_eq!(st.kv_missing_key_watch("a/x2"), b"a/x");
+        assert_eq!(st.kv_missing_key_watch("a/o"), b"a/o");
+        // Tombstones count as writes under the prefix.
+        let before = st.kv_prefix_written(b"a");
+        st.kv_delete("a/x");
+        assert!(st.kv_prefix_written(b"a") > before);
+        assert_eq!(st.kv_prefix_written(b"q"), 0);
     }
 
     #[test]

@@ -601,6 +601,54 @@ fn blocking_single_key_ignores_writes_to_other_keys(s: &Backend) {
 }
 both!(blocking_single_key_ignores_writes_to_other_keys);
 
+/// A blocking read of a missing key watches the spot in Consul's radix tree
+/// where the key would be (go-memdb `FirstWatch`): writes near it (here:
+/// under the same prefix) wake it, still 404 with the new table index;
+/// writes elsewhere do not, and when the wait runs out the answer carries
+/// the index of its last look, not the table's index of now.
+fn blocking_get_on_missing_key_wakes_only_for_writes_near_it(s: &Backend) {
+    s.kv_put("a/x", b"1");
+    s.kv_put("zz/y", b"1");
+    let idx = get(s.addr(), "/v1/kv/a/missing").index();
+    let addr = s.addr();
+    let started = Instant::now();
+    let waiter =
+        std::thread::spawn(move || get(addr, &format!("/v1/kv/a/missing?index={idx}&wait=2s")));
+    // Head start: the GET must be parked before the first write elsewhere,
+    // or its first look already sees a newer table index and answers at
+    // once, as it should.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut n = 0u32;
+    while !waiter.is_finished() {
+        n += 1;
+        s.kv_put("zz/y", n.to_string().as_bytes());
+        std::thread::sleep(Duration::from_millis(100)); // pacing the writer, not synchronising
+    }
+    let r = waiter.join().expect("waiter thread");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "woken after {:?} by writes elsewhere: {r:?}",
+        started.elapsed()
+    );
+    assert_eq!((r.status, r.index()), (404, idx));
+    assert!(n > 5, "writes elsewhere happened meanwhile");
+
+    let idx = get(s.addr(), "/v1/kv/a/missing").index();
+    let started = Instant::now();
+    let waiter =
+        std::thread::spawn(move || get(addr, &format!("/v1/kv/a/missing?index={idx}&wait=30s")));
+    s.kv_put("a/other", b"2");
+    let r = waiter.join().expect("waiter thread");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status, 404);
+    assert!(r.index() > idx, "{} > {idx}", r.index());
+}
+both!(blocking_get_on_missing_key_wakes_only_for_writes_near_it);
+
 fn blocking_get_on_missing_key_returns_when_created(s: &Backend) {
     let r = get(s.addr(), "/v1/kv/later");
     assert_eq!(r.status, 404);
