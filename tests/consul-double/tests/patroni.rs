@@ -1,5 +1,8 @@
 //! Real Patroni 4.x + PostgreSQL 15 against the double: the proof that the
 //! double is faithful enough for Patroni's Consul backend (docs/design.md, "How it is tested").
+//! Each test runs twice (`both!`): `<test>::double` against the double and
+//! `<test>::real` against a real Consul 1.8.7 server, with the same
+//! assertions, so what the double is trusted with is seen on the real thing.
 //!
 //! Needs root (to run PostgreSQL and Patroni as `postgres`), the `postgres`
 //! user, PostgreSQL 15 binaries and a Patroni virtualenv (`$PATRONI_VENV`,
@@ -20,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, get, require, wait_for_some};
-use consul_double::{Options, Server};
+use common::{free_port, get, require, wait_for_some, Backend};
+use consul_double::Options;
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const DEFAULT_VENV: &str = "/opt/patroni-hook-test/venv";
@@ -139,18 +142,19 @@ impl Drop for Node {
     }
 }
 
-/// A scope with its double and members; everything stops on drop, also on
-/// panic (nodes first, then the double, then the temp dir).
-struct Cluster {
+/// A scope with its Consul and members; everything stops on drop, also on
+/// panic (nodes first, then the temp dir; the Consul, which outlives the
+/// cluster, after them).
+struct Cluster<'a> {
     nodes: Vec<Node>,
-    double: Server,
+    consul: &'a Backend,
     scope: String,
     prereqs: Prereqs,
     tmp: tempfile::TempDir,
 }
 
-impl Cluster {
-    fn new(p: Prereqs, test: &str) -> Cluster {
+impl<'a> Cluster<'a> {
+    fn new(p: Prereqs, consul: &'a Backend, test: &str) -> Cluster<'a> {
         let tmp = tempfile::Builder::new()
             .prefix("consul-double-patroni-")
             .tempdir()
@@ -158,10 +162,9 @@ impl Cluster {
         // postgres must traverse and write under it.
         std::os::unix::fs::chown(tmp.path(), Some(p.uid), Some(p.gid)).expect("chown tempdir");
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod tempdir");
-        let double = Server::start(Options::default()).expect("start double");
         Cluster {
             nodes: Vec::new(),
-            double,
+            consul,
             scope: format!("ph-{}-{test}", std::process::id()),
             prereqs: p,
             tmp,
@@ -183,7 +186,7 @@ impl Cluster {
                 &dir,
                 pg_port,
                 api_port,
-                &self.double.url(),
+                &self.consul.url(),
             ),
         )
         .expect("write config");
@@ -225,12 +228,12 @@ impl Cluster {
     }
 
     fn leader(&self) -> Option<(String, String)> {
-        let e = self.double.kv_get(&self.key("leader"))?;
+        let e = self.consul.kv_get(&self.key("leader"))?;
         Some((String::from_utf8_lossy(&e.value).into_owned(), e.session?))
     }
 
     fn member(&self, name: &str) -> Option<serde_json::Value> {
-        let e = self.double.kv_get(&self.key(&format!("members/{name}")))?;
+        let e = self.consul.kv_get(&self.key(&format!("members/{name}")))?;
         serde_json::from_slice(&e.value).ok()
     }
 
@@ -260,7 +263,7 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
+impl Drop for Cluster<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             for n in &self.nodes {
@@ -338,10 +341,9 @@ postgresql:
 
 /// Test A: one member bootstraps, takes the leader key, writes its member
 /// key, registers its service and keeps its session alive past 2×TTL.
-#[test]
-fn single_member_leads_and_keeps_its_session() {
+fn single_member_leads_and_keeps_its_session(consul: &Backend) {
     let Some(p) = prereqs() else { return };
-    let mut c = Cluster::new(p, "a");
+    let mut c = Cluster::new(p, consul, "a");
     let n = c.add_node("node1");
     c.start(n);
 
@@ -364,7 +366,7 @@ fn single_member_leads_and_keeps_its_session() {
     );
 
     // Patroni asks for ttl/2 because Consul expires at 2×TTL (§1.5).
-    let info = get(c.double.addr(), &format!("/v1/session/info/{session}")).json();
+    let info = get(c.consul.addr(), &format!("/v1/session/info/{session}")).json();
     assert_eq!(info[0]["TTL"], "10.0s", "session {info}");
     assert_eq!(info[0]["Behavior"], "delete");
 
@@ -373,7 +375,7 @@ fn single_member_leads_and_keeps_its_session() {
         "Patroni's service registration",
         Duration::from_secs(30),
         || {
-            let services = get(c.double.addr(), "/v1/agent/services").json();
+            let services = get(c.consul.addr(), "/v1/agent/services").json();
             services.get(&service_id).cloned()
         },
     );
@@ -390,7 +392,7 @@ fn single_member_leads_and_keeps_its_session() {
         );
         std::thread::sleep(Duration::from_millis(500)); // observation cadence
     }
-    assert!(c.double.session_ids().contains(&session));
+    assert!(c.consul.session_ids().contains(&session));
 
     let list = c.patronictl_list(n);
     eprintln!("{list}");
@@ -399,13 +401,16 @@ fn single_member_leads_and_keeps_its_session() {
         "patronictl list:\n{list}"
     );
 }
+both!(
+    single_member_leads_and_keeps_its_session,
+    Options::default()
+);
 
 /// Test B: two members; SIGKILL the leader's Patroni and postmaster; the
 /// replica takes the leader key once the dead leader's session expired.
-#[test]
-fn replica_takes_over_after_the_leader_session_expires() {
+fn replica_takes_over_after_the_leader_session_expires(consul: &Backend) {
     let Some(p) = prereqs() else { return };
-    let mut c = Cluster::new(p, "b");
+    let mut c = Cluster::new(p, consul, "b");
     let a = c.add_node("node1");
     let b = c.add_node("node2");
     c.start(a);
@@ -454,7 +459,7 @@ fn replica_takes_over_after_the_leader_session_expires() {
     assert_eq!(new_leader, replica);
     assert_ne!(new_session, old_session);
     assert!(
-        !c.double.session_ids().contains(&old_session),
+        !c.consul.session_ids().contains(&old_session),
         "the dead leader's session should be gone"
     );
     // The dead leader's last renewal was at most loop_wait before the kill,
@@ -473,3 +478,7 @@ fn replica_takes_over_after_the_leader_session_expires() {
         .to_string();
     assert!(leader_row.contains("Leader"), "patronictl list:\n{list}");
 }
+both!(
+    replica_takes_over_after_the_leader_session_expires,
+    Options::default()
+);

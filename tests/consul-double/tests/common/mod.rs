@@ -12,7 +12,6 @@ mod backend;
 #[path = "../../../common/basics.rs"]
 mod basics;
 
-#[allow(unused_imports)] // tests/patroni.rs does not use the backends
 pub use backend::*;
 pub use basics::*;
 
