@@ -17,13 +17,26 @@
 #                                # (scripts/lab/backup.py, scripts/lab/adopt.py) -> target/lab-<name>.json
 #
 # Two variants (LAB_VIP_MANAGER at `up`):
-#   hook         Patroni on the Consul double; patroni-hook as the callbacks on
-#                every node, reconcile from a watch on the leader key on every
-#                node and on the PgBouncer host, and from a timer as the safety net
+#   hook         Patroni on Consul; patroni-hook as the callbacks on every node,
+#                reconcile from Consul watches on every node and on the PgBouncer
+#                host, and from a timer as the safety net
 #   vip-manager  Patroni on etcd 3.4 (v2 API: Debian's vip-manager 1.0.2 reads
 #                nothing else); vip-manager on every node; PgBouncer points at the VIP
 #
+# Two Consuls for the hook variant (LAB_CONSUL at `up`, or `--consul KIND` on
+# any command that brings a lab up):
+#   double       the in-repo double (tests/consul-double) in a namespace of its
+#                own, over HTTP, its --watch runners as the agents' watches
+#   real         Consul 1.8.7: three servers (cs1..3), a client agent on every
+#                database node, the PgBouncer host and the client; the kit's
+#                consul-server.json and consul-client.json rendered for the lab
+#                (their watches run the hook); ACLs on (default deny, one token
+#                and policy per role, patroni-conf/consul-acl-*.hcl); HTTPS only,
+#                verified with the lab's CA
+#
 # Environment:
+#   LAB_CONSUL     real or double (default: LAB_CONSUL_DEFAULT in topology.env);
+#                  `--consul KIND` sets it
 #   LAB_RUN_ID     run id (namespace names phl-<id>-*); default: new for up/demo/bench,
 #                  else the id in $LAB_ROOT/current
 #   LAB_ROOT       state directory root (default /run/patroni-hook-lab); the lab's
@@ -53,6 +66,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$REPO/scripts/lab/topology.env"
 
 export LAB_ROOT="${LAB_ROOT:-/run/patroni-hook-lab}"
+CONSUL_KIND="${LAB_CONSUL:-$LAB_CONSUL_DEFAULT}"
 PY="$PATRONI_VENV/bin/python"
 LABTOOL="$REPO/scripts/lab/labtool.py"
 VIP="$LAB_VIP"
@@ -93,6 +107,8 @@ load_run() {
     set_run "$id"
     [ -f "$RUN/lab.env" ] || die "no lab with run id $RID ($RUN/lab.env is missing)"
     MANAGER="$(sed -n 's/^LAB_MANAGER=//p' "$RUN/lab.env")"
+    CONSUL_KIND="$(sed -n 's/^LAB_CONSUL=//p' "$RUN/lab.env")"
+    CONSUL_DIR="$RUN/consul"
 }
 
 new_run_id() { printf 'l%s%04d' "$(date +%H%M%S)" $((RANDOM % 10000)); }
@@ -148,7 +164,17 @@ check_prereqs() {
     "$PY" -c 'import psycopg' 2>/dev/null || missing+=("psycopg in $PATRONI_VENV")
     id postgres >/dev/null 2>&1 || missing+=("the postgres user")
     case "$manager" in
-    hook) command -v setcap >/dev/null 2>&1 || missing+=("setcap (libcap2-bin)") ;;
+    hook)
+        command -v setcap >/dev/null 2>&1 || missing+=("setcap (libcap2-bin)")
+        if [ "$CONSUL_KIND" = real ]; then
+            # Read whole: `| head -n1` would make consul die of SIGPIPE (pipefail).
+            local version
+            version="$("$CONSUL_BIN" version 2>/dev/null || true)"
+            [[ "$version" == "Consul v1.8.7"$'\n'* ]] ||
+                missing+=("Consul 1.8.7 at $CONSUL_BIN (scripts/prereqs.sh install_consul)")
+            command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+        fi
+        ;;
     vip-manager)
         command -v vip-manager >/dev/null 2>&1 || missing+=("vip-manager (Debian package vip-manager)")
         command -v etcd >/dev/null 2>&1 || missing+=("etcd (Debian package etcd-server)")
@@ -165,14 +191,14 @@ check_prereqs() {
 resolve_binaries() {
     HOOK_BIN="${LAB_HOOK_BIN:-}"
     DOUBLE_BIN="${LAB_DOUBLE_BIN:-}"
-    if [ -z "$HOOK_BIN" ] || [ -z "$DOUBLE_BIN" ]; then
+    if [ -z "$HOOK_BIN" ] || { [ "$CONSUL_KIND" != real ] && [ -z "$DOUBLE_BIN" ]; }; then
         say "building the hook and the Consul double (cargo build --release --workspace --bins)"
         (cd "$REPO" && cargo build --release --workspace --bins --quiet)
         HOOK_BIN="${HOOK_BIN:-$REPO/target/release/patroni-hook}"
         DOUBLE_BIN="${DOUBLE_BIN:-$REPO/target/release/consul-double}"
     fi
     [ -x "$HOOK_BIN" ] || die "no hook binary at $HOOK_BIN"
-    [ -x "$DOUBLE_BIN" ] || die "no consul-double binary at $DOUBLE_BIN"
+    [ "$CONSUL_KIND" = real ] || [ -x "$DOUBLE_BIN" ] || die "no consul-double binary at $DOUBLE_BIN"
 }
 
 # ---- configuration files --------------------------------------------------
@@ -191,7 +217,18 @@ restapi:
   listen: $addr:$LAB_PATRONI_API_PORT
   connect_address: $addr:$LAB_PATRONI_API_PORT
 EOF
-    if [ "$MANAGER" = hook ]; then
+    if [ "$MANAGER" = hook ] && [ "$CONSUL_KIND" = real ]; then
+        cat <<EOF
+consul:
+  # The local agent's HTTPS API, verified with the lab's CA; Patroni's own
+  # token (policy patroni-conf/consul-acl-patroni.hcl).
+  host: 127.0.0.1:$LAB_CONSUL_HTTPS_PORT
+  scheme: https
+  cacert: $CONSUL_DIR/tls/ca.pem
+  token: $(cat "$CONSUL_DIR/tokens/patroni")
+  register_service: true
+EOF
+    elif [ "$MANAGER" = hook ]; then
         cat <<EOF
 consul:
   host: $(addr_of consul):$LAB_CONSUL_PORT
@@ -269,6 +306,29 @@ EOF
     fi
 }
 
+# The consul section of a hook.yml: the double over HTTP, or the host's own
+# agent over HTTPS with the lab's CA and this host's token file $1 (policy
+# consul-acl-hook-db.hcl on the database nodes, consul-acl-pgbouncer.hcl on pgb).
+hook_consul_yaml() {
+    if [ "$CONSUL_KIND" = real ]; then
+        cat <<EOF
+consul:
+  url: https://127.0.0.1:$LAB_CONSUL_HTTPS_PORT
+  namespace: $LAB_DCS_NAMESPACE
+  token_file: $1
+  ca_file: $CONSUL_DIR/tls/ca.pem
+  timeout: 2s
+EOF
+    else
+        cat <<EOF
+consul:
+  url: http://$(addr_of consul):$LAB_CONSUL_PORT
+  namespace: $LAB_DCS_NAMESPACE
+  timeout: 2s
+EOF
+    fi
+}
+
 hook_yaml() {
     local n="$1"
     cat <<EOF
@@ -276,10 +336,7 @@ name: $n
 scope: $SCOPE
 deadline: 5s
 lock_file: $RUN/$n/lock/patroni-hook.lock
-consul:
-  url: http://$(addr_of consul):$LAB_CONSUL_PORT
-  namespace: $LAB_DCS_NAMESPACE
-  timeout: 2s
+$(hook_consul_yaml "$RUN/$n/consul.token")
 vip:
   address: $VIP/$LAB_PREFIX_LEN
   interface: $LAB_IFACE
@@ -341,10 +398,7 @@ name: pgbouncer
 scope: $SCOPE
 deadline: 5s
 lock_file: $d/lock/patroni-hook.lock
-consul:
-  url: http://$(addr_of consul):$LAB_CONSUL_PORT
-  namespace: $LAB_DCS_NAMESPACE
-  timeout: 2s
+$(hook_consul_yaml "$d/consul.token")
 pgbouncer:
   ini: $d/pgbouncer.ini
   pidfile: $d/pgbouncer.pid
@@ -453,6 +507,120 @@ start_consul_double() {
         --listen "$(addr_of consul):$LAB_CONSUL_PORT" --delay-file "$RUN/consul-delay" "${args[@]}"
 }
 
+# ---- real Consul (LAB_CONSUL=real) -------------------------------------------
+
+# `consul` CLI in HOST's namespace against its agent's HTTPS API, with the
+# lab's CA and the management token (the operator's shell on that host).
+consul_on() {
+    local host="$1"
+    shift
+    ip netns exec "$(ns_of "$host")" env CONSUL_HTTP_ADDR="https://127.0.0.1:$LAB_CONSUL_HTTPS_PORT" \
+        CONSUL_CACERT="$CONSUL_DIR/tls/ca.pem" CONSUL_HTTP_TOKEN_FILE="$CONSUL_DIR/tokens/master" \
+        "$CONSUL_BIN" "$@"
+}
+
+# Waits (bounded) until HOST's agent knows a Raft leader: its HTTPS API is up,
+# it joined, and its RPC reaches a server over TLS.
+wait_consul_leader() {
+    local host="$1" timeout="$2" end=$((SECONDS + $2)) url
+    url="https://127.0.0.1:$LAB_CONSUL_HTTPS_PORT/v1/status/leader"
+    until ip netns exec "$(ns_of "$host")" curl -sf --max-time 1 --cacert "$CONSUL_DIR/tls/ca.pem" "$url" 2>/dev/null |
+        grep -q '^"[^"]'; do
+        [ "$SECONDS" -lt "$end" ] || die "timed out after ${timeout}s waiting for Consul on $host to know a leader ($url; see $RUN/logs/consul-$host.log)"
+        sleep 0.1
+    done
+}
+
+# Starts HOST's agent on its rendered config (labtool.py consul-configs).
+# CURL_CA_BUNDLE: the legacy glue's curl (run by the agent's watches) trusts the lab's CA.
+start_consul_agent() {
+    local host="$1"
+    spawn "consul-$host" "$(ns_of "$host")" env CURL_CA_BUNDLE="$CONSUL_DIR/tls/ca.pem" \
+        "$CONSUL_BIN" agent -config-file "$CONSUL_DIR/$host/consul.json"
+}
+
+# The hosts with a Consul client agent: the database nodes, the PgBouncer host,
+# the client (the operator's shell), and with LAB_BACKUP=1 the PITR host,
+# whose new cluster's Patroni needs its local agent too.
+consul_clients() {
+    if [ "${BACKUP:-0}" = 1 ]; then echo "$LAB_CONSUL_CLIENTS pitr"; else echo "$LAB_CONSUL_CLIENTS"; fi
+}
+
+# The Consul cluster: TLS files (scripts/provision/consul-certs.sh), a token
+# per role, the kit's files rendered, three servers, the ACL policies of
+# patroni-conf/ applied with `consul acl policy create` and the tokens made,
+# then the client agents, whose watches run the hook once at start.
+consul_real_files() {
+    local h specs=() servers=() clients=() n
+    read -r -a servers <<<"$LAB_CONSUL_SERVERS"
+    read -r -a clients <<<"$(consul_clients)"
+    mkdir -p "$CONSUL_DIR/tokens" "$CONSUL_DIR/policies"
+    for h in "${servers[@]}"; do specs+=("server:$h=$(addr_of "$h")"); done
+    for h in "${clients[@]}"; do specs+=("client:$h=$(addr_of "$h")"); done
+    bash "$REPO/scripts/provision/consul-certs.sh" "$CONSUL_DIR/tls" "$LAB_CONSUL_DC" "${specs[@]}" >/dev/null
+    chmod 0755 "$CONSUL_DIR" "$CONSUL_DIR/tls"
+    # Secrets chosen here, so every file can name its token before Consul runs.
+    local t
+    for t in master patroni patroni-pitr hook-db pgbouncer legacy-glue $(printf 'agent-%s ' "${servers[@]}" "${clients[@]}"); do
+        cat /proc/sys/kernel/random/uuid >"$CONSUL_DIR/tokens/$t"
+    done
+    chmod 0600 "$CONSUL_DIR"/tokens/*
+    for n in "${NODES[@]}"; do
+        mkdir -p "$RUN/$n"
+        install -o postgres -g postgres -m 0600 "$CONSUL_DIR/tokens/hook-db" "$RUN/$n/consul.token"
+    done
+    mkdir -p "$RUN/pgbouncer"
+    install -o postgres -g postgres -m 0600 "$CONSUL_DIR/tokens/pgbouncer" "$RUN/pgbouncer/consul.token"
+}
+
+start_consul_real() {
+    local h servers=() clients=()
+    read -r -a servers <<<"$LAB_CONSUL_SERVERS"
+    read -r -a clients <<<"$(consul_clients)"
+    labtool consul-configs
+    for h in "${servers[@]}"; do start_consul_agent "$h"; done
+    for h in "${servers[@]}"; do wait_consul_leader "$h" 60; done
+    # The management token works once the new leader has set ACLs up.
+    local end=$((SECONDS + 30))
+    until consul_on cs1 acl token read -self >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$end" ] || die "timed out after 30s waiting for Consul's ACL system to accept the management token"
+        sleep 0.1
+    done
+    # The kit's policies, for this lab's namespace, scope, node names and PgBouncer host name.
+    local p
+    for p in patroni hook-db pgbouncer; do
+        sed -e "s|\"service/postgres/|\"$LAB_DCS_NAMESPACE/$SCOPE/|" \
+            -e 's|session_prefix "pg-patroni"|session_prefix "db"|' \
+            -e "s|service \"postgres\"|service \"$SCOPE\"|" \
+            "$REPO/patroni-conf/consul-acl-$p.hcl" >"$CONSUL_DIR/policies/$p.hcl"
+        consul_on cs1 acl policy create -name "lab-$p" -rules "@$CONSUL_DIR/policies/$p.hcl" >/dev/null
+        consul_on cs1 acl token create -description "lab $p" -policy-name "lab-$p" \
+            -secret "$(cat "$CONSUL_DIR/tokens/$p")" >/dev/null
+    done
+    if [ "$BACKUP" = 1 ]; then
+        # The PITR host's new cluster: Patroni's policy for its own scope and node.
+        sed -e "s|\"service/postgres/|\"$LAB_DCS_NAMESPACE/$SCOPE-pitr/|" \
+            -e 's|session_prefix "pg-patroni"|session_prefix "pitr"|' \
+            -e "s|service \"postgres\"|service \"$SCOPE-pitr\"|" \
+            "$REPO/patroni-conf/consul-acl-patroni.hcl" >"$CONSUL_DIR/policies/patroni-pitr.hcl"
+        consul_on cs1 acl policy create -name lab-patroni-pitr -rules "@$CONSUL_DIR/policies/patroni-pitr.hcl" >/dev/null
+        consul_on cs1 acl token create -description "lab patroni-pitr" -policy-name lab-patroni-pitr \
+            -secret "$(cat "$CONSUL_DIR/tokens/patroni-pitr")" >/dev/null
+    fi
+    # The legacy lab's old glue reads its one key with the agents' default token.
+    printf 'key "%s" {\n  policy = "read"\n}\n' "$LAB_LEGACY_PRIMARY_KEY" >"$CONSUL_DIR/policies/legacy-glue.hcl"
+    consul_on cs1 acl policy create -name lab-legacy-glue -rules "@$CONSUL_DIR/policies/legacy-glue.hcl" >/dev/null
+    consul_on cs1 acl token create -description "lab legacy glue" -policy-name lab-legacy-glue \
+        -secret "$(cat "$CONSUL_DIR/tokens/legacy-glue")" >/dev/null
+    # Each agent's own token: node identity (its node, read of services).
+    for h in "${servers[@]}" "${clients[@]}"; do
+        consul_on cs1 acl token create -description "agent $h" -node-identity "$h:$LAB_CONSUL_DC" \
+            -secret "$(cat "$CONSUL_DIR/tokens/agent-$h")" >/dev/null
+    done
+    for h in "${clients[@]}"; do start_consul_agent "$h"; done
+    for h in "${clients[@]}"; do wait_consul_leader "$h" 60; done
+}
+
 # Waits (bounded) until an HTTP URL answers 2xx from the client namespace.
 wait_http() {
     local what="$1" url="$2" timeout="$3" end=$((SECONDS + $3))
@@ -475,7 +643,6 @@ wait_sql() {
 cmd_up() {
     need_root
     MANAGER="${LAB_VIP_MANAGER:-hook}"
-    check_prereqs "$MANAGER"
     local interval="${LAB_VIP_MANAGER_INTERVAL:-1000}"
     PAUSE_ON="${LAB_PAUSE_ON:-switchover}"
     [ "$MANAGER" = hook ] || PAUSE_ON=""
@@ -490,7 +657,14 @@ cmd_up() {
         command -v pgbackrest >/dev/null 2>&1 || die "missing prerequisite for LAB_BACKUP=1: pgbackrest (Debian package pgbackrest)"
         command -v openssl >/dev/null 2>&1 || die "missing prerequisite for LAB_BACKUP=1: openssl"
     fi
+    CONSUL_KIND="${LAB_CONSUL:-$LAB_CONSUL_DEFAULT}"
+    case "$CONSUL_KIND" in double | real) ;; *) die "LAB_CONSUL (--consul) must be double or real, not '$CONSUL_KIND'" ;; esac
+    [ "$MANAGER" = hook ] || CONSUL_KIND=""
+    check_prereqs "$MANAGER"
+    CONSUL_VERSION=""
+    [ "$CONSUL_KIND" != real ] || CONSUL_VERSION="$("$CONSUL_BIN" version | sed -n '1s/^Consul v//p')"
     set_run "${LAB_RUN_ID:-$(new_run_id)}"
+    CONSUL_DIR="$RUN/consul"
     [ ! -e "$RUN" ] || die "a lab with run id $RID exists ($RUN); run: LAB_RUN_ID=$RID scripts/lab.sh down"
     [ "$MANAGER" = vip-manager ] || resolve_binaries
     say "lab $RID in $RUN (VIP managed by $MANAGER)"
@@ -504,6 +678,8 @@ LAB_NODE_WATCHES=${LAB_NODE_WATCHES:-1}
 LAB_PAUSE_ON=$PAUSE_ON
 LAB_BACKUP=$BACKUP
 LAB_LEGACY=$LEGACY
+LAB_CONSUL=$CONSUL_KIND
+LAB_CONSUL_VERSION=$CONSUL_VERSION
 EOF
     echo "$RID" >"$LAB_ROOT/current"
     chown postgres:postgres "$RUN/logs"
@@ -511,7 +687,7 @@ EOF
         # postgres must traverse to its files and run the hook: copies under the run dir.
         install -m 0755 "$HOOK_BIN" "$RUN/bin/patroni-hook"
         setcap cap_net_admin,cap_net_raw+ep "$RUN/bin/patroni-hook"
-        install -m 0755 "$DOUBLE_BIN" "$RUN/bin/consul-double"
+        [ "$CONSUL_KIND" = real ] || install -m 0755 "$DOUBLE_BIN" "$RUN/bin/consul-double"
         install -m 0755 "$REPO/scripts/lab/safety-net.sh" "$RUN/bin/safety-net.sh"
         install -m 0755 "$REPO/scripts/lab/watch-handler.sh" "$RUN/bin/watch-handler.sh"
         if [ "$LEGACY" = 1 ]; then
@@ -523,6 +699,7 @@ EOF
     say "network namespaces and the bridge"
     local sw host ns hosts
     hosts="$(hosts_of "$MANAGER")"
+    [ "$CONSUL_KIND" != real ] || hosts="$LAB_HOSTS_hook_real"
     [ "$BACKUP" != 1 ] || hosts="$hosts $LAB_HOSTS_backup"
     sw="$(ns_of "$LAB_SWITCH")"
     ip netns add "$sw"
@@ -540,8 +717,11 @@ EOF
         ip -n "$ns" link set "$LAB_IFACE" up
     done
 
-    # Every configuration first: the watches run once as soon as the double starts.
+    # Every configuration first: the watches run once as soon as the double
+    # (or an agent) starts. Real Consul's files come first: the others name
+    # its CA and tokens.
     local n
+    [ "$CONSUL_KIND" != real ] || consul_real_files
     for n in "${NODES[@]}"; do
         mkdir -p "$RUN/$n/lock"
         patroni_yaml "$n" >"$RUN/$n/patroni.yml"
@@ -557,7 +737,10 @@ EOF
         LAB_RUN_ID="$RID" "$PY" "$REPO/scripts/lab/backup.py" setup
     fi
 
-    if [ "$MANAGER" = hook ]; then
+    if [ "$MANAGER" = hook ] && [ "$CONSUL_KIND" = real ]; then
+        say "Consul $CONSUL_VERSION: servers $LAB_CONSUL_SERVERS, agents on $LAB_CONSUL_CLIENTS (ACLs default deny, HTTPS :$LAB_CONSUL_HTTPS_PORT); the agents' watches run reconcile"
+        start_consul_real
+    elif [ "$MANAGER" = hook ]; then
         say "Consul double on $(addr_of consul):$LAB_CONSUL_PORT, watches on $LAB_DCS_NAMESPACE/$SCOPE/leader run reconcile on ${NODES[*]} and pgb"
         start_consul_double
         wait_http "the Consul double" "http://$(addr_of consul):$LAB_CONSUL_PORT/v1/status/leader" 20
@@ -690,12 +873,22 @@ cmd_down() {
     done
     stop_named pgbouncer TERM 10
     stop_named consul TERM 10
+    # Real Consul: the client agents (they leave the cluster), then the servers;
+    # each group signalled at once, then awaited. Consul exits 1 on SIGTERM.
+    local group
+    for group in "$LAB_CONSUL_CLIENTS pitr" "$LAB_CONSUL_SERVERS"; do
+        for n in $group; do
+            pid="$(pid_of "consul-$n" 2>/dev/null || true)"
+            if alive "$pid"; then kill -TERM "$pid"; fi
+        done
+        for n in $group; do stop_named "consul-$n" TERM 10; done
+    done
     stop_named etcd TERM 10
     # Anything still running inside the lab's namespaces was started by the lab
     # (a backend, a callback, a watch handler, a sleep of a timer): by pid, then
     # the namespaces. Hosts of both variants: a partial lab may have either.
     local hosts=() host namespaces=()
-    read -r -a hosts <<<"$LAB_HOSTS_hook $LAB_HOSTS_vip_manager $LAB_HOSTS_backup"
+    read -r -a hosts <<<"$LAB_HOSTS_hook $LAB_HOSTS_hook_real $LAB_HOSTS_vip_manager $LAB_HOSTS_backup"
     for host in "${hosts[@]}"; do
         [[ " ${namespaces[*]} " == *" $(ns_of "$host") "* ]] || namespaces+=("$(ns_of "$host")")
     done
@@ -748,6 +941,19 @@ usage() {
 }
 
 main() {
+    [ $# -ge 1 ] || usage
+    # --consul KIND anywhere after the command: LAB_CONSUL for the labs it brings up.
+    local args=() a
+    while [ $# -gt 0 ]; do
+        a="$1"
+        shift
+        case "$a" in
+        --consul) [ $# -ge 1 ] || die "--consul needs double or real"; export LAB_CONSUL="$1"; shift ;;
+        --consul=*) export LAB_CONSUL="${a#--consul=}" ;;
+        *) args+=("$a") ;;
+        esac
+    done
+    set -- "${args[@]}"
     [ $# -ge 1 ] || usage
     case "$1" in -h | --help | help) usage ;; esac
     as_root "$0" "$@"

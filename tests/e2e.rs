@@ -165,6 +165,8 @@ struct Lab {
     id: String,
     topo: Topology,
     manager: &'static str,
+    /// The Consul of the hook's lab: "real" or "double".
+    consul: String,
 }
 
 impl Lab {
@@ -176,6 +178,7 @@ impl Lab {
             id: format!("e{tag}{}", std::process::id()),
             topo: Topology::load(),
             manager,
+            consul: common::lab::consul_kind(),
         }
     }
 
@@ -190,7 +193,10 @@ impl Lab {
     /// Runs `lab.sh ARGS` for this lab, bounded by `timeout`; returns
     /// (success, combined output).
     fn sh(&self, args: &[&str], timeout: Duration, extra_env: &[(&str, &str)]) -> (bool, String) {
-        let mut env = vec![("LAB_VIP_MANAGER", self.manager)];
+        let mut env = vec![
+            ("LAB_VIP_MANAGER", self.manager),
+            ("LAB_CONSUL", self.consul.as_str()),
+        ];
         env.extend_from_slice(extra_env);
         lab_command(&self.id, args, timeout, &env)
     }
@@ -248,6 +254,13 @@ impl Lab {
     /// lab's DCS: the Consul double, or etcd's v2 API.
     fn dcs_raw(&self, key: &str) -> String {
         let t = &self.topo;
+        if self.manager == "hook" && self.consul == "real" {
+            // The client host's agent over HTTPS, with the management token.
+            let (ok, out) =
+                lab_command(&self.id, &["kv", &t.key(key)], Duration::from_secs(30), &[]);
+            assert!(ok, "lab.sh kv {}: {out}", t.key(key));
+            return out;
+        }
         let url = if self.manager == "hook" {
             format!(
                 "http://{}:{}/v1/kv/{}?raw",
@@ -585,7 +598,11 @@ fn fault_matrix_holds_on_a_real_patroni_cluster() {
     }
     let _one = WHOLE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let lab = Lab::new("f", "hook");
+    let mut lab = Lab::new("f", "hook");
+    // The fault matrix acts on the double's one process and address (its
+    // SIGSTOP, its blackhole route, its delay file); on real Consul's three
+    // servers it has no faults yet.
+    lab.consul = "double".into();
     lab.sh_ok(&["up"], Duration::from_secs(300));
     let out_dir = tempfile::tempdir().expect("results directory");
     let (ok, out) = lab.sh(
@@ -692,7 +709,12 @@ fn down_removes_a_partial_lab() {
         &[("LAB_FAIL_AFTER", "dcs")],
     );
     assert!(!ok, "up with LAB_FAIL_AFTER=dcs should fail:\n{out}");
-    let expected = lab.topo.hosts("hook").len() + 1; // and the switch
+    let variant = if lab.consul == "real" {
+        "hook_real"
+    } else {
+        "hook"
+    };
+    let expected = lab.topo.hosts(variant).len() + 1; // and the switch
     assert_eq!(
         namespaces_of(&lab.topo, &lab.id).len(),
         expected,
@@ -703,7 +725,8 @@ fn down_removes_a_partial_lab() {
     let pids = recorded_pids(&lab.topo, &run);
     assert!(
         pids.iter().any(|p| alive(*p)),
-        "the Consul double should be running: {pids:?}\n{out}"
+        "the {} Consul should be running: {pids:?}\n{out}",
+        lab.consul
     );
     lab.sh_ok(&["down"], Duration::from_secs(120));
     assert_gone(&lab, &run, &pids);

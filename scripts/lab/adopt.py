@@ -58,19 +58,13 @@ def as_postgres(lab, host, argv, timeout=180):
 
 
 def consul_put(lab, key, value):
-    """Writes a KV key of the Consul double, as `consul kv put` would."""
-    t = lab.topo
+    """Writes a KV key of the lab's Consul (the double, or real Consul through
+    the client host's agent with the management token), as `consul kv put` would."""
 
     def put():
-        import http.client
-        conn = http.client.HTTPConnection(t.addr("consul"), t.consul_port, timeout=5)
-        try:
-            conn.request("PUT", f"/v1/kv/{key}", body=value.encode())
-            r = conn.getresponse()
-            if r.status != 200 or r.read().strip() != b"true":
-                raise lt.LabError(f"PUT /v1/kv/{key}: HTTP {r.status}")
-        finally:
-            conn.close()
+        status, body = lab.dcs().request("PUT", f"/v1/kv/{key}", body=value.encode())
+        if status != 200 or body.strip() != b"true":
+            raise lt.LabError(f"PUT /v1/kv/{key}: HTTP {status}")
     lt.in_netns(lab.ns("client"), put)
 
 

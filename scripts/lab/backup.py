@@ -377,6 +377,10 @@ def pitr_patroni_yaml(lab, target_time):
     pg["parameters"]["unix_socket_directories"] = lab.path("pitr")
     pg.pop("callbacks", None)
     pg.pop("before_stop", None)
+    if lab.consul_kind == "real":
+        # The PITR host's own agent; Patroni's token for the new cluster's scope.
+        with open(lab.path("consul", "tokens", "patroni-pitr")) as f:
+            doc["consul"]["token"] = f.read().strip()
     pitr = kit_yaml("patroni-pitr.yml", [
         (f"scope: {KIT_SCOPE}-pitr", f"scope: {t.scope}-pitr"),
         ("name: pg-pitr1", "name: pitr"),

@@ -45,6 +45,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import statistics
 import struct
 import subprocess
@@ -164,6 +165,29 @@ class Lab:
         self.interval_ms = int(state.get("LAB_VIP_MANAGER_INTERVAL") or 1000)
         self.pause_on = state.get("LAB_PAUSE_ON") or None
         self.node_watches = state.get("LAB_NODE_WATCHES", "1") != "0"
+        self.legacy = state.get("LAB_LEGACY", "0") == "1"
+        self.backup = state.get("LAB_BACKUP", "0") == "1"
+        # Which Consul the hook's lab runs on: "double" or "real" ("" for vip-manager).
+        self.consul_kind = state.get("LAB_CONSUL", "double" if self.manager == "hook" else "")
+        self.consul_version = state.get("LAB_CONSUL_VERSION") or None
+        global CONSUL_RAN_ON
+        CONSUL_RAN_ON = self.consul
+
+    @property
+    def consul_label(self):
+        """Which Consul, in words (titles of the results)."""
+        if self.consul_kind == "real":
+            return f"Consul {self.consul_version}"
+        return "the Consul double" if self.consul_kind == "double" else "etcd"
+
+    @property
+    def consul(self):
+        """Which Consul this lab runs on, as every JSON the lab writes records it."""
+        if self.consul_kind == "real":
+            return {"kind": "real", "version": self.consul_version}
+        if self.consul_kind == "double":
+            return {"kind": "double"}
+        return None
 
     @classmethod
     def current(cls, topo):
@@ -197,7 +221,14 @@ class Lab:
         return f"{self.topo.dcs_namespace}/{self.topo.scope}/vip-holder"
 
     def dcs(self):
+        """The DCS as seen from the client namespace: the double at its
+        address, or the client host's own Consul agent over HTTPS with the
+        management token."""
         t = self.topo
+        if self.manager == "hook" and self.consul_kind == "real":
+            ctx = ssl.create_default_context(cafile=self.path("consul", "tls", "ca.pem"))
+            token = open(self.path("consul", "tokens", "master")).read().strip()
+            return Consul(f"127.0.0.1:{t.get('LAB_CONSUL_HTTPS_PORT')}", tls=ctx, token=token)
         if self.manager == "hook":
             return Consul(f"{t.addr('consul')}:{t.consul_port}")
         return EtcdV2(f"{t.addr('etcd')}:{t.etcd_port}")
@@ -378,12 +409,15 @@ def vip_holders(lab, socks):
 
 # ---- the DCS: Consul (the double) or etcd (v2 API) ---------------------------
 
-def http_get(hostport, path, timeout):
-    """(status, headers, body) of one GET."""
+def http_get(hostport, path, timeout, tls=None, headers=None):
+    """(status, headers, body) of one GET; over HTTPS with the `tls` context."""
     host, port = hostport.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    if tls is not None:
+        conn = http.client.HTTPSConnection(host, int(port), timeout=timeout, context=tls)
+    else:
+        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, resp, resp.read()
     finally:
@@ -395,17 +429,34 @@ def http_json(hostport, path, timeout=2.0):
 
 
 class Consul:
-    """KV reads; a token makes the read a blocking query (tests/consul-double/SPEC.md)."""
+    """KV reads; a token makes the read a blocking query (tests/consul-double/SPEC.md).
+    Real Consul: `tls` (an ssl context with the lab's CA) and an ACL `token`."""
 
-    def __init__(self, hostport):
+    def __init__(self, hostport, tls=None, token=None):
         self.hostport = hostport
+        self.tls = tls
+        self.headers = {"X-Consul-Token": token} if token else {}
+
+    def request(self, method, path, body=None, timeout=5.0):
+        """(status, body) of one request (writes: the adopt scenarios' operator)."""
+        host, port = self.hostport.rsplit(":", 1)
+        if self.tls is not None:
+            conn = http.client.HTTPSConnection(host, int(port), timeout=timeout, context=self.tls)
+        else:
+            conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=self.headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
 
     def read(self, key, token=None, wait_s=2.0):
         """(value or None, token for the next blocking read)."""
         path = f"/v1/kv/{key}"
         if token is not None:
             path += f"?index={token}&wait={wait_s:g}s"
-        status, resp, body = http_get(self.hostport, path, wait_s + 3.0)
+        status, resp, body = http_get(self.hostport, path, wait_s + 3.0, self.tls, self.headers)
         idx = int(resp.getheader("X-Consul-Index", "0"))
         # An index that went backwards means a reset; start over.
         nxt = idx if (token is None or idx >= token) else None
@@ -934,10 +985,10 @@ def run_event(lab, kind):
           "old": old, "new": new, "t0": t0, "t_end": t_end, "nodes": lab.topo.db_nodes, "run": lab.run,
           "converged": not problems, "problems": problems}
     with open(os.path.join(ev_dir, "event.json"), "w") as f:
-        json.dump(ev, f, indent=1)
+        json.dump(with_consul(ev), f, indent=1)
     r = analyze(ev_dir)
     with open(os.path.join(ev_dir, "result.json"), "w") as f:
-        json.dump(r, f, indent=1)
+        json.dump(with_consul(r), f, indent=1)
     print_timeline(r)
     if problems:
         raise LabError(f"{kind} on lab {lab.rid}: " + "; ".join(problems))
@@ -1195,12 +1246,13 @@ Milliseconds (attempts for the failed-attempts columns), median / max over n eve
 longest gap between two acknowledged writes (one attempt every 20 ms per path). Patroni's own = from
 the last write the old primary accepted on a direct connection to the first the new one accepted.
 "VIP on two nodes" and "VIP after leader key" come from sampling the three nodes' addresses every
-20 ms. hook: Patroni on the Consul double; the hook as Patroni's callbacks, reconcile from a watch on
-the leader key on every node and on the PgBouncer host, and every 2 s (nodes) / 5 s (PgBouncer host)
-from a timer. vip-manager-<interval>: Debian's vip-manager 1.0.2 at that --interval, Patroni on etcd
-3.4 (v2 API, the only one vip-manager 1.0.2 reads); its PgBouncer points at the VIP (what
-vip-manager's users run: nothing rewrites pgbouncer.ini), so "through PgBouncer" there goes through
-the VIP and "ini after leader key" does not apply. pause_on: the PgBouncer host's
+20 ms. hook: Patroni on Consul (the title says which: Consul 1.8.7, three servers and an agent per
+host, or the Consul double); the hook as Patroni's callbacks, reconcile from Consul watches on every
+node and on the PgBouncer host, and every 2 s (nodes) / 5 s (PgBouncer host) from a timer.
+vip-manager-<interval>: Debian's vip-manager 1.0.2 at that --interval, Patroni on etcd 3.4 (v2
+API, the only one vip-manager 1.0.2 reads); its PgBouncer points at the VIP (what vip-manager's
+users run: nothing rewrites pgbouncer.ini), so "through PgBouncer" there goes through the VIP and
+"ini after leader key" does not apply. pause_on: the PgBouncer host's
 pgbouncer.pause_on (the old primary's before-stop asks for the pause; the hook resumes on the new
 writable primary); PgBouncer's server_login_retry is 0.1.
 """
@@ -1231,8 +1283,28 @@ def out_dir():
     return d
 
 
+# Which Consul the last lab this process opened runs on (Lab sets it): every
+# JSON the lab writes records it.
+CONSUL_RAN_ON = None
+
+
+def with_consul(data):
+    """`data` with "consul" (which Consul the lab ran on: {"kind": "real",
+    "version"} or {"kind": "double"}) on it, or on each of its rows."""
+    if CONSUL_RAN_ON is None:
+        return data
+    if isinstance(data, dict):
+        data.setdefault("consul", CONSUL_RAN_ON)
+    elif isinstance(data, list):
+        for row in data:
+            if isinstance(row, dict):
+                row.setdefault("consul", CONSUL_RAN_ON)
+    return data
+
+
 def write_results(name, data, md):
     """target/lab-<name>.json and target/lab-<name>.md (LAB_OUT_DIR overrides target/)."""
+    data = with_consul(data)
     base = os.path.join(out_dir(), f"lab-{name}")
     with open(base + ".json", "w") as f:
         json.dump(data, f, indent=1)
@@ -1296,7 +1368,7 @@ def cmd_status(topo, argv):
 
 def show_status(lab):
     topo = lab.topo
-    print(f"lab {lab.rid} in {lab.run}, VIP managed by {lab.label}")
+    print(f"lab {lab.rid} in {lab.run}, VIP managed by {lab.label}, on {lab.consul_label}")
     for f in sorted(os.listdir(lab.path("pids"))):
         pid = lab.pid(f[:-4])
         print(f"  {f[:-4]}: pid {pid} {'running' if alive(pid) else 'gone'}")
@@ -1335,7 +1407,7 @@ def scenario_demo(topo, argv):
         for kind in ("switchover", "failover", "kill-patroni"):
             results.append(run_event(lab, kind))
         rows = summarize(results)
-        md = markdown(rows, f"scripts/lab.sh demo, lab {lab.rid}, {time.strftime('%Y-%m-%d %H:%M')}")
+        md = markdown(rows, f"scripts/lab.sh demo, lab {lab.rid} on {lab.consul_label}, {time.strftime('%Y-%m-%d %H:%M')}")
         print(md)
         paths = write_results("demo", rows, md)
         say(f"summary written to {paths[1]} and {paths[0]}; taking the lab down")
@@ -1394,7 +1466,7 @@ def scenario_bench(topo, argv):
             md += "\nEvents that did not complete:\n\n" + "".join(f"- {m} {k}: {w}\n" for m, k, w in failures)
         paths = write_results("bench", rows, md)
         with open(os.path.join(out_dir(), "lab-bench-events.json"), "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump(with_consul(results), f, indent=1)
         return md, paths
 
     labs = []  # (variant, intervals, pause_on): one lab each
@@ -1449,8 +1521,102 @@ def cmd_wait_healthy(lab, argv):
     print(wait_healthy(lab, ap.parse_args(argv).timeout))
 
 
+def kit_consul_config(lab, host):
+    """The kit's consul-server.json or consul-client.json rendered for `host`
+    of a real-Consul lab: its data directory, node name, the lab's servers to
+    join, TLS files and tokens; the watches' keys and handler for this lab.
+    Everything else is the file as shipped (ACLs, HTTPS only, raft_multiplier)."""
+    t = lab.topo
+    servers = t.get("LAB_CONSUL_SERVERS").split()
+    server = host in servers
+    with open(os.path.join(REPO, "patroni-conf", "consul-server.json" if server else "consul-client.json")) as f:
+        c = json.load(f)
+    d = lab.path("consul", host)
+    token = lambda name: open(lab.path("consul", "tokens", name)).read().strip()  # noqa: E731
+    c["data_dir"] = os.path.join(d, "data")
+    c["node_name"] = host
+    c["retry_join"] = [t.addr(h) for h in servers]
+    # Lab only: the servers start together, so the first join may find no one;
+    # Consul's default retry interval is 30 s.
+    c["retry_interval"] = "1s"
+    tls = lab.path("consul", "tls")
+    c["ca_file"] = os.path.join(tls, "ca.pem")
+    c["cert_file"] = os.path.join(tls, f"{host}.pem")
+    c["key_file"] = os.path.join(tls, f"{host}-key.pem")
+    tokens = {"agent": token(f"agent-{host}")}
+    if server:
+        # The cluster's bootstrap: the management token, known before it runs.
+        tokens["master"] = token("master")
+    elif lab.legacy and host in t.db_nodes + ["pgb"]:
+        # The legacy lab's old glue reads its key with the agent's default token.
+        tokens["default"] = token("legacy-glue")
+    c["acl"]["tokens"] = tokens
+    kit_watches = c.pop("watches", [])
+    if host in t.db_nodes or host == "pgb":
+        name = "pgbouncer" if host == "pgb" else host
+        hook_token = token("pgbouncer" if host == "pgb" else "hook-db")
+        handler = [lab.path("bin", "watch-handler.sh"), "-", lab.path("logs", f"{name}-watch.log"),
+                   lab.path("bin", "patroni-hook"), lab.path(name, "hook.yml")]
+        if lab.legacy:
+            # Installed by the adoption (scripts/lab.sh enable-reconcile).
+            handler = [lab.path("bin", "agent-watch.sh"), lab.path(name, "agent", "patroni-hook")] + handler
+        watches = []
+        if host == "pgb" or lab.node_watches:
+            for w in kit_watches:
+                w = dict(w)
+                w["key"] = re.sub(r"^service/postgres/", f"{t.dcs_namespace}/{t.scope}/", w["key"])
+                w["args"] = handler
+                w["token"] = hook_token
+                watches.append(w)
+        if lab.legacy:
+            key, url = t.get("LAB_LEGACY_PRIMARY_KEY"), f"https://127.0.0.1:{t.get('LAB_CONSUL_HTTPS_PORT')}/v1/kv/"
+            url += t.get("LAB_LEGACY_PRIMARY_KEY")
+            glue = lab.path("bin", "legacy-glue.sh")
+            if host == "pgb":
+                args = [lab.path("bin", "agent-watch.sh"), lab.path("pgbouncer", "agent", "legacy-render"), glue, "render",
+                        lab.ns(host), lab.path("logs", "pgbouncer-legacy-glue.log"),
+                        lab.path("pgbouncer", "pgbouncer.ini.ctmpl"), lab.path("pgbouncer", "pgbouncer.ini"),
+                        lab.path("pgbouncer", "pgbouncer.pid"), url]
+            else:
+                args = [lab.path("bin", "agent-watch.sh"), lab.path(host, "agent", "legacy-vip"), glue, "vip",
+                        lab.ns(host), lab.path("logs", f"{host}-legacy-glue.log"), t.addr(host),
+                        f"{t.vip}/{t.prefix_len}", t.iface, url]
+            watches.append({"type": "key", "key": key, "handler_type": "script", "args": args,
+                            "token": token("legacy-glue")})
+        if watches:
+            c["watches"] = watches
+    return c
+
+
+def cmd_consul_configs(lab, argv):
+    """Writes $RUN/consul/<host>/consul.json for every Consul agent of a
+    real-Consul lab (scripts/lab.sh up)."""
+    if argv:
+        raise LabError(f"consul-configs takes no arguments (got {' '.join(argv)})")
+    t = lab.topo
+    clients = t.get("LAB_CONSUL_CLIENTS").split() + (["pitr"] if lab.backup else [])
+    for host in t.get("LAB_CONSUL_SERVERS").split() + clients:
+        d = lab.path("consul", host)
+        os.makedirs(os.path.join(d, "data"), mode=0o700, exist_ok=True)
+        path = os.path.join(d, "consul.json")  # Consul reads only *.json and *.hcl
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            json.dump(kit_consul_config(lab, host), f, indent=2)
+            f.write("\n")
+
+
+def cmd_kv(lab, argv):
+    """kv KEY: prints KEY's value in the lab's DCS (nothing when absent), read
+    from the client namespace (tests/e2e.rs)."""
+    if len(argv) != 1:
+        raise LabError("kv takes one key")
+    value = in_netns(lab.ns("client"), lambda: lab.dcs().read(argv[0])[0])
+    sys.stdout.write(value or "")
+
+
 # Internal commands: run by lab.sh or by this program inside the client namespace.
 INTERNAL = {
+    "consul-configs": cmd_consul_configs,
+    "kv": cmd_kv,
     "sample": cmd_sample,
     "load": cmd_load,
     "prepare-db": cmd_prepare_db,

@@ -1,6 +1,7 @@
 //! What the lab tests (tests/e2e.rs, tests/e2e_scenarios.rs) need on the
-//! machine, in one place: the Patroni virtualenv, the consul-double binary and
-//! the list of what is missing.
+//! machine, in one place: the Patroni virtualenv, the Consul the hook's labs
+//! run on (real Consul 1.8.7 or the consul-double binary) and the list of
+//! what is missing.
 
 use std::path::{Path, PathBuf};
 
@@ -27,10 +28,28 @@ pub fn double_bin() -> Option<PathBuf> {
     release.exists().then_some(release)
 }
 
-/// What a lab of real Patroni + PostgreSQL 15 behind the Consul double lacks
-/// here: root, `programs`, PostgreSQL 15, the postgres user, Patroni and,
-/// when `double`, the double. Empty when it can run.
-pub fn missing(programs: &[&str], double: bool) -> Vec<String> {
+/// The Consul the hook's labs run on: `$LAB_CONSUL` (what scripts/lab.sh
+/// reads too), else `LAB_CONSUL_DEFAULT` of scripts/lab/topology.env.
+pub fn consul_kind() -> String {
+    if let Ok(kind) = std::env::var("LAB_CONSUL") {
+        if !kind.is_empty() {
+            return kind;
+        }
+    }
+    let topology = repo().join("scripts/lab/topology.env");
+    std::fs::read_to_string(&topology)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("LAB_CONSUL_DEFAULT="))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("{}: no LAB_CONSUL_DEFAULT", topology.display()))
+}
+
+/// What a lab of real Patroni + PostgreSQL 15 lacks here: root, `programs`,
+/// PostgreSQL 15, the postgres user, Patroni and, for the hook's lab
+/// (`hook`), its Consul: Consul 1.8.7 and openssl, or the double. Empty when
+/// it can run.
+pub fn missing(programs: &[&str], hook: bool) -> Vec<String> {
     let mut missing = Vec::new();
     if !nix::unistd::geteuid().is_root() {
         missing.push("root".to_string());
@@ -54,7 +73,19 @@ pub fn missing(programs: &[&str], double: bool) -> Vec<String> {
     if !patroni.exists() {
         missing.push(format!("{} (PATRONI_VENV)", patroni.display()));
     }
-    if double && double_bin().is_none() {
+    if hook && consul_kind() == "real" {
+        let version = std::process::Command::new("/usr/local/bin/consul")
+            .arg("version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if !version.starts_with("Consul v1.8.7\n") {
+            missing.push("Consul 1.8.7 at /usr/local/bin/consul (scripts/prereqs.sh)".into());
+        }
+        if super::which("openssl").is_none() {
+            missing.push("openssl".into());
+        }
+    } else if hook && double_bin().is_none() {
         missing.push("the consul-double binary (cargo build -p consul-double)".into());
     }
     missing
