@@ -13,7 +13,7 @@ addr="${2:?usage: patroni-node.sh NAME ADDRESS}"
 
 base_setup
 install_consul
-configure_consul "$CONF/consul-client.json"
+configure_consul "$CONF/consul-client.json" "$(token hook-db)"
 install_sudoers
 
 log "PostgreSQL 15 (no default cluster: Patroni creates and owns it)"
@@ -34,6 +34,7 @@ log "configuration for $name ($addr)"
 install -d -o postgres -g postgres -m 0750 /etc/patroni
 sed -e "s/^name: pg-patroni1$/name: $name/" \
     -e "s/198\.51\.100\.21:/$addr:/g" \
+    -e "s/REPLACE-WITH-PATRONIS-TOKEN/$(token patroni)/" \
     "$CONF/patroni.yml" >/etc/patroni/patroni.yml.new
 chown postgres:postgres /etc/patroni/patroni.yml.new
 chmod 0600 /etc/patroni/patroni.yml.new
@@ -42,12 +43,12 @@ sed -e "s/^name: pg-patroni1$/name: $name/" "$CONF/patroni-hook-db.yml" >/etc/pa
 chown root:postgres /etc/patroni-hook/config.yml.new
 chmod 0640 /etc/patroni-hook/config.yml.new
 mv /etc/patroni-hook/config.yml.new /etc/patroni-hook/config.yml
+install_hook_token hook-db
 runuser -u postgres -- /usr/local/bin/patroni-hook --config /etc/patroni-hook/config.yml check-config
 
 install -o root -g root -m 0644 "$CONF/patroni.service" /etc/systemd/system/patroni.service
 systemctl daemon-reload
-wait_for "the local Consul agent to join the servers" 120 \
-    sh -c 'curl -fsS http://127.0.0.1:8500/v1/status/leader | grep -q :8300'
+wait_for "the local Consul agent to join the servers" 120 consul_has_leader
 runuser -u postgres -- /opt/patroni/venv/bin/patroni --validate-config /etc/patroni/patroni.yml
 systemctl enable --now patroni
 systemctl enable --now patroni-hook-reconcile.timer

@@ -29,16 +29,18 @@ printf '"app" "CHANGE-ME-app"\n"postgres" "CHANGE-ME-superuser"\n' |
 
 install_patroni_hook
 install -o root -g postgres -m 0640 "$CONF/patroni-hook-pgbouncer.yml" /etc/patroni-hook/config.yml
+install_hook_token pgbouncer
 runuser -u postgres -- /usr/local/bin/patroni-hook --config /etc/patroni-hook/config.yml check-config
 
 systemctl enable pgbouncer >/dev/null 2>&1
 systemctl restart pgbouncer
 # The watch runs reconcile as soon as the agent is up, and at every leader change.
-configure_consul "$CONF/consul-client.json"
+configure_consul "$CONF/consul-client.json" "$(token pgbouncer)"
 systemctl enable --now patroni-hook-reconcile.timer
 
 wait_for "a Patroni leader in Consul" 300 \
-    curl -fsS http://127.0.0.1:8500/v1/kv/service/postgres/leader
+    curl -fsS --cacert /etc/consul.d/tls/ca.pem -H "X-Consul-Token: $(token pgbouncer)" \
+    https://127.0.0.1:8501/v1/kv/service/postgres/leader
 wait_for "pgbouncer.ini to point at the leader" 60 \
     runuser -u postgres -- /usr/local/bin/patroni-hook --config /etc/patroni-hook/config.yml reconcile
 log "PgBouncer host up: psql -h 198.51.100.30 -p 6432 -U app appdb"
