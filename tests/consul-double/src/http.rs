@@ -229,8 +229,8 @@ async fn route(shared: &Arc<Shared>, r: Req) -> Reply {
         "/v1/agent/service/register" => only(&r, &[Method::PUT], || service_register(shared, &r)),
         p => match p.strip_prefix("/v1/agent/service/deregister/") {
             Some(id) => only(&r, &[Method::PUT], || service_deregister(shared, &r, id)),
-            // Go's http.NotFound text.
-            None => Reply::text(StatusCode::NOT_FOUND, "404 page not found\n"),
+            // Consul's catch-all handler: a bare 404 (Consul 1.8.7).
+            None => Reply::empty(StatusCode::NOT_FOUND),
         },
     }
 }
@@ -528,11 +528,16 @@ fn list_keys(prefix: &str, separator: &str, entries: &[Entry]) -> Vec<String> {
 }
 
 /// Go `strconv.ParseUint` error text, which Consul returns as a 500.
-fn parse_u64(name: &str, v: &str) -> Result<u64, Reply> {
+fn parse_u64(v: &str) -> Result<u64, Reply> {
     v.parse::<u64>().map_err(|_| {
+        let why = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+            "value out of range"
+        } else {
+            "invalid syntax"
+        };
         Reply::text(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("strconv.ParseUint: parsing {v:?}: invalid syntax ({name})"),
+            format!("strconv.ParseUint: parsing {v:?}: {why}"),
         )
     })
 }
@@ -576,7 +581,7 @@ fn kv_put(shared: &Arc<Shared>, r: &Req, key: &str) -> Reply {
     if set_flags > 1 {
         return conflicting(r);
     }
-    let flags = match r.get("flags").map(|v| parse_u64("flags", v)).transpose() {
+    let flags = match r.get("flags").map(parse_u64).transpose() {
         Ok(f) => f.unwrap_or(0),
         Err(e) => return e,
     };
@@ -592,7 +597,7 @@ fn kv_put(shared: &Arc<Shared>, r: &Req, key: &str) -> Reply {
     let value = &r.body[..];
     let now = Instant::now();
     let result = if let Some(cas) = r.get("cas") {
-        match parse_u64("cas", cas) {
+        match parse_u64(cas) {
             Ok(cas) => Ok(shared.write(|st| st.kv_cas(key, value, flags, cas))),
             Err(e) => return e,
         }
@@ -625,7 +630,7 @@ fn kv_delete(shared: &Arc<Shared>, r: &Req, key: &str) -> Reply {
         return bool_reply(shared.write(|st| st.kv_delete_tree(key)));
     }
     match r.get("cas") {
-        Some(cas) => match parse_u64("cas", cas) {
+        Some(cas) => match parse_u64(cas) {
             Ok(cas) => bool_reply(shared.write(|st| st.kv_delete_cas(key, cas))),
             Err(e) => e,
         },
@@ -696,7 +701,7 @@ async fn session(shared: &Arc<Shared>, r: &Req, rest: &str) -> Reply {
             let json: Vec<wire::SessionJson<'_>> = list.iter().map(wire::session_json).collect();
             with_meta(r.json(&json), idx, &q)
         }
-        _ => Reply::text(StatusCode::NOT_FOUND, "404 page not found\n"),
+        _ => Reply::empty(StatusCode::NOT_FOUND),
     }
 }
 

@@ -70,7 +70,8 @@ pub fn to_go_json<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
     go_escape(&s).into_bytes()
 }
 
-/// Like [`to_go_json`] but indented with four spaces, for `?pretty`.
+/// Like [`to_go_json`] but indented with four spaces and ending in a
+/// newline, for `?pretty`.
 pub fn to_go_json_pretty<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
     let mut out = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
@@ -78,7 +79,10 @@ pub fn to_go_json_pretty<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
     if v.serialize(&mut ser).is_err() {
         return b"null".to_vec();
     }
-    go_escape(&String::from_utf8_lossy(&out)).into_bytes()
+    // Consul appends a newline to an indented answer (Consul 1.8.7).
+    let mut text = go_escape(&String::from_utf8_lossy(&out));
+    text.push('\n');
+    text.into_bytes()
 }
 
 fn go_escape(s: &str) -> String {

@@ -239,6 +239,50 @@ fn get_with_content_length_zero_is_accepted(s: &Backend) {
 }
 both!(get_with_content_length_zero_is_accepted);
 
+fn pretty_is_indented_with_four_spaces_and_ends_in_a_newline(s: &Backend) {
+    put(s.addr(), "/v1/kv/k", b"v");
+    let r = get(s.addr(), "/v1/kv/k?pretty");
+    let i = modify_index(s, "k");
+    assert_eq!(
+        r.text(),
+        format!("[\n    {{\n        \"LockIndex\": 0,\n        \"Key\": \"k\",\n        \"Flags\": 0,\n        \"Value\": \"dg==\",\n        \"CreateIndex\": {i},\n        \"ModifyIndex\": {i}\n    }}\n]\n")
+    );
+}
+both!(pretty_is_indented_with_four_spaces_and_ends_in_a_newline);
+
+fn unknown_endpoint_is_404_with_an_empty_body(s: &Backend) {
+    for t in ["/v1/nope", "/v1/session/nope", "/v1/agent/nope"] {
+        let r = get(s.addr(), t);
+        assert_eq!((r.status, r.text().as_str()), (404, ""), "{t}");
+    }
+}
+both!(unknown_endpoint_is_404_with_an_empty_body);
+
+fn unparsable_flags_or_cas_is_500_with_go_strconv_text(s: &Backend) {
+    for (m, t) in [
+        ("PUT", "/v1/kv/k?flags=x"),
+        ("PUT", "/v1/kv/k?cas=x"),
+        ("DELETE", "/v1/kv/k?cas=x"),
+    ] {
+        let r = request(s.addr(), m, t, &[], b"");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (500, "strconv.ParseUint: parsing \"x\": invalid syntax"),
+            "{m} {t}"
+        );
+    }
+    let r = put(s.addr(), "/v1/kv/k?cas=18446744073709551616", b"");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            500,
+            "strconv.ParseUint: parsing \"18446744073709551616\": value out of range"
+        )
+    );
+    assert!(s.kv_get("k").is_none());
+}
+both!(unparsable_flags_or_cas_is_500_with_go_strconv_text);
+
 fn wrong_method_is_405_with_allow(s: &Backend) {
     let r = request(s.addr(), "POST", "/v1/kv/k", &[], b"");
     assert_eq!(
