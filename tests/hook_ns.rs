@@ -5,15 +5,31 @@
 
 mod common;
 
-use common::hook::{bin, code, Fixture, SCOPE, V4, V6};
+/// One test body, two Consuls: the double, and a real Consul 1.8.7 with
+/// ACLs (the hook's token holds the kit's database-node policy) and TLS.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn on_the_double() {
+                super::$name(super::Backend::Double)
+            }
+            #[test]
+            fn on_real_consul() {
+                super::$name(super::Backend::Real)
+            }
+        }
+    };
+}
+
+use common::hook::{bin, code, Backend, Fixture, SCOPE, V4, V6};
 use common::{pg, require_all, text};
 use consul_double::{Options, Server};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[test]
-fn primary_adds_announces_and_records_ipv4() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn primary_adds_announces_and_records_ipv4(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     f.set_leader("pg1");
@@ -41,10 +57,10 @@ fn primary_adds_announces_and_records_ipv4() {
         "second run must not rewrite vip-holder"
     );
 }
+both!(primary_adds_announces_and_records_ipv4);
 
-#[test]
-fn primary_adds_announces_and_records_ipv6() {
-    let Some(f) = Fixture::new(&format!("{V6}/64")) else {
+fn primary_adds_announces_and_records_ipv6(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V6}/64")) else {
         return;
     };
     f.set_leader("pg1");
@@ -64,10 +80,10 @@ fn primary_adds_announces_and_records_ipv6() {
     );
     assert_eq!(f.holder().unwrap()["address"], format!("{V6}/64"));
 }
+both!(primary_adds_announces_and_records_ipv6);
 
-#[test]
-fn replica_stop_and_start_replica_remove_the_vip_and_only_our_record() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn replica_stop_and_start_replica_remove_the_vip_and_only_our_record(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     f.set_leader("pg1");
@@ -95,10 +111,10 @@ fn replica_stop_and_start_replica_remove_the_vip_and_only_our_record() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(f.holder().unwrap()["member"], "pg2");
 }
+both!(replica_stop_and_start_replica_remove_the_vip_and_only_our_record);
 
-#[test]
-fn fence_refuses_when_another_member_holds_the_leader_key() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn fence_refuses_when_another_member_holds_the_leader_key(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     f.set_leader("pg2");
@@ -112,20 +128,20 @@ fn fence_refuses_when_another_member_holds_the_leader_key() {
     assert_eq!(f.vip_count(V4), 0, "no VIP without the leader lock");
     assert!(f.holder().is_none());
 }
+both!(fence_refuses_when_another_member_holds_the_leader_key);
 
-#[test]
-fn no_leader_key_changes_nothing_and_exits_75() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn no_leader_key_changes_nothing_and_exits_75(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     let out = f.hook(&["on_role_change", "primary", SCOPE]);
     assert_eq!(code(&out), 75, "{}", text(&out));
     assert_eq!(f.vip_count(V4), 0);
 }
+both!(no_leader_key_changes_nothing_and_exits_75);
 
-#[test]
-fn consul_unreachable_adds_the_vip_and_exits_75_within_the_deadline() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn consul_unreachable_adds_the_vip_and_exits_75_within_the_deadline(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     // A listener in the node namespace that accepts and never answers: the
@@ -160,10 +176,10 @@ fn consul_unreachable_adds_the_vip_and_exits_75_within_the_deadline() {
     assert_eq!(code(&out), 75, "removal done, record not: {}", text(&out));
     assert_eq!(f.vip_count(V4), 0, "removal never waits on Consul");
 }
+both!(consul_unreachable_adds_the_vip_and_exits_75_within_the_deadline);
 
-#[test]
-fn concurrent_runs_end_in_the_state_of_the_last_one() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn concurrent_runs_end_in_the_state_of_the_last_one(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     f.set_leader("pg1");
@@ -203,10 +219,10 @@ fn concurrent_runs_end_in_the_state_of_the_last_one() {
     assert_eq!(f.vip_count(V4), expect, "last run was {last_role}");
     assert_eq!(f.holder().is_some(), last_role == "primary");
 }
+both!(concurrent_runs_end_in_the_state_of_the_last_one);
 
-#[test]
-fn a_run_killed_midway_leaves_a_state_the_next_run_converges_from() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn a_run_killed_midway_leaves_a_state_the_next_run_converges_from(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     f.set_leader("pg1");
@@ -255,10 +271,10 @@ fn a_run_killed_midway_leaves_a_state_the_next_run_converges_from() {
         }
     }
 }
+both!(a_run_killed_midway_leaves_a_state_the_next_run_converges_from);
 
-#[test]
-fn floating_ip_from_consul_and_removal_without_consul() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn floating_ip_from_consul_and_removal_without_consul(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     // No vip.address: the address comes from <ns>/<scope>/floating-ip.
@@ -284,10 +300,10 @@ fn floating_ip_from_consul_and_removal_without_consul() {
     assert_eq!(code(&out), 75, "{}", text(&out));
     assert_eq!(f.vip_count("198.51.100.101"), 0);
 }
+both!(floating_ip_from_consul_and_removal_without_consul);
 
-#[test]
-fn dry_run_prints_steps_and_changes_nothing() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn dry_run_prints_steps_and_changes_nothing(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     f.set_leader("pg1");
@@ -305,10 +321,10 @@ fn dry_run_prints_steps_and_changes_nothing() {
     assert_eq!(f.vip_count(V4), 0);
     assert!(f.holder().is_none());
 }
+both!(dry_run_prints_steps_and_changes_nothing);
 
-#[test]
-fn missing_interface_is_a_clear_error() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn missing_interface_is_a_clear_error(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     f.set_leader("pg1");
@@ -321,10 +337,10 @@ fn missing_interface_is_a_clear_error() {
         "{err}"
     );
 }
+both!(missing_interface_is_a_clear_error);
 
-#[test]
-fn status_shows_the_holder_and_the_vip() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn status_shows_the_holder_and_the_vip(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     f.set_leader("pg1");
@@ -337,12 +353,13 @@ fn status_shows_the_holder_and_the_vip() {
     assert_eq!(v["vip_holder"]["member"], "pg1");
 }
 
+both!(status_shows_the_holder_and_the_vip);
+
 /// Patroni runs callbacks as its own user: the hook must work as `postgres`
 /// with file capabilities only (no root), and say which capability is missing
 /// when it has none.
-#[test]
-fn runs_as_postgres_with_file_capabilities() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn runs_as_postgres_with_file_capabilities(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     if !require_all(&[
@@ -425,11 +442,12 @@ fn runs_as_postgres_with_file_capabilities() {
     assert!(f.holder().is_none());
 }
 
+both!(runs_as_postgres_with_file_capabilities);
+
 /// The safety net on a database node: `reconcile` converges the VIP to the
 /// leader key when no callback ran (Patroni killed, its PostgreSQL running on).
-#[test]
-fn reconcile_on_a_database_node_follows_the_leader_key() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn reconcile_on_a_database_node_follows_the_leader_key(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     f.set_leader("pg1");
@@ -470,12 +488,13 @@ fn reconcile_on_a_database_node_follows_the_leader_key() {
     assert_eq!(f.holder_index(), idx);
 }
 
+both!(reconcile_on_a_database_node_follows_the_leader_key);
+
 /// A VIP this node holds (even one put there by other tooling) is remembered,
 /// so removal works with Consul unreachable, and a release removes the old
 /// address too when Consul's floating-ip changed meanwhile.
-#[test]
-fn release_without_consul_removes_every_address_this_node_held() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn release_without_consul_removes_every_address_this_node_held(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     f.edit_config(&format!("  address: {V4}/24\n"), "");
@@ -507,9 +526,12 @@ fn release_without_consul_removes_every_address_this_node_held() {
     assert_eq!(f.vip_count("198.51.100.101"), 0);
 }
 
+both!(release_without_consul_removes_every_address_this_node_held);
+
 /// A Consul that answers but refuses (403: a token it does not know) is not
 /// "unreachable": the fence does not fall back to trusting Patroni, and the
 /// VIP is not added.
+
 #[test]
 fn consul_refusing_the_token_does_not_open_the_fence() {
     let Some(f) = Fixture::new(&format!("{V4}/24")) else {
@@ -541,17 +563,23 @@ fn consul_refusing_the_token_does_not_open_the_fence() {
 }
 
 /// An unreadable token file stops Consul calls, not the removal of the VIP.
-#[test]
-fn unreadable_token_file_still_lets_a_release_remove_the_vip() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn unreadable_token_file_still_lets_a_release_remove_the_vip(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     f.set_leader("pg1");
     assert_eq!(code(&f.hook(&["on_role_change", "primary", SCOPE])), 0);
-    let text_cfg = std::fs::read_to_string(&f.config).unwrap().replace(
-        "  timeout: 1s\n",
-        "  timeout: 1s\n  token_file: /nonexistent/consul.token\n",
-    );
+    // The token file named, or (real Consul) the one in use, is gone.
+    let text_cfg: String = std::fs::read_to_string(&f.config)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("  token_file: "))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replace(
+            "  timeout: 1s\n",
+            "  timeout: 1s\n  token_file: /nonexistent/consul.token\n",
+        );
     std::fs::write(&f.config, text_cfg).unwrap();
     let out = f.hook(&["on_stop", "primary", SCOPE]);
     assert_eq!(code(&out), 2, "{}", text(&out));
@@ -570,11 +598,12 @@ fn unreadable_token_file_still_lets_a_release_remove_the_vip() {
     assert_eq!(code(&out), 2, "{}", text(&out));
 }
 
+both!(unreadable_token_file_still_lets_a_release_remove_the_vip);
+
 /// A reconcile waiting on an unresponsive Consul does not hold the lock, so a
 /// demotion callback is not kept waiting behind it.
-#[test]
-fn a_reconcile_waiting_on_consul_does_not_delay_a_demotion() {
-    let Some(f) = Fixture::new(&format!("{V4}/24")) else {
+fn a_reconcile_waiting_on_consul_does_not_delay_a_demotion(b: Backend) {
+    let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
         return;
     };
     f.set_leader("pg1");
@@ -615,6 +644,8 @@ fn a_reconcile_waiting_on_consul_does_not_delay_a_demotion() {
     );
 }
 
+both!(a_reconcile_waiting_on_consul_does_not_delay_a_demotion);
+
 /// Patroni runs before_stop right before it stops PostgreSQL, also when it
 /// demotes a primary that lost Consul. That stop can hang for as long as a
 /// partition lasts (a fast shutdown waits for its WAL senders, which wait for
@@ -623,6 +654,7 @@ fn a_reconcile_waiting_on_consul_does_not_delay_a_demotion() {
 /// what this node owns, before it asks Consul for anything (found by the
 /// lab's fault matrix: an isolated primary kept the VIP for the whole
 /// partition).
+
 #[test]
 fn before_stop_removes_the_vip_before_it_asks_consul() {
     let Some(f) = Fixture::new(&format!("{V4}/24")) else {

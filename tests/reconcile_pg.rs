@@ -1,6 +1,8 @@
 //! `reconcile` on the PgBouncer host, with real PgBouncer in front of two real
-//! PostgreSQL 15 instances registered as two Patroni members in the Consul
-//! double: a client through PgBouncer follows the leader key.
+//! PostgreSQL 15 instances registered as two Patroni members in Consul (the
+//! double, and for the tests marked `both!` also a real Consul 1.8.7 with
+//! ACLs and TLS, the hook's token holding the kit's PgBouncer-host policy):
+//! a client through PgBouncer follows the leader key.
 
 mod common;
 
@@ -13,6 +15,29 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const SCOPE: &str = "batman";
+
+/// Which Consul a lab runs on.
+#[derive(Clone, Copy)]
+enum Backend {
+    Double,
+    Real,
+}
+
+/// One test body, two Consuls.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn on_the_double() {
+                super::$name(super::Backend::Double)
+            }
+            #[test]
+            fn on_real_consul() {
+                super::$name(super::Backend::Real)
+            }
+        }
+    };
+}
 
 /// Fields drop in order: the servers stop (by pid) before their directory goes.
 struct Lab {
@@ -38,15 +63,30 @@ fn member(port: u16) -> Vec<u8> {
 
 impl Lab {
     fn new() -> Option<Lab> {
+        Lab::on(Backend::Double)
+    }
+
+    fn on(backend: Backend) -> Option<Lab> {
         if !pg::require_pg_and_pgbouncer() {
             return None;
         }
+        let consul = match backend {
+            Backend::Double => Consul::start(),
+            Backend::Real => Consul::real(
+                &std::fs::read_to_string(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("patroni-conf/consul-acl-pgbouncer.hcl"),
+                )
+                .unwrap()
+                .replace("\"service/postgres/", &format!("\"service/{SCOPE}/"))
+                .replace("pause-ack/pgbouncer\"", "pause-ack/pgb\""),
+            )?,
+        };
         let dir = tempfile::tempdir().unwrap();
         pg::open_path_for_postgres(dir.path());
         let a = Postgres::start(dir.path(), "A");
         let b = Postgres::start(dir.path(), "B");
         let pgb = Pgbouncer::start(dir.path(), a.port);
-        let consul = Consul::start();
         consul.put(
             &consul.key(&format!("{SCOPE}/members/pg-a")),
             &member(a.port),
@@ -73,11 +113,12 @@ impl Lab {
         std::fs::write(
             &self.config,
             format!(
-                "lock_file: {}\nconsul:\n  url: {url}\n  namespace: {ns}\n  timeout: 1s\npgbouncer:\n  ini: {}\n  pidfile: {}\n  clusters:\n    - scope: {SCOPE}\n      databases: [appdb]\n",
+                "name: pgb\nlock_file: {}\nconsul:\n  url: {url}\n  namespace: {ns}\n  timeout: 1s\n{extra}pgbouncer:\n  ini: {}\n  pidfile: {}\n  clusters:\n    - scope: {SCOPE}\n      databases: [appdb]\n",
                 self._dir.path().join("hook.lock").display(),
                 self.pgb.ini.display(),
                 pidfile.display(),
                 ns = self.consul.namespace(),
+                extra = self.consul.hook_settings(self._dir.path()),
             ),
         )
         .unwrap();
@@ -104,9 +145,8 @@ impl Lab {
     }
 }
 
-#[test]
-fn pgbouncer_follows_the_leader_key() {
-    let Some(lab) = Lab::new() else { return };
+fn pgbouncer_follows_the_leader_key(b: Backend) {
+    let Some(lab) = Lab::on(b) else { return };
     let mut client = Client::connect(lab.pgb.port, "appdb");
     assert_eq!(client.query_line("SELECT name FROM marker;"), "A");
 
@@ -160,10 +200,10 @@ fn pgbouncer_follows_the_leader_key() {
     assert_eq!(other.query_line("SELECT current_database();"), "template1");
     let _ = &lab.b;
 }
+both!(pgbouncer_follows_the_leader_key);
 
-#[test]
-fn no_leader_or_no_consul_keeps_the_file_and_exits_75() {
-    let Some(lab) = Lab::new() else { return };
+fn no_leader_or_no_consul_keeps_the_file_and_exits_75(b: Backend) {
+    let Some(lab) = Lab::on(b) else { return };
     let before = lab.ini();
     lab.consul
         .delete(&lab.consul.key(&format!("{SCOPE}/leader")));
@@ -177,6 +217,7 @@ fn no_leader_or_no_consul_keeps_the_file_and_exits_75() {
     assert_eq!(out.status.code(), Some(75), "{}", text(&out));
     assert_eq!(lab.ini(), before);
 }
+both!(no_leader_or_no_consul_keeps_the_file_and_exits_75);
 
 #[test]
 fn stale_pidfile_is_an_error_naming_it_and_the_new_file_stays() {
@@ -219,9 +260,8 @@ fn stale_pidfile_is_an_error_naming_it_and_the_new_file_stays() {
     assert_eq!(lab.pgb.reloads(), reloads, "only once");
 }
 
-#[test]
-fn injection_through_conn_url_leaves_the_file_byte_identical() {
-    let Some(lab) = Lab::new() else { return };
+fn injection_through_conn_url_leaves_the_file_byte_identical(b: Backend) {
+    let Some(lab) = Lab::on(b) else { return };
     let before = lab.ini();
     let evil = [
         "postgres://127.0.0.1\n[pgbouncer]\nadmin_users=evil:5432/postgres",
@@ -251,6 +291,7 @@ fn injection_through_conn_url_leaves_the_file_byte_identical() {
         );
     }
 }
+both!(injection_through_conn_url_leaves_the_file_byte_identical);
 
 #[test]
 fn reconcile_does_not_hang_on_watch_json_on_stdin() {

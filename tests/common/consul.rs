@@ -1,5 +1,7 @@
-//! The Consul a test talks to: a real agent when `CONSUL_HTTP_ADDR` names one
-//! (docs/design.md, "How it is tested"), else the in-repo double started in this process.
+//! The Consul a test talks to from the host's namespace: the in-repo double
+//! started in this process, a real Consul 1.8.7 agent of the test's own
+//! (ACLs and TLS, tests/common/real_consul.rs), or a real agent an operator
+//! names with `CONSUL_HTTP_ADDR` (docs/design.md, "How it is tested").
 //!
 //! With a real agent, every test works under its own KV namespace
 //! (`phk-<pid>-<n>`), so runs never see each other's keys, and removes it at
@@ -15,6 +17,9 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 pub enum Consul {
     /// The in-repo double.
     Double(consul_double::Server),
+    /// A real agent of this test's, on the host's loopback, and the token
+    /// the hook uses.
+    Real(Box<super::real_consul::Agent>, super::real_consul::Token),
     /// A real agent at this base URL, under a private namespace.
     External {
         /// Base URL.
@@ -43,9 +48,39 @@ impl Consul {
         }
     }
 
+    /// A real agent of this test's with ACLs on and TLS; the hook's token
+    /// holds `rules`. `None` when Consul 1.8.7 is missing outside CI.
+    pub fn real(rules: &str) -> Option<Consul> {
+        if !super::real_consul::require_consul() {
+            return None;
+        }
+        let agent = super::real_consul::Agent::start_on_host();
+        let token = agent.token("hook", rules);
+        Some(Consul::Real(Box::new(agent), token))
+    }
+
+    /// The hook's `consul:` settings besides `url`, `namespace` and
+    /// `timeout` (each line indented by two spaces): the CA and a token file
+    /// written into `dir` for a real agent of the test's.
+    pub fn hook_settings(&self, dir: &std::path::Path) -> String {
+        match self {
+            Consul::Real(a, t) => {
+                let tf = dir.join("consul.token");
+                std::fs::write(&tf, format!("{}\n", t.secret)).unwrap();
+                format!(
+                    "  ca_file: {}\n  token_file: {}\n",
+                    a.ca_file().display(),
+                    tf.display()
+                )
+            }
+            _ => String::new(),
+        }
+    }
+
     /// Base URL for the hook's `consul.url`.
     pub fn url(&self) -> String {
         match self {
+            Consul::Real(a, _) => a.url(),
             Consul::Double(s) => s.url(),
             Consul::External { url, .. } => url.clone(),
         }
@@ -54,7 +89,7 @@ impl Consul {
     /// The hook's `consul.namespace` for this test (Patroni's default with the double).
     pub fn namespace(&self) -> String {
         match self {
-            Consul::Double(_) => "service".into(),
+            Consul::Double(_) | Consul::Real(..) => "service".into(),
             Consul::External { namespace, .. } => namespace.clone(),
         }
     }
@@ -67,6 +102,7 @@ impl Consul {
     /// Plain PUT.
     pub fn put(&self, key: &str, value: &[u8]) {
         match self {
+            Consul::Real(a, _) => a.kv_put(key, value),
             Consul::Double(s) => s.kv_put(key, value),
             Consul::External { url, .. } => {
                 let out = curl(
@@ -87,6 +123,7 @@ impl Consul {
     /// Value and ModifyIndex of a key.
     pub fn get(&self, key: &str) -> Option<(Vec<u8>, u64)> {
         match self {
+            Consul::Real(a, _) => a.kv_get(key).map(|e| (e.value, e.modify_index)),
             Consul::Double(s) => s.kv_get(key).map(|e| (e.value, e.modify_index)),
             Consul::External { url, .. } => {
                 let out = curl(&[&format!("{url}/v1/kv/{key}")], b"");
@@ -110,6 +147,7 @@ impl Consul {
     /// Plain DELETE.
     pub fn delete(&self, key: &str) {
         match self {
+            Consul::Real(a, _) => a.kv_delete(key),
             Consul::Double(s) => s.kv_delete(key),
             Consul::External { url, .. } => {
                 curl(&["-X", "DELETE", &format!("{url}/v1/kv/{key}")], b"");

@@ -1,8 +1,10 @@
 //! A database node for the hook's tests: a "node" namespace joined to a
-//! "peer" by two veth pairs (eth1, eth2), the Consul double reachable from the
-//! node on loopback, a config file and the hook binary run inside the node.
+//! "peer" by two veth pairs (eth1, eth2), a Consul reachable from the node on
+//! loopback (the double, or a real agent with ACLs and TLS), a config file
+//! and the hook binary run inside the node.
 
 use super::netns::{self, Netns};
+use super::real_consul::{Agent, Token};
 use consul_double::{Options, Server};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -29,14 +31,96 @@ pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
-/// Two namespaces joined by veth pairs, the double reachable from "node".
+/// Which Consul a fixture's hook talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The in-repo double, plain HTTP, no ACLs.
+    Double,
+    /// Real Consul 1.8.7 in the node namespace: TLS, ACLs on (default deny),
+    /// the hook with a token of the kit's database-node policy.
+    Real,
+}
+
+/// The fixture's Consul, with the test's view of its KV store.
+pub enum Kv {
+    /// The in-repo double.
+    Double(Server),
+    /// A real agent, and the hook's token.
+    Real(Box<Agent>, Token),
+}
+
+impl Kv {
+    /// Plain PUT.
+    pub fn kv_put(&self, key: &str, value: &[u8]) {
+        match self {
+            Kv::Double(s) => s.kv_put(key, value),
+            Kv::Real(a, _) => a.kv_put(key, value),
+        }
+    }
+
+    /// The entry at `key`.
+    pub fn kv_get(&self, key: &str) -> Option<consul_double::Entry> {
+        match self {
+            Kv::Double(s) => s.kv_get(key),
+            Kv::Real(a, _) => a.kv_get(key),
+        }
+    }
+
+    /// DELETE.
+    pub fn kv_delete(&self, key: &str) {
+        match self {
+            Kv::Double(s) => s.kv_delete(key),
+            Kv::Real(a, _) => a.kv_delete(key),
+        }
+    }
+
+    /// The base URL the hook uses.
+    pub fn url(&self) -> String {
+        match self {
+            Kv::Double(s) => s.url(),
+            Kv::Real(a, _) => a.url(),
+        }
+    }
+
+    /// The real agent, for tests that only make sense on one.
+    pub fn agent(&self) -> &Agent {
+        match self {
+            Kv::Real(a, _) => a,
+            Kv::Double(_) => panic!("this test needs the real Consul backend"),
+        }
+    }
+}
+
+/// The kit's database-node policy (patroni-conf/consul-acl-hook-db.hcl)
+/// for the fixture's scope, as `consul acl policy create` would load it.
+pub fn node_policy() -> String {
+    kit_policy("consul-acl-hook-db.hcl", "pg1")
+}
+
+/// A policy file of the kit, made for the fixture's scope and for host
+/// `name`, as its comments tell an operator to.
+pub fn kit_policy(file: &str, name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("patroni-conf")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        text.contains("\"service/postgres/"),
+        "{} no longer names service/postgres/",
+        path.display()
+    );
+    text.replace("\"service/postgres/", &format!("\"service/{SCOPE}/"))
+        .replace("pause-ack/pgbouncer\"", &format!("pause-ack/{name}\""))
+}
+
+/// Two namespaces joined by veth pairs, a Consul reachable from "node".
 pub struct Fixture {
     /// The database node the hook runs in.
     pub node: Netns,
     /// Its neighbour, which sees announcements.
     pub peer: Netns,
-    /// The Consul double, on the node's loopback.
-    pub consul: Server,
+    /// The Consul, on the node's loopback.
+    pub consul: Kv,
     /// Config, lock and state files.
     pub dir: tempfile::TempDir,
     /// The config file.
@@ -48,7 +132,16 @@ pub struct Fixture {
 impl Fixture {
     /// `None` when the prerequisites are missing outside CI.
     pub fn new(vip: &str) -> Option<Fixture> {
+        Fixture::on(Backend::Double, vip)
+    }
+
+    /// A fixture whose hook talks to `backend`; `None` when the
+    /// prerequisites are missing outside CI.
+    pub fn on(backend: Backend, vip: &str) -> Option<Fixture> {
         if !netns::require_root_and_ip() {
+            return None;
+        }
+        if backend == Backend::Real && !super::real_consul::require_consul() {
             return None;
         }
         let node = Netns::new("node");
@@ -71,9 +164,20 @@ impl Fixture {
             "nodad",
         ]);
         peer.ip(&["addr", "add", "2001:db8::12/64", "dev", "eth1", "nodad"]);
-        let listener =
-            node.run(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind in node"));
-        let consul = Server::start_on(listener, Options::default()).expect("start the double");
+        let consul = match backend {
+            Backend::Double => {
+                let listener =
+                    node.run(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind in node"));
+                Kv::Double(
+                    Server::start_on(listener, Options::default()).expect("start the double"),
+                )
+            }
+            Backend::Real => {
+                let agent = Agent::start(&node);
+                let token = agent.token("hook-node", &node_policy());
+                Kv::Real(Box::new(agent), token)
+            }
+        };
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yml");
         let f = Fixture {
@@ -88,19 +192,37 @@ impl Fixture {
         Some(f)
     }
 
-    /// Writes the fixture's config: VIP `vip` on eth1, deadline 3 s, timeout 1 s.
+    /// Writes the fixture's config: VIP `vip` on eth1, deadline 3 s, timeout
+    /// 1 s; with the real backend, the CA and the hook's token file too.
     pub fn write_config(&self, vip: &str, extra: &str) {
+        let tls = match &self.consul {
+            Kv::Double(_) => String::new(),
+            Kv::Real(a, t) => {
+                let token_file = self.dir.path().join("consul.token");
+                std::fs::write(&token_file, format!("{}\n", t.secret)).unwrap();
+                format!(
+                    "  ca_file: {}\n  token_file: {}\n",
+                    a.ca_file().display(),
+                    token_file.display()
+                )
+            }
+        };
         std::fs::write(
             &self.config,
             format!(
                 "name: pg1\nscope: {SCOPE}\ndeadline: 3s\nlock_file: {}\n\
-                 consul:\n  url: {}\n  timeout: 1s\n\
+                 consul:\n  url: {}\n  timeout: 1s\n{tls}\
                  vip:\n  address: {vip}\n  interface: eth1\n  gratuitous_arp: 2\n{extra}",
                 self.lock_file().display(),
                 self.consul.url(),
             ),
         )
         .unwrap();
+    }
+
+    /// Replaces the hook's token with `secret` (a revoked or another token).
+    pub fn set_token(&self, secret: &str) {
+        std::fs::write(self.dir.path().join("consul.token"), format!("{secret}\n")).unwrap();
     }
 
     /// The lock file the config names.

@@ -11,6 +11,7 @@ pub mod lab;
 pub mod netns;
 pub mod pause_lab;
 pub mod pg;
+pub mod real_consul;
 pub mod tls;
 
 pub use basics::*;
