@@ -694,7 +694,7 @@ async fn session(shared: &Arc<Shared>, r: &Req, rest: &str) -> Reply {
                     })
                     .cloned()
                     .collect();
-                (st.index(), list, Watch::Any)
+                (st.sessions_index(), list, Watch::Any)
             })
             .await;
             let list = if filtered { Vec::new() } else { list };
@@ -1130,7 +1130,7 @@ async fn health_service(shared: &Arc<Shared>, r: &Req, name: &str) -> Reply {
             .filter(|s| !passing || s.checks.iter().all(|c| c.status == "passing"))
             .cloned()
             .collect();
-        (st.index(), list, Watch::Any)
+        (st.services_index(), list, Watch::Any)
     })
     .await;
     let services = if filtered { Vec::new() } else { services };

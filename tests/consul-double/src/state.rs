@@ -129,6 +129,12 @@ pub struct State {
     lock_delays: HashMap<String, Instant>,
     sessions: BTreeMap<String, Session>,
     services: BTreeMap<String, Service>,
+    /// Index of the last session create or invalidation: the sessions
+    /// table's index, which session reads report.
+    sessions_index: u64,
+    /// Index of the last service registration change: the services
+    /// table's index, which health reads report.
+    services_index: u64,
     node: String,
 }
 
@@ -143,6 +149,8 @@ impl State {
             lock_delays: HashMap::new(),
             sessions: BTreeMap::new(),
             services: BTreeMap::new(),
+            sessions_index: 1,
+            services_index: 1,
             node: node.to_string(),
         }
     }
@@ -150,6 +158,18 @@ impl State {
     /// The global (Raft) index: never 0, never goes backwards.
     pub fn index(&self) -> u64 {
         self.index
+    }
+
+    /// The sessions table's index (session create, destroy, expiry; not
+    /// renew), which session reads report (seen on Consul 1.8.7).
+    pub fn sessions_index(&self) -> u64 {
+        self.sessions_index
+    }
+
+    /// The services table's index (any registration or deregistration),
+    /// which health reads report (seen on Consul 1.8.7).
+    pub fn services_index(&self) -> u64 {
+        self.services_index
     }
 
     /// The agent's node name.
@@ -413,6 +433,7 @@ impl State {
     /// Stores a validated session and arms its TTL timer at 2×TTL (§3.5).
     pub fn session_create(&mut self, mut s: Session, now: Instant) -> String {
         s.create_index = self.next_index();
+        self.sessions_index = s.create_index;
         s.expires_at = expiry(s.ttl, now);
         let id = s.id.clone();
         self.sessions.insert(id.clone(), s);
@@ -444,6 +465,7 @@ impl State {
             return false;
         };
         let idx = self.next_index();
+        self.sessions_index = idx;
         let delay = s.lock_delay.min(MAX_LOCK_DELAY);
         let held: Vec<String> = self
             .kv
@@ -501,13 +523,14 @@ impl State {
     /// Registers or replaces a service; bumps the index.
     pub fn service_register(&mut self, mut svc: Service) {
         svc.modify_index = self.next_index();
+        self.services_index = svc.modify_index;
         self.services.insert(svc.id.clone(), svc);
     }
 
     /// Deregisters; `false` when the id is unknown (→ 404, §3.9).
     pub fn service_deregister(&mut self, id: &str) -> bool {
         if self.services.remove(id).is_some() {
-            self.next_index();
+            self.services_index = self.next_index();
             true
         } else {
             false

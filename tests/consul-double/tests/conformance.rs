@@ -849,6 +849,52 @@ fn session_renew_returns_a_one_element_array_and_404_when_unknown(s: &Backend) {
 }
 both!(session_renew_returns_a_one_element_array_and_404_when_unknown);
 
+/// Session reads report the sessions table's index: moved by create and
+/// destroy, not by renewals or KV writes; so a blocking session read is not
+/// woken by KV writes.
+fn session_reads_report_the_sessions_table_index(s: &Backend) {
+    let before = get(s.addr(), "/v1/session/list").index();
+    let id = create_session(s, json!({"TTL": "30s"}));
+    let created = get(s.addr(), "/v1/session/list").index();
+    assert!(created > before, "{created} > {before}");
+    s.kv_put("k", b"v");
+    assert_eq!(
+        put(s.addr(), &format!("/v1/session/renew/{id}"), b"").status,
+        200
+    );
+    for t in [
+        "/v1/session/list".to_string(),
+        format!("/v1/session/info/{id}"),
+        "/v1/session/node/consul-double".to_string(),
+    ] {
+        assert_eq!(get(s.addr(), &t).index(), created, "{t}");
+    }
+    let addr = s.addr();
+    let started = Instant::now();
+    let waiter = std::thread::spawn(move || {
+        get(
+            addr,
+            &format!("/v1/session/list?index={created}&wait=1500ms"),
+        )
+    });
+    let mut n = 0u32;
+    while !waiter.is_finished() {
+        n += 1;
+        s.kv_put("k", n.to_string().as_bytes());
+        std::thread::sleep(Duration::from_millis(100)); // pacing the writer, not synchronising
+    }
+    let r = waiter.join().expect("waiter thread");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "woken after {:?} by KV writes",
+        started.elapsed()
+    );
+    assert_eq!(r.index(), created);
+    put(s.addr(), &format!("/v1/session/destroy/{id}"), b"");
+    assert!(get(s.addr(), "/v1/session/list").index() > created);
+}
+both!(session_reads_report_the_sessions_table_index);
+
 fn session_destroy_is_idempotent_true(s: &Backend) {
     let id = create_session(s, json!({}));
     for _ in 0..2 {
@@ -985,6 +1031,27 @@ fn health_service_without_instances_is_an_empty_array(s: &Backend) {
     assert!(r.index() >= 1);
 }
 both!(health_service_without_instances_is_an_empty_array);
+
+/// A health read reports the services table's index: any service
+/// registration moves it, KV writes and sessions do not.
+fn health_service_index_is_the_services_table_index(s: &Backend) {
+    let before = get(s.addr(), "/v1/health/service/none").index();
+    s.kv_put("k", b"v");
+    create_session(s, json!({}));
+    assert_eq!(get(s.addr(), "/v1/health/service/none").index(), before);
+    let r = put(
+        s.addr(),
+        "/v1/agent/service/register",
+        br#"{"name": "other"}"#,
+    );
+    assert_eq!(r.status, 200);
+    wait_for_some(
+        "the registration to move the services index",
+        Duration::from_secs(10),
+        || (get(s.addr(), "/v1/health/service/none").index() > before).then_some(()),
+    );
+}
+both!(health_service_index_is_the_services_table_index);
 
 fn status_leader_is_a_json_string(s: &Backend) {
     let r = get(s.addr(), "/v1/status/leader");
