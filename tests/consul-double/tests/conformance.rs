@@ -527,6 +527,23 @@ fn lock_delay_refuses_acquire_until_it_passes(s: &Backend) {
 }
 both!(lock_delay_refuses_acquire_until_it_passes);
 
+fn default_lock_delay_holds_off_acquire_after_destroy(s: &Backend) {
+    // Consul's default lock-delay is 15 s: right after the holder's session
+    // is destroyed, another session cannot take the key.
+    let a = create_session(s, json!({}));
+    let b = create_session(s, json!({}));
+    put(s.addr(), &format!("/v1/kv/l?acquire={a}"), b"a");
+    put(s.addr(), &format!("/v1/session/destroy/{a}"), b"");
+    assert!(s.kv_get("l").is_some_and(|e| e.session.is_none()));
+    assert_eq!(
+        put(s.addr(), &format!("/v1/kv/l?acquire={b}"), b"b").text(),
+        "false"
+    );
+    // A plain PUT is not held off.
+    assert_eq!(put(s.addr(), "/v1/kv/l", b"plain").text(), "true");
+}
+both!(default_lock_delay_holds_off_acquire_after_destroy);
+
 // ---------------------------------------------------------- §3.4 KV delete
 
 fn plain_delete_is_true_even_when_missing(s: &Backend) {
