@@ -619,6 +619,11 @@ start_consul_real() {
     done
     for h in "${clients[@]}"; do start_consul_agent "$h"; done
     for h in "${clients[@]}"; do wait_consul_leader "$h" 60; done
+    # An agent starts its watches before it has joined: their first reads fail
+    # ("No known Consul servers") and back off 5 s, then 20 s, during which a
+    # change goes unseen. `consul reload` starts them again, now joined; each
+    # runs its handler once more, as at any reload.
+    for h in "${clients[@]}"; do consul_on "$h" reload >/dev/null; done
 }
 
 # Waits (bounded) until an HTTP URL answers 2xx from the client namespace.
