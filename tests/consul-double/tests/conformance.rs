@@ -7,7 +7,7 @@
 //! (a fresh single server per test), so the double is checked against
 //! the real thing, not only against our reading of the spec. Where 1.8.7
 //! and the double differ on purpose, the body branches on `s.is_real()` and
-//! SPEC.md "Differences from Consul 1.8.7" says why. Tests of the double's
+//! SPEC.md §8 says why. Tests of the double's
 //! own features (watch runner, delay file, in-process API, lifecycle, the
 //! binary) have no real half and say so.
 
@@ -305,8 +305,7 @@ fn plain_put_returns_true_and_sets_create_and_modify_index(s: &Backend) {
     assert_eq!(e.create_index, e.modify_index);
     if s.is_real() {
         // Consul's Raft log also carries the catalog, coordinates and
-        // no-op writes, so a KV write's index is only later (SPEC.md
-        // "Differences from Consul 1.8.7").
+        // no-op writes, so a KV write's index is only later (SPEC.md §8.3).
         assert!(e.create_index > before, "{} > {before}", e.create_index);
     } else {
         assert_eq!(e.create_index, before + 1);
@@ -1030,7 +1029,7 @@ fn service_deregister_takes_ids_with_slashes_and_404s_unknown_ids(s: &Backend) {
     let r = put(s.addr(), "/v1/agent/service/deregister/batman/pg0", b"");
     if s.is_real() {
         // 1.8.7 looks the service up only under ACLs; newer Consul always
-        // does (version difference, SPEC.md "Differences from Consul 1.8.7").
+        // does (version difference, SPEC.md §8.2).
         assert_eq!((r.status, r.text().as_str()), (200, ""));
     } else {
         assert_eq!(r.status, 404);
@@ -1146,8 +1145,7 @@ fn acl_token_is_accepted_from_header_bearer_and_query(s: &Backend) {
     );
     assert_eq!(r.status, 200);
     assert_eq!(get(s.addr(), "/v1/kv/k?token=s3cret").status, 200);
-    // Sent since Consul 1.9 (version difference, SPEC.md "Differences
-    // from Consul 1.8.7").
+    // Sent since Consul 1.9 (version difference, SPEC.md §8.2).
     let policy = if s.is_real() { None } else { Some("deny") };
     assert_eq!(r.header("X-Consul-Default-ACL-Policy"), policy);
 }

@@ -77,7 +77,7 @@ impl Backend {
     }
 
     /// Whether this is the real agent (for the few rules where 1.8.7 and
-    /// the double differ on purpose; SPEC.md "Differences").
+    /// the double differ on purpose; SPEC.md §8).
     pub fn is_real(&self) -> bool {
         matches!(self, Backend::Real(_))
     }
