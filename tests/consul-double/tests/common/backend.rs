@@ -1,9 +1,10 @@
-//! The two Consuls a conformance test body runs against: the double
-//! (in-process) and a real Consul 1.8.7 agent (a single server that
-//! bootstraps itself, with a temp data dir, started by the test on loopback
-//! with free ports and stopped by pid on drop, also on panic). [`Backend`] gives both the double's in-process helpers
-//! (`kv_put`, `kv_get`, `kv_delete`, `index`, `session_ids`); on the real
-//! agent they go over HTTP.
+//! The two Consuls a test body runs against: the double (in-process) and a
+//! real Consul 1.8.7 agent (a single server that bootstraps itself, with a
+//! temp data dir, started by the test on loopback with free ports and
+//! stopped by pid on drop, also on panic). [`Backend`] gives both the
+//! double's in-process helpers (`kv_put`, `kv_get`, `kv_delete`, `index`,
+//! `session_ids`); on the real agent they go over HTTP. `both!` makes one
+//! test per backend from one body.
 //!
 //! The agent binary is `$CONSUL_BIN`, else `consul` on PATH. It must be
 //! 1.8.7 (Debian bullseye's build, scripts/prereqs.sh `install_consul`):
@@ -26,9 +27,6 @@ use super::{free_port, request, require, try_request, Resp};
 
 /// The Consul version the real backend must be.
 pub const REAL_VERSION: &str = "Consul v1.8.7";
-
-/// How SPEC.md names the real backend in its list of differences.
-pub const REAL_NAME: &str = "Consul 1.8.7 (Debian bullseye)";
 
 /// Characters a key keeps as-is in a URL path (`/` stays a separator).
 const KEY_CHARS: &AsciiSet = &CONTROLS
