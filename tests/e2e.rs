@@ -4,7 +4,9 @@
 //! implementation the demo and the bench use). Names, addresses and ports come
 //! from `scripts/lab/topology.env`, the lab's one definition of its layout.
 //!
-//! The hook's lab (Patroni on the Consul double) is brought up once and four
+//! The hook's lab (Patroni on Consul: real Consul 1.8.7 with three servers and
+//! an agent per host, or the double; `LAB_CONSUL`, else `LAB_CONSUL_DEFAULT`
+//! of scripts/lab/topology.env) is brought up once and four
 //! events run on it: a switchover, a failover by SIGKILL of the primary's
 //! Patroni and PostgreSQL, a clean stop of the primary, and a SIGKILL of
 //! Patroni alone. For each, labtool samples the three nodes' addresses every
@@ -16,12 +18,14 @@
 //! gets one switchover with the same end-state checks, so the bench's
 //! comparison rows cannot rot. A third lab runs the fault matrix
 //! (`scripts/lab.sh faults`, scripts/lab/faults.py) but for its killed-runs
-//! fault, with fewer repeats, and this test checks every row it writes. Outages are printed, never asserted (timing
+//! fault, with fewer repeats, on the double (its faults act on the double's
+//! process and address), and this test checks every row it writes. Outages are printed, never asserted (timing
 //! targets belong to the bench).
 //!
 //! Needs root, iproute2, PostgreSQL 15, PgBouncer, psql, setpriv, setcap, curl,
-//! the Patroni virtualenv ($PATRONI_VENV) with Patroni's etcd extra, the
-//! consul-double binary (built by `cargo test --workspace`), vip-manager and
+//! the Patroni virtualenv ($PATRONI_VENV) with Patroni's etcd extra, Consul
+//! 1.8.7 and openssl (real) or the consul-double binary (double; built by
+//! `cargo test --workspace`, and always for the fault matrix), vip-manager and
 //! etcd (Debian's vip-manager and etcd-server). Missing: a failure under
 //! CI=true, else a skip that says what is missing.
 
@@ -593,7 +597,12 @@ const FAULT_REPEATS: &str = "3";
 /// converged.
 #[test]
 fn fault_matrix_holds_on_a_real_patroni_cluster() {
-    if !prerequisites("hook") {
+    let double: Vec<String> = double_bin()
+        .is_none()
+        .then(|| "the consul-double binary (cargo build -p consul-double)".to_string())
+        .into_iter()
+        .collect();
+    if !prerequisites("hook") || !common::require(&double) {
         return;
     }
     let _one = WHOLE_LAB.lock().unwrap_or_else(|e| e.into_inner());

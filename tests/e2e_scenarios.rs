@@ -1,7 +1,9 @@
 //! End to end, the lab's scenarios beyond failover: `scripts/lab.sh backup`,
 //! `adopt-single` and `adopt-cluster`, each on a lab of its own (real Patroni
-//! 4 + PostgreSQL 15 in network namespaces, the Consul double, PgBouncer, the
-//! hook, Debian's pgbackrest 2.45 with a repository host over TLS), run by
+//! 4 + PostgreSQL 15 in network namespaces, Consul (real 1.8.7, three servers
+//! and an agent per host, or the double: `LAB_CONSUL`, else
+//! `LAB_CONSUL_DEFAULT` of scripts/lab/topology.env), PgBouncer, the hook,
+//! Debian's pgbackrest 2.45 with a repository host over TLS), run by
 //! the same program lab.sh runs (scripts/lab/labtool.py; lab.sh itself first
 //! installs missing packages, which scripts/test.sh has done already).
 //!
@@ -13,9 +15,9 @@
 //! target and none after it; and that the lab left no namespace behind.
 //!
 //! Needs root, iproute2, PostgreSQL 15, PgBouncer, psql, setpriv, setcap,
-//! curl, openssl, pgbackrest, the Patroni virtualenv ($PATRONI_VENV) and the
-//! consul-double binary. Missing: a failure under CI=true, else a skip that
-//! says what is missing.
+//! curl, openssl, pgbackrest, the Patroni virtualenv ($PATRONI_VENV) and
+//! Consul 1.8.7 (real) or the consul-double binary (double). Missing: a
+//! failure under CI=true, else a skip that says what is missing.
 
 mod common;
 

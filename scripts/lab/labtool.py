@@ -174,6 +174,19 @@ class Lab:
         CONSUL_RAN_ON = self.consul
 
     @property
+    def consul_servers(self):
+        """The hosts serving Consul: cs1..3 on real Consul, the double's host."""
+        if self.consul_kind == "real":
+            return self.topo.get("LAB_CONSUL_SERVERS").split()
+        return ["consul"] if self.consul_kind == "double" else []
+
+    def consul_server_pids(self):
+        """{host: pid} of the Consul servers (a fault stops or freezes them)."""
+        if self.consul_kind == "real":
+            return {h: self.pid(f"consul-{h}") for h in self.consul_servers}
+        return {h: self.pid("consul") for h in self.consul_servers}
+
+    @property
     def consul_label(self):
         """Which Consul, in words (titles of the results)."""
         if self.consul_kind == "real":
@@ -1225,6 +1238,8 @@ def summarize(results, failures=()):
     rows = []
     for (manager, pause_on, kind), rs in groups.items():
         row = {"manager": manager, "event": kind, "pause_on": pause_on, "n": len(rs)}
+        if rs and "consul" in rs[0]:
+            row["consul"] = rs[0]["consul"]
         for key in FIGURES + ["pgbouncer_minus_patroni_ms"]:
             vs = [v for v in ((pgb_minus_patroni(r) if key == "pgbouncer_minus_patroni_ms" else r.get(key)) for r in rs)
                   if v is not None]
@@ -1283,15 +1298,17 @@ def out_dir():
     return d
 
 
-# Which Consul the last lab this process opened runs on (Lab sets it): every
-# JSON the lab writes records it.
-CONSUL_RAN_ON = None
+# Which Consul the last lab this process opened runs on (Lab sets it; None:
+# the vip-manager variant, on etcd): every JSON the lab writes records it.
+NO_LAB = object()
+CONSUL_RAN_ON = NO_LAB
 
 
 def with_consul(data):
     """`data` with "consul" (which Consul the lab ran on: {"kind": "real",
-    "version"} or {"kind": "double"}) on it, or on each of its rows."""
-    if CONSUL_RAN_ON is None:
+    "version"}, {"kind": "double"}, or null on etcd) on it, or on each of its
+    rows that does not say already."""
+    if CONSUL_RAN_ON is NO_LAB:
         return data
     if isinstance(data, dict):
         data.setdefault("consul", CONSUL_RAN_ON)
@@ -1512,8 +1529,25 @@ SCENARIOS = {
     "backup": lambda topo, argv: scenario_module("backup").scenario_backup(topo, argv),
     "adopt-single": lambda topo, argv: scenario_module("adopt").scenario_adopt_single(topo, argv),
     "adopt-cluster": lambda topo, argv: scenario_module("adopt").scenario_adopt_cluster(topo, argv),
-    "faults": lambda topo, argv: scenario_module("faults").scenario(topo, argv),
+    "faults": lambda topo, argv: scenario_faults(topo, argv),
 }
+
+def scenario_faults(topo, argv):
+    """The fault matrix (scripts/lab/faults.py). Its faults act on the Consul
+    double's one process and address (SIGSTOP, a blackhole route, the delay
+    file), so it runs on the double: a lab it brings up is the double's unless
+    LAB_CONSUL says otherwise, and a real-Consul lab is refused."""
+    if "--use-lab" in argv:
+        lab = Lab.current(topo)
+        if lab.consul_kind == "real":
+            raise LabError(f"faults: lab {lab.rid} runs on real Consul; the fault matrix acts on the "
+                           "Consul double only (bring a lab up with --consul double)")
+    elif os.environ.get("LAB_CONSUL", "double") != "double":
+        raise LabError("faults: the fault matrix acts on the Consul double only (LAB_CONSUL=double)")
+    else:
+        os.environ["LAB_CONSUL"] = "double"
+    scenario_module("faults").scenario(topo, argv)
+
 
 def cmd_wait_healthy(lab, argv):
     ap = argparse.ArgumentParser(prog="labtool wait-healthy")
