@@ -247,7 +247,8 @@ pub struct Agent {
 
 impl Agent {
     /// Starts an agent and waits (bounded) until it is leader and its node
-    /// is registered with `serfHealth`, so sessions can be created at once.
+    /// is registered with `serfHealth` (so sessions can be created at once)
+    /// and synced.
     /// A port taken between picking and binding makes the agent exit: then
     /// it is started again on other ports, twice at most.
     fn start(bin: &PathBuf, opts: &Options) -> Agent {
@@ -312,7 +313,12 @@ impl Agent {
         };
         let log_text = || fs::read_to_string(&log_file).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(30);
+        // Ready: a leader, the node registered by the leader (with
+        // serfHealth, which sessions need) and synced by the agent's own
+        // anti-entropy (its tagged addresses), so that no catalog write of
+        // the agent's start lands in the middle of a test.
         let health = format!("/v1/health/node/{}", opts.node_name);
+        let node = format!("/v1/catalog/node/{}", opts.node_name);
         loop {
             if let Ok(Some(status)) = agent.child.try_wait() {
                 return Err(format!("(exited: {status})\n{}", log_text()));
@@ -324,6 +330,8 @@ impl Agent {
                     && r.json()
                         .as_array()
                         .is_some_and(|a| a.iter().any(|c| c["CheckID"] == "serfHealth"))
+            }) && agent.try_call("GET", &node).is_some_and(|r| {
+                r.status == 200 && !r.json()["Node"]["TaggedAddresses"]["lan_ipv4"].is_null()
             });
             if ready {
                 return Ok(agent);
@@ -331,7 +339,7 @@ impl Agent {
             if Instant::now() >= deadline {
                 // Dropping `agent` kills it.
                 panic!(
-                    "timed out after 30s waiting for the consul agent on {} to elect itself and register its node; its log:\n{}",
+                    "timed out after 30s waiting for the consul agent on {} to elect itself and register and sync its node; its log:\n{}",
                     agent.addr,
                     log_text()
                 );
