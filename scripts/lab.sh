@@ -13,6 +13,8 @@
 #   scripts/lab.sh faults [--only LIST] [--repeats N] [--use-lab]
 #                                # the fault matrix (scripts/lab/faults.py) -> target/lab-faults.{md,json}
 #   scripts/lab.sh up | status | switchover | failover | stop-primary | kill-patroni | down
+#   scripts/lab.sh kv KEY       # a key's value in the lab's Consul (or etcd)
+#   scripts/lab.sh consul ARGS  # real Consul: the consul CLI on the client host, management token
 #   scripts/lab.sh backup | adopt-single | adopt-cluster   # scenarios, each on a lab of its own
 #                                # (scripts/lab/backup.py, scripts/lab/adopt.py) -> target/lab-<name>.json
 #
@@ -979,6 +981,12 @@ main() {
     enable-reconcile) cmd_enable_reconcile "$@" ;;
     vip-manager-interval) cmd_vip_manager_interval "$@" ;;
     check-prereqs) need_root; check_prereqs "${1:-hook}" ;;
+    consul)
+        need_root
+        load_run
+        [ "$CONSUL_KIND" = real ] || die "consul: lab $RID runs on the Consul double (its API: http://$(addr_of consul):$LAB_CONSUL_PORT)"
+        consul_on client "$@"
+        ;;
     -h | --help | help) usage ;;
     demo | backup | adopt-single | adopt-cluster)
         need_root
