@@ -1533,20 +1533,23 @@ SCENARIOS = {
 }
 
 def scenario_faults(topo, argv):
-    """The fault matrix (scripts/lab/faults.py). Its faults act on the Consul
-    double's one process and address (SIGSTOP, a blackhole route, the delay
-    file), so it runs on the double: a lab it brings up is the double's unless
-    LAB_CONSUL says otherwise, and a real-Consul lab is refused."""
-    if "--use-lab" in argv:
-        lab = Lab.current(topo)
-        if lab.consul_kind == "real":
-            raise LabError(f"faults: lab {lab.rid} runs on real Consul; the fault matrix acts on the "
-                           "Consul double only (bring a lab up with --consul double)")
-    elif os.environ.get("LAB_CONSUL", "double") != "double":
-        raise LabError("faults: the fault matrix acts on the Consul double only (LAB_CONSUL=double)")
-    else:
-        os.environ["LAB_CONSUL"] = "double"
-    scenario_module("faults").scenario(topo, argv)
+    """The fault matrix (scripts/lab/faults.py). A faults.py that names the
+    Consuls it runs on (CONSUL_KINDS) chooses for itself; one that does not
+    acts on the Consul double's one process and address (SIGSTOP, a blackhole
+    route, the delay file), so it gets the double's lab, and a real-Consul lab
+    is refused rather than failing midway."""
+    faults = scenario_module("faults")
+    if "real" not in getattr(faults, "CONSUL_KINDS", ()):
+        if "--use-lab" in argv:
+            lab = Lab.current(topo)
+            if lab.consul_kind == "real":
+                raise LabError(f"faults: lab {lab.rid} runs on real Consul; this fault matrix acts on the "
+                               "Consul double only (bring a lab up with --consul double)")
+        elif os.environ.get("LAB_CONSUL", "double") != "double":
+            raise LabError("faults: this fault matrix acts on the Consul double only (LAB_CONSUL=double)")
+        else:
+            os.environ["LAB_CONSUL"] = "double"
+    faults.scenario(topo, argv)
 
 
 def cmd_wait_healthy(lab, argv):
