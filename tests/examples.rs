@@ -13,7 +13,10 @@
 //!   `SHOW CONFIG`; then the Consul watch of consul-client.json, run by the
 //!   Consul double as Consul runs it, rewrites that ini and reloads PgBouncer;
 //! - the systemd units with `systemd-analyze verify`; the sudoers rule with
-//!   `visudo -c`; the Vagrantfile with `vagrant validate` and `ruby -c`.
+//!   `visudo -c`; the Vagrantfile with `vagrant validate` and `ruby -c`;
+//! - the Consul agent configs with `consul validate` (Consul 1.8.7, as the
+//!   lab runs it), and the ACL policy files loaded with `consul acl policy
+//!   create` into a dev agent with ACLs on, one of them put to the test.
 //!
 //! What each test substitutes in its temporary copy (paths of this machine,
 //! free ports, the double's address) is named where it happens; everything
