@@ -586,6 +586,24 @@ fn consul_configs_have_the_expected_shape() {
     assert_eq!(client["retry_join"], servers);
     assert_eq!(server["retry_join"], servers);
     assert_eq!(client["client_addr"], "127.0.0.1");
+    // ACLs on, deny by default; the API on HTTPS only, which the hook and
+    // Patroni examples call with the CA these files name.
+    for agent in [&client, &server] {
+        assert_eq!(agent["acl"]["enabled"], true);
+        assert_eq!(agent["acl"]["default_policy"], "deny");
+        assert_eq!(agent["ports"]["http"], -1);
+        assert_eq!(agent["ports"]["https"], 8501);
+        assert_eq!(agent["ca_file"], "/etc/consul.d/tls/ca.pem");
+    }
+    assert_eq!(server["performance"]["raft_multiplier"], 1);
+    assert!(read("patroni-hook-db.yml").contains(KIT_URL));
+    assert!(read("patroni-hook-pgbouncer.yml").contains(KIT_URL));
+    assert!(read("patroni.yml").contains("cacert: /etc/consul.d/tls/ca.pem"));
+    // Every watch reads with the host's hook token: the agent's default
+    // (anonymous) token may read nothing.
+    for w in client["watches"].as_array().expect("watches") {
+        assert!(w["token"].is_string(), "a watch without a token: {w}");
+    }
     let (keys, args) = watches_of(&client);
     // The leader (a new primary), the failover key (a switchover starts) and
     // the old primary's pause request.
