@@ -2,7 +2,13 @@
 //! its own by scripts/lab/test_faults.py, without a lab: the simulated
 //! operator's in-place write of pgbouncer.ini (truncate, then write) is never
 //! sampled half made, and an ini the hook truncated, left without its
-//! managed entry or pointed at a replica still fails the row.
+//! managed entry or pointed at a replica still fails the row. The same
+//! script checks what each row acts on, on real Consul and on the double:
+//! the rows each Consul runs or skips (and why), the processes "Consul
+//! frozen" stops and the addresses "cut from Consul" blackholes, the Raft
+//! leader named by `/v1/status/leader`, the servers a quorum loss stops, the
+//! agents' watch tokens replaced by token-revoked, and the hook runs that
+//! count against it.
 
 mod common;
 

@@ -3,14 +3,21 @@
 with the load generator and the 20 ms sampler running, and whether the VIP
 and PgBouncer stay right.
 
-    scripts/lab.sh faults [--only LIST] [--repeats N] [--use-lab]
+    scripts/lab.sh faults [--consul real|double] [--only LIST] [--repeats N] [--use-lab]
+
+It runs on whichever Consul the lab runs (--consul, else LAB_CONSUL, else
+topology.env's LAB_CONSUL_DEFAULT; with --use-lab, the lab's own): the
+in-repo double (one process on the host `consul`) or Consul 1.8.7 (three
+servers cs1..3, a client agent on every other host, ACLs, HTTPS). "Consul"
+below is the double's process or every server; "cut from Consul", a
+blackhole route to the double's address or to every server's.
 
 Faults (names for --only; NAME:VARIANT picks one variant):
   isolation       the primary's link to the bridge down for 30 s, then up again
-  consul-cut      the primary cut from Consul only (a blackhole route to the
-                  Consul host) for 30 s; variants failsafe-off, failsafe-on
-  consul-down     the Consul double frozen (SIGSTOP) for 30 s, then SIGCONT;
-                  variants failsafe-off, failsafe-on
+  consul-cut      the primary cut from Consul only (blackhole routes to the
+                  Consul hosts) for 30 s; variants failsafe-off, failsafe-on
+  consul-down     Consul frozen (SIGSTOP of the double, or of every server)
+                  for 30 s, then SIGCONT; variants failsafe-off, failsafe-on
   pgbouncer-cut   the PgBouncer host cut from Consul during a switchover, healed
                   10 s later; variants before-pause (cut as the switchover
                   starts), while-paused (cut the moment PgBouncer is paused)
@@ -18,22 +25,42 @@ Faults (names for --only; NAME:VARIANT picks one variant):
                   SIGKILLed at a random moment in its first 20 ms until the
                   cluster is whole again
   slow-consul     a switchover while every Consul answer (and every watch)
-                  comes 1.5 s late
+                  comes 1.5 s late (the double only: its --delay-file)
   ini-edits       N switchovers (--repeats, default 3) while an operator edits
                   pgbouncer.ini (adds databases, changes a comment)
+Real Consul only (on the double each is skipped, saying why):
+  consul-leader-loss  the Raft leader server SIGKILLed; the others elect a new
+                  one (500 "No cluster leader" meanwhile); the killed server
+                  is started again once they did
+  consul-quorum-loss  two of three servers (the leader first) SIGKILLed for
+                  30 s, then started again
+  agent-restart   the local agent on the primary's node restarted (SIGTERM:
+                  a client agent leaves the cluster; started again at once)
+  token-revoked   the hook's tokens (the database nodes' and the PgBouncer
+                  host's) deleted; once every agent refuses them, a
+                  switchover; 10 s later new tokens installed as an operator
+                  would (`consul acl token create`, the hooks' token files
+                  rewritten, the agents' watch tokens replaced, `consul reload`)
 
 Writes target/lab-faults.md and target/lab-faults.json (LAB_OUT_DIR
-overrides target/), one row per fault and variant. A row holds when no
-acknowledged row was lost, the VIP was never on two nodes (at most 150 ms in
-killed-runs, where the hook's own runs die), and the end state converged: the
-VIP on the leader alone, pgbouncer.ini naming the leader, PgBouncer not
-paused. Exit 0 only when every row holds.
+overrides target/), one row per fault and variant, each saying which Consul
+it ran on ("consul") and the machine's load when it ended ("load"). A row
+holds when no acknowledged row was lost, the VIP was never on two nodes (at
+most 150 ms in killed-runs, where the hook's own runs die), and the end state
+converged: the VIP on the leader alone, pgbouncer.ini naming the leader,
+PgBouncer not paused. token-revoked also needs every host's hook to have said
+"Consul does not know this token" while revoked, and none of its runs then to
+have exited 75 (temporary): a revoked token is an operator's problem, not a
+reason to retry. Clients may fail while the hook cannot read Consul; the row
+measures it (writes and reads stalled, PgBouncer's failed attempts) and does
+not count it against the row. Exit 0 only when every row holds.
 
 The shared parts (the lab, the sampler, the load generator, the analysis) are
 labtool's; this module adds the faults, a read probe (`faults.py reads`, run
 in the client namespace), an observer of the end state, and a watch on every
 run of the hook's binary through the kernel's process events connector
 (exec and exit, with the kernel's timestamps), which also kills runs.
+`faults.py matrix ARGS` runs the matrix itself, as `scripts/lab.sh faults ARGS` does.
 """
 
 import argparse
@@ -43,6 +70,7 @@ import heapq
 import http.client
 import json
 import os
+import pwd
 import random
 import re
 import signal
@@ -70,12 +98,116 @@ PGB_TIMER_S = float(os.environ.get("LAB_PGB_SAFETY_NET_INTERVAL") or 5)
 RUN_MARGIN_S = 0.5
 HOOK_DEADLINE_S = 5.0   # lab.sh's hook.yml: deadline 5s
 CLIENTS_BACK_S = 60.0   # after converging, writes and reads through PgBouncer and the VIP within this
+CONSUL_BIN = os.environ.get("CONSUL_BIN") or "/usr/local/bin/consul"  # scripts/prereqs.sh
+REVOKED_HOLD_S = 10.0   # token-revoked: the tokens stay revoked this long after the switchover
+SERVER_STOP_S = 15.0    # a Consul process signalled to stop: SIGKILL after this long
+CONSUL_BACK_S = 120.0   # a Consul process started again: its agent knows a Raft leader within this
 
 
 def ip(*args):
     r = subprocess.run(["ip", *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
         raise LabError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+
+# ---- which Consul: the processes and addresses a row acts on ----------------------------
+
+CONSUL_KINDS = ("real", "double")
+
+# Faults that only one Consul has: (that Consul, why the other has not).
+ONLY_ON = {
+    "slow-consul": ("double", "every answer late is the double's --delay-file; real Consul has no such switch, "
+                              "and a netem delay on the servers' links would slow Raft and gossip too (another fault)"),
+    "consul-leader-loss": ("real", "the double is one process without Raft: there is no leader to lose"),
+    "consul-quorum-loss": ("real", "the double is one process without Raft: there is no quorum to lose"),
+    "agent-restart": ("real", "the double has no local agents: every host talks to its one process"),
+    "token-revoked": ("real", "the lab runs the double without ACLs: there is no token to revoke"),
+}
+
+
+def consul_kind(requested, env, default):
+    """Which Consul the matrix runs on: --consul, else LAB_CONSUL, else the
+    topology's default (as scripts/lab.sh up chooses)."""
+    kind = requested or env or default
+    if kind not in CONSUL_KINDS:
+        raise LabError(f"--consul (LAB_CONSUL) must be real or double, not {kind!r}")
+    return kind
+
+
+def skip_reason(fault, kind):
+    """Why `fault` does not run on Consul `kind` (None: it runs)."""
+    only, why = ONLY_ON.get(fault, (None, None))
+    if only is None or only == kind:
+        return None
+    return f"{only} Consul only: {why}" if only == "real" else f"the double only: {why}"
+
+
+def consul_hosts(kind, servers):
+    """The hosts serving Consul, which "Consul frozen" stops and "cut from
+    Consul" cuts off: the double's host, or every server (`servers`: the
+    topology's LAB_CONSUL_SERVERS)."""
+    if kind == "real":
+        return list(servers)
+    if kind == "double":
+        return ["consul"]
+    raise LabError(f"no Consul of kind {kind!r}")
+
+
+def consul_pid_names(kind, servers):
+    """The lab's pid files (pids/<name>.pid) of the processes "Consul frozen" SIGSTOPs."""
+    hosts = consul_hosts(kind, servers)
+    return [f"consul-{h}" for h in hosts] if kind == "real" else ["consul"]
+
+
+def consul_routes(kind, servers, addr):
+    """The blackhole routes that cut a host from Consul (`addr`: host -> address)."""
+    return [f"{addr(h)}/32" for h in consul_hosts(kind, servers)]
+
+
+def raft_leader_host(answer, addrs):
+    """The server a `GET /v1/status/leader` answer names (its body: a JSON
+    string "ip:port", "" while there is no leader), from `addrs` (server ->
+    address); None while there is no leader."""
+    value = json.loads(answer) if isinstance(answer, (str, bytes)) else answer
+    if not isinstance(value, str):
+        raise LabError(f"/v1/status/leader answered {answer!r}, not a string")
+    if not value:
+        return None
+    ip_part = value[1:value.index("]")] if value.startswith("[") and "]" in value else value.rsplit(":", 1)[0]
+    hosts = [h for h, a in addrs.items() if a == ip_part]
+    if len(hosts) != 1:
+        raise LabError(f"the Raft leader {value} is none of the servers ({', '.join(f'{h} {a}' for h, a in addrs.items())})")
+    return hosts[0]
+
+
+def quorum_loss_victims(leader, servers):
+    """The fewest servers whose loss leaves less than a quorum: the Raft
+    leader first (when it is one of them), then the others in order."""
+    quorum = len(servers) // 2 + 1
+    order = ([leader] if leader in servers else []) + [s for s in servers if s != leader]
+    return order[:len(servers) - quorum + 1]
+
+
+def with_watch_tokens(config, new_by_old):
+    """A Consul agent's configuration (parsed JSON) with every watch's token
+    that `new_by_old` names replaced by its new one; (the new configuration,
+    how many watches changed). The argument is not changed."""
+    c = json.loads(json.dumps(config))
+    changed = 0
+    for w in c.get("watches", []):
+        if w.get("token") in new_by_old:
+            w["token"] = new_by_old[w["token"]]
+            changed += 1
+    return c, changed
+
+
+def exit_75_while_refused(runs, refused_from, until):
+    """The hook's runs that exited 75 (temporary) while their host's agent
+    refused the token: `runs` as HookRuns records them, `refused_from` host
+    -> when that host's agent first refused it, `until` when new tokens were
+    installed."""
+    return [r for r in runs if r["host"] in refused_from and refused_from[r["host"]] <= r["t"] < until
+            and not r.get("signal") and r.get("exit") == 75]
 
 
 # ---- the read probe (runs in the client namespace) ----------------------------------
@@ -396,6 +528,111 @@ def leader_now(lab, timeout=60):
     """The leader key's value, waited for (bounded)."""
     return lt.wait_for(f"a leader in {lab.leader_key}", timeout,
                        lambda: (lambda v: v if v in lab.topo.db_nodes else None)(lab.leader()), 0.2)
+
+
+# ---- real Consul: its servers, agents and tokens, as an operator acts on them ----------
+
+def gone(pid):
+    """Whether pid has exited (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] in "ZX"
+    except (OSError, IndexError):
+        return True
+
+
+class RealConsul:
+    """The lab's Consul 1.8.7 (scripts/lab.sh up --consul real): the `consul`
+    CLI and the HTTPS API of a host's own agent, in that host's namespace,
+    with the lab's CA and management token (the operator's shell there);
+    its agents stopped and started by pid, the way lab.sh starts them."""
+
+    def __init__(self, lab):
+        if lab.consul_kind != "real":
+            raise LabError(f"lab {lab.rid} runs on {lab.consul_label}, not on real Consul")
+        self.lab = lab
+        self.port = int(lab.topo.get("LAB_CONSUL_HTTPS_PORT"))
+        self.ca = lab.path("consul", "tls", "ca.pem")
+        self.servers = lab.topo.get("LAB_CONSUL_SERVERS").split()
+        self.addrs = {h: lab.topo.addr(h) for h in self.servers}
+
+    def token(self, name):
+        with open(self.lab.path("consul", "tokens", name)) as f:
+            return f.read().strip()
+
+    def cli(self, host, *args, timeout=30):
+        env = dict(os.environ, CONSUL_HTTP_ADDR=f"https://127.0.0.1:{self.port}", CONSUL_CACERT=self.ca,
+                   CONSUL_HTTP_TOKEN_FILE=self.lab.path("consul", "tokens", "master"))
+        try:
+            r = subprocess.run(["ip", "netns", "exec", self.lab.ns(host), CONSUL_BIN, *args], env=env,
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise LabError(f"timed out after {timeout} s waiting for consul {' '.join(args)} on {host}")
+        if r.returncode != 0:
+            raise LabError(f"consul {' '.join(args)} on {host}: exit {r.returncode}: {r.stderr.strip()[:300]}")
+        return r.stdout
+
+    def get(self, host, path, token=None, timeout=3.0):
+        """(status, body) of a GET to `host`'s own agent; (None, error) when it does not answer."""
+        import ssl
+        ctx = ssl.create_default_context(cafile=self.ca)
+        headers = {"X-Consul-Token": token if token is not None else self.token("master")}
+
+        def get():
+            try:
+                status, _, body = lt.http_get(f"127.0.0.1:{self.port}", path, timeout, ctx, headers)
+                return status, body
+            except (OSError, http.client.HTTPException) as e:
+                return None, str(e)
+        return in_netns(self.lab.ns(host), get)
+
+    def raft_leader(self, host="client"):
+        """The Raft leader as `host`'s agent knows it (None: none, or no answer)."""
+        status, body = self.get(host, "/v1/status/leader")
+        if status != 200:
+            return None
+        return raft_leader_host(body, self.addrs)
+
+    def wait_raft_leader(self, host="client", timeout=CONSUL_BACK_S, other_than=None):
+        """Waits (bounded) until `host`'s agent knows a Raft leader (other than `other_than`)."""
+        return lt.wait_for(f"{host}'s Consul agent to know a Raft leader"
+                           + (f" other than {other_than}" if other_than else ""), timeout,
+                           lambda: (lambda h: h if h and h != other_than else None)(self.raft_leader(host)), 0.1)
+
+    def stop(self, host, sig):
+        """Signals `host`'s Consul agent (its pid file) and waits until it is
+        gone, SIGKILL after SERVER_STOP_S; returns its pid."""
+        pid = self.lab.pid(f"consul-{host}")
+        lt.kill(pid, sig, f"the Consul agent of {host}")
+        try:
+            lt.wait_for(f"the Consul agent of {host} (pid {pid}) to exit on {signal.Signals(sig).name}",
+                        SERVER_STOP_S, lambda: gone(pid), 0.02)
+        except LabError as e:
+            print(f"faults: {e}; SIGKILL", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            lt.wait_for(f"the Consul agent of {host} (pid {pid}) to exit on SIGKILL", 10, lambda: gone(pid), 0.02)
+        return pid
+
+    def start(self, host):
+        """Starts `host`'s Consul agent again on its rendered configuration, as
+        lab.sh's start_consul_agent does: in its namespace, output appended to
+        logs/consul-<host>.log, its pid in pids/consul-<host>.pid (lab.sh down
+        stops it). A thread reaps it when it exits."""
+        if not gone(self.lab.pid(f"consul-{host}") or 0):
+            raise LabError(f"the Consul agent of {host} is still running")
+        log = open(self.lab.path("logs", f"consul-{host}.log"), "a")
+        try:
+            p = subprocess.Popen(["ip", "netns", "exec", self.lab.ns(host), "env", f"CURL_CA_BUNDLE={self.ca}",
+                                  CONSUL_BIN, "agent", "-config-file", self.lab.path("consul", host, "consul.json")],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        finally:
+            log.close()
+        with open(self.lab.path("pids", f"consul-{host}.pid"), "w") as f:
+            f.write(f"{p.pid}\n")
+        threading.Thread(target=p.wait, name=f"reap-consul-{host}", daemon=True).start()
+        return p.pid
 
 
 # ---- every run of the hook: the kernel's process events -------------------------------
@@ -888,10 +1125,32 @@ def fault_isolation(lab, _variant, _opts, _runs):
 
 
 def consul_route(lab, host):
-    """A blackhole route to the Consul host in `host`'s namespace, and its undo."""
-    ns, dst = lab.ns(host), f"{lab.topo.addr('consul')}/32"
-    ip("-n", ns, "route", "add", "blackhole", dst)
-    return lambda: ip("-n", ns, "route", "del", "blackhole", dst)
+    """Blackhole routes in `host`'s namespace to the Consul double's host or
+    to every Consul server (consul_routes), and their undo. On real Consul
+    the host's own agent stays reachable on its loopback; it is its RPC to
+    the servers (and its gossip with them) that is cut."""
+    ns = lab.ns(host)
+    dsts = consul_routes(lab.consul_kind, lab.consul_servers, lab.topo.addr)
+    added = []
+
+    def undo():
+        errors = []
+        for dst in reversed(added):
+            try:
+                ip("-n", ns, "route", "del", "blackhole", dst)
+            except LabError as e:
+                errors.append(str(e))
+        if errors:
+            raise LabError("; ".join(errors))
+    try:
+        for dst in dsts:
+            ip("-n", ns, "route", "add", "blackhole", dst)
+            added.append(dst)
+    except LabError:
+        with contextlib.suppress(LabError):
+            undo()
+        raise
+    return undo
 
 
 def with_failsafe(lab, on, fn):
@@ -929,11 +1188,14 @@ def fault_consul_down(lab, variant, _opts, _runs):
     on = variant == "failsafe-on"
 
     def act(ctx):
-        pid = lab.pid("consul")
-        lt.kill(pid, signal.SIGSTOP, "the Consul double")
-        ctx.on_heal("SIGCONT to the Consul double", lambda: os.kill(pid, signal.SIGCONT))
-        say(f"consul-down: the Consul double (pid {pid}) is stopped for {CUT_S:.0f} s "
-            f"(failsafe_mode: {str(on).lower()})")
+        names = consul_pid_names(lab.consul_kind, lab.consul_servers)
+        pids = {n: lab.pid(n) for n in names}
+        for n in names:
+            lt.kill(pids[n], signal.SIGSTOP, f"Consul ({n})")
+            ctx.on_heal(f"SIGCONT to {n}", lambda pid=pids[n]: os.kill(pid, signal.SIGCONT))
+        what = "the Consul double" if lab.consul_kind == "double" else "every Consul server"
+        say(f"consul-down: {what} ({', '.join(f'{n} pid {p}' for n, p in pids.items())}) is stopped for "
+            f"{CUT_S:.0f} s (failsafe_mode: {str(on).lower()})")
         sleep_until(time.time() + CUT_S)
         ctx.heal()
         return time.time()
@@ -1177,6 +1439,205 @@ def fault_ini_edits(lab, _variant, opts, runs):
     return [row]
 
 
+def fault_consul_leader_loss(lab, _variant, _opts, _runs):
+    rc = RealConsul(lab)
+
+    def act(ctx):
+        leader = rc.wait_raft_leader()
+        ctx.details["killed"] = leader
+        pid = lab.pid(f"consul-{leader}")
+        lt.kill(pid, signal.SIGKILL, f"the Consul server {leader}")
+        t_kill = time.time()
+
+        def back():
+            lt.wait_for(f"the killed Consul server {leader} (pid {pid}) to be gone", 10, lambda: gone(pid), 0.02)
+            rc.start(leader)
+            rc.wait_raft_leader(leader)
+            ctx.details["killed_back_ms"] = lt.ms(time.time() - t_kill)
+        ctx.on_heal(f"the Consul server {leader} started again", back)
+        say(f"consul-leader-loss: the Raft leader {leader} (pid {pid}) SIGKILLed; waiting for an election")
+        new = rc.wait_raft_leader(other_than=leader)
+        t_new = time.time()
+        ctx.details.update(new_raft_leader=new, election_ms=lt.ms(t_new - t_kill))
+        say(f"consul-leader-loss: {new} leads after {t_new - t_kill:.1f} s; {leader} starts again")
+        ctx.heal()
+        return t_new
+    return [episode(lab, "consul-leader-loss", "Raft leader SIGKILLed", act, runs=_runs)]
+
+
+def fault_consul_quorum_loss(lab, _variant, _opts, _runs):
+    rc = RealConsul(lab)
+
+    def act(ctx):
+        leader = rc.wait_raft_leader()
+        victims = quorum_loss_victims(leader, rc.servers)
+        pids = {v: lab.pid(f"consul-{v}") for v in victims}
+        for v in victims:
+            lt.kill(pids[v], signal.SIGKILL, f"the Consul server {v}")
+        t_kill = time.time()
+        ctx.details.update(stopped=victims, raft_leader_before=leader)
+
+        def back():
+            for v in victims:
+                lt.wait_for(f"the killed Consul server {v} (pid {pids[v]}) to be gone", 10,
+                            lambda pid=pids[v]: gone(pid), 0.02)
+            t = time.time()
+            for v in victims:
+                rc.start(v)
+            ctx.details["raft_leader_after"] = rc.wait_raft_leader()
+            ctx.details["leader_back_ms"] = lt.ms(time.time() - t)
+            for v in victims:
+                rc.wait_raft_leader(v)
+        ctx.on_heal(f"the Consul servers {', '.join(victims)} started again", back)
+        say(f"consul-quorum-loss: the Consul servers {', '.join(f'{v} (pid {pids[v]})' for v in victims)} "
+            f"SIGKILLed for {CUT_S:.0f} s (the Raft leader was {leader})")
+        sleep_until(t_kill + CUT_S)
+        t_heal = time.time()
+        ctx.heal()
+        return t_heal
+    return [episode(lab, "consul-quorum-loss", f"{len(quorum_loss_victims(None, rc.servers))} of "
+                    f"{len(rc.servers)} servers down {CUT_S:.0f} s", act, runs=_runs)]
+
+
+def fault_agent_restart(lab, _variant, _opts, _runs):
+    rc = RealConsul(lab)
+
+    def act(ctx):
+        host = ctx.old
+        say(f"agent-restart: the Consul agent on the primary {host} restarted (SIGTERM, then started again)")
+        t = time.time()
+        pid = rc.stop(host, signal.SIGTERM)
+        ctx.details["stopped_ms"] = lt.ms(time.time() - t)
+        ctx.on_heal(f"the Consul agent of {host} started again", lambda: rc.start(host))
+        ctx.heal()
+        t_start = time.time()
+        rc.wait_raft_leader(host)
+        t_back = time.time()
+        ctx.details.update(agent=host, old_pid=pid, back_ms=lt.ms(t_back - t_start))
+        return t_back
+    return [episode(lab, "agent-restart", "the primary's agent (SIGTERM, start)", act, runs=_runs)]
+
+
+def fault_token_revoked(lab, _variant, _opts, runs):
+    """The hook's tokens deleted (hook-db, which db1..3's hook and watches
+    use, and pgbouncer, the PgBouncer host's); once every agent refuses them
+    (an agent caches a token's resolution: acl.token_ttl, 30 s by default),
+    a switchover; REVOKED_HOLD_S after the cluster is whole again, new
+    tokens installed. converge counts from the installation."""
+    rc = RealConsul(lab)
+    topo = lab.topo
+    hook_dirs = {"hook-db": list(topo.db_nodes), "pgbouncer": ["pgbouncer"]}
+    agent_of = {n: n for n in topo.db_nodes}
+    agent_of["pgbouncer"] = "pgb"
+    box = {}
+
+    def install(old):
+        pg = pwd.getpwnam("postgres")
+        new_by_old = {}
+        for role, dirs in hook_dirs.items():
+            out = rc.cli("client", "acl", "token", "create", "-description", f"lab {role} (reissued)",
+                         "-policy-name", f"lab-{role}", "-format=json")
+            secret = json.loads(out)["SecretID"]
+            new_by_old[old[role]] = secret
+            # The lab's record of the secret, then each host's token file (replaced whole).
+            for path, owner in [(lab.path("consul", "tokens", role), (0, 0))] + \
+                               [(lab.path(d, "consul.token"), (pg.pw_uid, pg.pw_gid)) for d in dirs]:
+                tmp = f"{path}.new"
+                with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                    f.write(secret + "\n")
+                    os.fchown(f.fileno(), *owner)
+                os.rename(tmp, path)
+        # The agents' watches: their tokens in each agent's configuration, then `consul reload`.
+        changed = {}
+        for d, host in agent_of.items():
+            path = lab.path("consul", host, "consul.json")
+            with open(path) as f:
+                config, n = with_watch_tokens(json.load(f), new_by_old)
+            changed[host] = n
+            with open(os.open(f"{path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                json.dump(config, f, indent=2)
+                f.write("\n")
+            os.rename(f"{path}.new", path)
+            rc.cli(host, "reload")
+        box["t_install"] = time.time()
+        box["watches_changed"] = changed
+
+    def act(ctx):
+        old = {role: rc.token(role) for role in hook_dirs}
+        accessors = {}
+        for role, secret in old.items():
+            status, body = rc.get("client", "/v1/acl/token/self", token=secret)
+            if status != 200:
+                raise LabError(f"reading the {role} token's accessor: HTTP {status} {body!r:.200}")
+            accessors[role] = json.loads(body)["AccessorID"]
+        for role, acc in accessors.items():
+            rc.cli("client", "acl", "token", "delete", "-id", acc)
+        t_revoke = time.time()
+        ctx.on_heal("new tokens installed", lambda: install(old))
+        say(f"token-revoked: the hook's tokens ({', '.join(old)}) deleted; waiting until every agent refuses them")
+        # Each host's agent refuses its hook's token once its cached resolution expires.
+        refused = {}
+
+        def all_refused():
+            for d, host in agent_of.items():
+                if d in refused:
+                    continue
+                role = "pgbouncer" if d == "pgbouncer" else "hook-db"
+                status, body = rc.get(host, f"/v1/kv/{lab.leader_key}", token=old[role])
+                if status == 403:
+                    refused[d] = time.time()
+            return len(refused) == len(agent_of)
+        lt.wait_for("every agent to refuse the deleted tokens (403)", 90, all_refused, 0.2)
+        box["refused"] = refused
+        ctx.details["refused_after_ms"] = {d: lt.ms(t - t_revoke) for d, t in refused.items()}
+        say("token-revoked: every agent refuses the hook's tokens; a switchover")
+        t_sw = time.time()
+        err = None
+        try:
+            lt.act_switchover(lab, ctx.old, ctx.dir)
+            in_netns(lab.ns("client"), lt.wait_healthy, lab, 180)
+        except LabError as e:
+            err = str(e)
+            ctx.problems.append(f"the switchover while revoked: {e}")
+        box["t_switchover"] = t_sw
+        if err is None:
+            sleep_until(time.time() + REVOKED_HOLD_S)
+        ctx.heal()
+        if "t_install" not in box:
+            raise LabError("new tokens were not installed")
+        ctx.details.update(revoked_ms=lt.ms(box["t_install"] - t_revoke),
+                           switchover_after_revoke_ms=lt.ms(t_sw - t_revoke),
+                           watches_changed=box["watches_changed"])
+        say(f"token-revoked: new tokens installed {box['t_install'] - t_revoke:.1f} s after the revocation")
+        return box["t_install"]
+
+    row = episode(lab, "token-revoked", "switchover while revoked", act, runs=runs, new_leader=True)
+    # What the hook said and how its runs ended while it could not read Consul.
+    if "refused" in box and "t_install" in box:
+        t_from, t_to = min(box["refused"].values()), box["t_install"]
+        said = {}
+        for h in lt.hook_log(lab.run, topo.db_nodes):
+            if t_from <= h["t"] <= t_to and "does not know this token" in h["msg"]:
+                host = h["source"].split("/")[0]
+                said[host] = said.get(host, 0) + 1
+        row["details"]["said_unknown_token"] = said
+        silent = [d for d in agent_of if not said.get(d)]
+        if silent:
+            row["problems"].append(f"while revoked, no run on {', '.join(silent)} said "
+                                   "\"Consul does not know this token\"")
+        seen = runs.between(t_from, t_to)
+        row["details"]["runs_while_refused"] = runs_summary(
+            [r for r in seen if r["host"] in box["refused"] and box["refused"][r["host"]] <= r["t"]])
+        bad = exit_75_while_refused(seen, box["refused"], t_to)
+        if bad:
+            row["problems"].append(f"{len(bad)} run(s) exited 75 (temporary) while their token was refused: "
+                                   + ", ".join(f"{r['host']} {r['verb']}" for r in bad[:5]))
+        row["holds"] = holds(row)
+        if row["problems"]:
+            print_row(row)
+    return [row]
+
+
 # name: its variants (`-`: none); the order is the order they run in.
 FAULTS = {
     "isolation": ["-"],
@@ -1186,6 +1647,10 @@ FAULTS = {
     "killed-runs": ["-"],
     "slow-consul": ["-"],
     "ini-edits": ["-"],
+    "consul-leader-loss": ["-"],
+    "consul-quorum-loss": ["-"],
+    "agent-restart": ["-"],
+    "token-revoked": ["-"],
 }
 RUN = {
     "isolation": fault_isolation,
@@ -1195,8 +1660,13 @@ RUN = {
     "killed-runs": fault_killed_runs,
     "slow-consul": fault_slow_consul,
     "ini-edits": fault_ini_edits,
+    "consul-leader-loss": fault_consul_leader_loss,
+    "consul-quorum-loss": fault_consul_quorum_loss,
+    "agent-restart": fault_agent_restart,
+    "token-revoked": fault_token_revoked,
 }
-NEEDS_RUNS = {"killed-runs", "slow-consul", "ini-edits"}
+NEEDS_RUNS = {"killed-runs", "slow-consul", "ini-edits", "consul-leader-loss", "consul-quorum-loss",
+              "agent-restart", "token-revoked"}
 
 
 def parse_only(text):
@@ -1217,6 +1687,19 @@ def parse_only(text):
     return [(f, v) for f, vs in FAULTS.items() for v in vs if (f, v) in wanted]
 
 
+def plan_for(text, kind):
+    """--only LIST on Consul `kind` -> ([(fault, variant)] to run, [(fault,
+    variant, why)] skipped), both in the matrix's order."""
+    todo, skipped = [], []
+    for f, v in parse_only(text):
+        why = skip_reason(f, kind)
+        if why:
+            skipped.append((f, v, why))
+        else:
+            todo.append((f, v))
+    return todo, skipped
+
+
 # ---- results -----------------------------------------------------------------------------------
 
 TABLE_NOTES = """\
@@ -1228,9 +1711,13 @@ each node: "direct" is Patroni's own outage). Reads stalled: the longest gap bet
 `SELECT 1` (one every 50 ms) through PgBouncer, through the VIP, and on the nodes that were
 replicas when the fault started (the worst of them). Converged: at the end, the VIP on the leader
 alone, pgbouncer.ini naming the leader, PgBouncer not paused; converge: from the fault's end (heal,
-SIGCONT, the last kill) or, under a lasting fault (slow Consul, the operator's edits), from the
+SIGCONT, the last kill, a new Raft leader elected, the servers started again, the agent back, new
+tokens installed) or, under a lasting fault (slow Consul, the operator's edits), from the
 switchover's start, until all three held. Holds: no acknowledged row lost, the VIP never on two
-nodes (at most 150 ms where the hook's own runs are killed), converged, nothing else wrong.
+nodes (at most 150 ms where the hook's own runs are killed), converged, nothing else wrong (for
+token-revoked: every host's hook said "Consul does not know this token" and none of its runs
+exited 75 while the token was refused). Load: the machine's 1-minute load average when the row
+ended.
 """
 
 
@@ -1238,12 +1725,16 @@ def cell(v):
     return "n/a" if v is None else f"{v:.0f}"
 
 
-def markdown(rows, title):
+def load_cell(v):
+    return "n/a" if v is None else f"{v:.1f}"
+
+
+def markdown(rows, title, skipped=()):
     lines = [f"{title}\n", TABLE_NOTES,
              "| fault | variant | n | VIP on two nodes | VIP absent | writes stalled PgBouncer / VIP / direct "
              "| reads stalled PgBouncer / VIP / replicas | lost rows | PgBouncer failed attempts "
-             "| converged VIP / ini / not paused | converge | holds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| converged VIP / ini / not paused | converge | holds | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         w, rd, c = r["writes_stalled_ms"], r["reads_stalled_ms"], r["converged"]
         lines.append(
@@ -1252,11 +1743,14 @@ def markdown(rows, title):
             f"| {cell(rd['pgbouncer'])} / {cell(rd['vip'])} / {cell(rd['replicas'])} "
             f"| {'n/a' if r['lost_rows'] is None else r['lost_rows']} | {r['pgbouncer_failed_attempts']} "
             f"| {' / '.join('yes' if c[k] else 'NO' for k in CONVERGED_KEYS)} | {cell(r['converge_ms'])} "
-            f"| {'yes' if r['holds'] else 'NO'} |")
+            f"| {'yes' if r['holds'] else 'NO'} | {load_cell(r.get('load'))} |")
     problems = [(r, p) for r in rows for p in r["problems"]]
     if problems:
         lines.append("\nProblems:\n")
         lines += [f"- {r['fault']} ({r['variant']}): {p}" for r, p in problems]
+    if skipped:
+        lines.append("\nSkipped on this Consul:\n")
+        lines += [f"- {f}{'' if v == '-' else ' (' + v + ')'}: {why}" for f, v, why in skipped]
     return "\n".join(lines) + "\n"
 
 
@@ -1287,6 +1781,9 @@ def lab_is_sound(lab):
 def scenario(topo, argv):
     ap = argparse.ArgumentParser(prog="scripts/lab.sh faults",
                                  description="The fault matrix on the hook's lab (see scripts/lab/faults.py).")
+    ap.add_argument("--consul", choices=CONSUL_KINDS, default=None,
+                    help="the Consul of the lab it brings up (default: LAB_CONSUL, else the topology's "
+                    "LAB_CONSUL_DEFAULT); with --use-lab, the lab's own, which this must match")
     ap.add_argument("--only", default="", help="comma list of faults or FAULT:VARIANT (default: all): "
                     + ", ".join(f"{f}" + (f" [{'|'.join(v)}]" if v != ['-'] else "") for f, v in FAULTS.items()))
     ap.add_argument("--repeats", type=int, default=None,
@@ -1294,20 +1791,35 @@ def scenario(topo, argv):
     ap.add_argument("--use-lab", action="store_true",
                     help="run on the lab that is up ($LAB_RUN_ID or $LAB_ROOT/current) and leave it up")
     a = ap.parse_args(argv)
-    plan = parse_only(a.only)
+    if a.use_lab:
+        kind = lt.Lab.current(topo).consul_kind
+        if a.consul and a.consul != kind:
+            raise LabError(f"--consul {a.consul}, but the lab that is up runs on {kind or 'etcd'}")
+    else:
+        kind = consul_kind(a.consul, os.environ.get("LAB_CONSUL"), topo.get("LAB_CONSUL_DEFAULT"))
+        # The labs this brings up (lab.sh up) run on it.
+        os.environ["LAB_CONSUL"] = kind
+    plan, skipped = plan_for(a.only, kind)
     if a.repeats is not None and a.repeats < 1:
         raise LabError(f"--repeats must be at least 1, not {a.repeats}")
     a.edit_repeats = a.repeats or 3
     a.repeats = a.repeats or 10
+    for f, v, why in skipped:
+        say(f"skipped on {kind} Consul: {f}{'' if v == '-' else ' (' + v + ')'}: {why}")
     started = time.time()
-    title = (f"scripts/lab.sh faults{' --only ' + a.only if a.only else ''}"
-             f"{' --repeats ' + str(a.repeats) if a.repeats != 10 else ''}, "
-             f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs")
+    head = {"consul": None}
+
+    def title():
+        load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+        return (f"scripts/lab.sh faults --consul {kind}{' --only ' + a.only if a.only else ''}"
+                f"{' --repeats ' + str(a.repeats) if a.repeats != 10 else ''}, "
+                f"on {head['consul'] or kind + ' Consul'}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime(started))} "
+                f"UTC, {os.cpu_count()} CPUs, load (1/5/15 min) {load} at {time.strftime('%H:%M', time.gmtime())}")
     rows = []
 
     def save():
         data = [{k: v for k, v in r.items() if k not in ("episodes", "timeline_ms", "dir")} for r in rows]
-        return write(rows, data, title)
+        return write(rows, data, title(), skipped)
 
     todo = list(plan)
     try:
@@ -1321,6 +1833,9 @@ def scenario(topo, argv):
             with session as lab:
                 if lab.manager != "hook":
                     raise LabError(f"lab {lab.rid} runs {lab.manager}; the fault matrix needs the hook's lab")
+                if lab.consul_kind != kind:
+                    raise LabError(f"lab {lab.rid} runs on {lab.consul_label}, not on {kind} Consul")
+                head["consul"] = lab.consul_label
                 runs = HookRuns(lab)
                 try:
                     while todo:
@@ -1332,10 +1847,15 @@ def scenario(topo, argv):
                             break
                         todo.pop(0)
                         try:
-                            rows.extend(RUN[fault](lab, variant, a, runs if fault in NEEDS_RUNS else None))
+                            got = RUN[fault](lab, variant, a, runs if fault in NEEDS_RUNS else None)
                         except LabError as e:
                             print(f"faults: {fault} ({variant}): {e}", file=sys.stderr)
-                            rows.append(failed_row(fault, variant, str(e)))
+                            got = [failed_row(fault, variant, str(e))]
+                        load = round(os.getloadavg()[0], 2)
+                        for r in got:
+                            r["consul"] = lab.consul
+                            r["load"] = load
+                        rows.extend(got)
                         save()
                 finally:
                     runs.close()
@@ -1351,22 +1871,35 @@ def scenario(topo, argv):
         raise LabError(f"{len(bad)} row(s) do not hold: {', '.join(bad)} (see {paths[1]})")
 
 
-def write(rows, data, title):
-    md = markdown(rows, title)
+def write(rows, data, title, skipped=()):
+    md = markdown(rows, title, skipped)
     paths = lt.write_results("faults", data, md)
     return md, paths
 
 
 def main():
-    """Internal commands, run inside the lab's client namespace."""
-    if len(sys.argv) < 2 or sys.argv[1] != "reads":
-        print("usage: faults.py reads --out FILE (the matrix itself: scripts/lab.sh faults)", file=sys.stderr)
+    """`reads` (internal, run inside the lab's client namespace) and `matrix`
+    (the matrix itself, what `scripts/lab.sh faults` runs)."""
+    cmd = sys.argv[1] if len(sys.argv) > 1 else None
+    if cmd not in ("reads", "matrix"):
+        print("usage: faults.py matrix [--consul real|double] [--only LIST] [--repeats N] [--use-lab]\n"
+              "       faults.py reads --out FILE (internal: the read probe)", file=sys.stderr)
         sys.exit(2)
+
+    def on_term(*_):
+        raise SystemExit(143)
     try:
-        cmd_reads(lt.Lab.current(lt.Topology()), sys.argv[2:])
+        if cmd == "reads":
+            cmd_reads(lt.Lab.current(lt.Topology()), sys.argv[2:])
+        else:
+            signal.signal(signal.SIGTERM, on_term)  # finally-blocks (lab down) run on SIGTERM too
+            scenario(lt.Topology(), sys.argv[2:])
     except LabError as e:
         print(f"faults.py: error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("faults.py: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,13 @@ to a converged cluster. Run by tests/fault_sampler.rs:
   the write): the operator's own non-atomic write does not fail the row;
 - an ini the hook truncated, left without the managed entry, or pointing at
   a replica still fails the row.
+
+And the matrix's choices of what a row acts on, on each Consul (no lab
+needed): which Consul it runs on, which rows run or are skipped (and why),
+which processes "Consul frozen" stops and which addresses "cut from Consul"
+blackholes, which server a /v1/status/leader answer names, which servers a
+quorum loss stops, how the agents' watch tokens are replaced, and which hook
+runs count against token-revoked.
 """
 
 import os
@@ -212,6 +219,104 @@ class SamplerTest(unittest.TestCase):
 
     def test_an_ini_the_hook_left_on_a_replica_fails_the_row(self):
         self.hook_leaves(INI.replace("198.51.100.11", "198.51.100.12"), "198.51.100.12")
+
+
+class ConsulChoicesTest(unittest.TestCase):
+    """What each row acts on, on real Consul and on the double (the lab's own topology.env)."""
+
+    topo = lt.Topology()
+    servers = topo.get("LAB_CONSUL_SERVERS").split()
+
+    def test_the_matrix_runs_on_the_consul_asked_for_else_the_labs_default(self):
+        self.assertEqual(faults.consul_kind("double", "real", "real"), "double")
+        self.assertEqual(faults.consul_kind(None, "double", "real"), "double")
+        self.assertEqual(faults.consul_kind(None, None, "real"), "real")
+        self.assertEqual(faults.consul_kind(None, "", "double"), "double")
+        with self.assertRaisesRegex(lt.LabError, "real or double"):
+            faults.consul_kind("etcd", None, "real")
+
+    def test_rows_only_one_consul_has_are_skipped_on_the_other_saying_why(self):
+        real_only = ["consul-leader-loss", "consul-quorum-loss", "agent-restart", "token-revoked"]
+        todo, skipped = faults.plan_for("", "double")
+        self.assertEqual([f for f, _, _ in skipped], real_only)
+        for f, _, why in skipped:
+            self.assertTrue(why.startswith("real Consul only: "), why)
+        self.assertIn(("slow-consul", "-"), todo)
+        self.assertEqual(len(todo) + len(skipped), sum(len(v) for v in faults.FAULTS.values()))
+        todo, skipped = faults.plan_for("", "real")
+        self.assertEqual([(f, v) for f, v, _ in skipped], [("slow-consul", "-")])
+        self.assertIn("--delay-file", skipped[0][2])
+        for f in real_only:
+            self.assertIn((f, "-"), todo)
+        self.assertEqual(todo[:2], [("isolation", "-"), ("consul-cut", "failsafe-off")])
+        todo, skipped = faults.plan_for("token-revoked,consul-down:failsafe-on", "double")
+        self.assertEqual(todo, [("consul-down", "failsafe-on")])
+        self.assertEqual([f for f, _, _ in skipped], ["token-revoked"])
+        self.assertIn("without ACLs", skipped[0][2])
+        with self.assertRaisesRegex(lt.LabError, "unknown fault"):
+            faults.plan_for("raft-leader", "real")
+
+    def test_frozen_means_every_server_on_real_consul_and_the_one_double(self):
+        self.assertEqual(self.servers, ["cs1", "cs2", "cs3"])
+        self.assertEqual(faults.consul_pid_names("real", self.servers), ["consul-cs1", "consul-cs2", "consul-cs3"])
+        self.assertEqual(faults.consul_pid_names("double", self.servers), ["consul"])
+        with self.assertRaises(lt.LabError):
+            faults.consul_pid_names("", self.servers)
+
+    def test_a_host_cut_from_consul_loses_every_server_or_the_double(self):
+        self.assertEqual(faults.consul_routes("real", self.servers, self.topo.addr),
+                         ["198.51.100.5/32", "198.51.100.6/32", "198.51.100.7/32"])
+        self.assertEqual(faults.consul_routes("double", self.servers, self.topo.addr), ["198.51.100.2/32"])
+
+    def test_the_raft_leader_is_the_server_whose_address_status_leader_names(self):
+        addrs = {h: self.topo.addr(h) for h in self.servers}
+        self.assertEqual(faults.raft_leader_host('"198.51.100.6:8300"', addrs), "cs2")
+        self.assertEqual(faults.raft_leader_host(b'"198.51.100.7:8300"\n', addrs), "cs3")
+        self.assertIsNone(faults.raft_leader_host('""', addrs))
+        self.assertEqual(faults.raft_leader_host('"[2001:db8::6]:8300"', {"cs1": "2001:db8::5", "cs2": "2001:db8::6"}),
+                         "cs2")
+        with self.assertRaisesRegex(lt.LabError, "none of the servers"):
+            faults.raft_leader_host('"198.51.100.11:8300"', addrs)
+        with self.assertRaisesRegex(lt.LabError, "none of the servers"):
+            faults.raft_leader_host('"198.51.100.55:8300"', addrs)  # not a prefix match
+        with self.assertRaisesRegex(lt.LabError, "not a string"):
+            faults.raft_leader_host("null", addrs)
+
+    def test_a_quorum_loss_stops_the_leader_and_as_few_others_as_it_takes(self):
+        self.assertEqual(faults.quorum_loss_victims("cs2", self.servers), ["cs2", "cs1"])
+        self.assertEqual(faults.quorum_loss_victims("cs1", self.servers), ["cs1", "cs2"])
+        self.assertEqual(faults.quorum_loss_victims(None, self.servers), ["cs1", "cs2"])
+        self.assertEqual(faults.quorum_loss_victims("s5", ["s1", "s2", "s3", "s4", "s5"]), ["s5", "s1", "s2"])
+        self.assertEqual(faults.quorum_loss_victims("s1", ["s1"]), ["s1"])
+
+    def test_new_tokens_replace_only_the_revoked_watch_tokens(self):
+        config = {"node_name": "db1", "acl": {"tokens": {"agent": "agent-secret"}},
+                  "watches": [{"key": "a", "token": "old-hook"}, {"key": "b", "token": "glue"},
+                              {"key": "c", "token": "old-hook"}, {"key": "d"}]}
+        new, n = faults.with_watch_tokens(config, {"old-hook": "new-hook"})
+        self.assertEqual(n, 2)
+        self.assertEqual([w.get("token") for w in new["watches"]], ["new-hook", "glue", "new-hook", None])
+        self.assertEqual(new["acl"], config["acl"])
+        self.assertEqual(config["watches"][0]["token"], "old-hook", "the argument was changed")
+        self.assertEqual(faults.with_watch_tokens({"node_name": "cs1"}, {"old-hook": "x"}), ({"node_name": "cs1"}, 0))
+
+    def test_only_runs_exiting_75_while_their_hosts_agent_refused_the_token_count(self):
+        runs = [{"host": "db1", "t": 10.0, "signal": 0, "exit": 75},    # before db1's agent refused it
+                {"host": "db1", "t": 12.0, "signal": 0, "exit": 75},    # counts
+                {"host": "db1", "t": 13.0, "signal": 0, "exit": 1},     # the token's own exit
+                {"host": "db2", "t": 12.0, "signal": 9, "exit": 0},     # killed
+                {"host": "pgbouncer", "t": 16.0, "signal": 0, "exit": 75},  # counts
+                {"host": "pgbouncer", "t": 30.0, "signal": 0, "exit": 75},  # after the new token
+                {"host": "db3", "t": 12.0, "signal": 0, "exit": 75}]    # db3 never refused it
+        bad = faults.exit_75_while_refused(runs, {"db1": 11.0, "db2": 11.0, "pgbouncer": 15.0}, 20.0)
+        self.assertEqual([(r["host"], r["t"]) for r in bad], [("db1", 12.0), ("pgbouncer", 16.0)])
+
+    def test_the_table_lists_what_was_skipped_and_each_rows_load(self):
+        row = dict(faults.failed_row("isolation", "link down 30 s", "x"), load=2.345)
+        md = faults.markdown([row], "title", [("token-revoked", "-", "real Consul only: no ACLs")])
+        self.assertIn("| NO | 2.3 |", md)
+        self.assertIn("Skipped on this Consul:\n\n- token-revoked: real Consul only: no ACLs", md)
+        self.assertNotIn("Skipped", faults.markdown([row], "title"))
 
 
 if __name__ == "__main__":
