@@ -1,6 +1,9 @@
 //! A real Consul 1.8.7 agent for one test, as operators run it: ACLs on
-//! (`default_policy = "deny"`), the HTTP API on TLS only. It runs in `-dev`
-//! mode (one server, state in memory, elected at once), either inside a
+//! (`default_policy = "deny"`), the HTTP API on TLS only. It is one server
+//! that elects itself (`bootstrap_expect = 1`, `raft_multiplier = 1`: a
+//! leader in about 2 s), with a data directory of its own; not `-dev` mode,
+//! whose answers are pretty-printed as no production agent's are. It runs
+//! either inside a
 //! network namespace the test made, on that namespace's loopback (the hook
 //! inside the namespace reaches it as it reaches its local agent in
 //! production), or on the host's loopback on free ports (for tests whose
@@ -84,6 +87,10 @@ impl Agent {
             dir.path().join("agent.hcl"),
             format!(
                 r#"node_name = "node"
+server = true
+bootstrap_expect = 1
+data_dir = "{d}/data"
+disable_update_check = true
 bind_addr = "127.0.0.1"
 client_addr = "127.0.0.1"
 ports {{
@@ -118,13 +125,13 @@ acl {{
         .unwrap();
         let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
         let child = in_ns(ns.map(|n| n.name()), CONSUL)
-            .args(["agent", "-dev"])
+            .arg("agent")
             .arg(format!("-config-file={d}/agent.hcl"))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
-            .expect("starting consul agent -dev");
+            .expect("starting consul agent");
         let agent = Agent {
             child,
             ns: ns.map(|n| n.name().to_string()),
