@@ -1,0 +1,329 @@
+//! Regression tests for defects found by attacking the Consul ACL handling,
+//! `check-config --online` and `vip-<scope>.seen` the way a bad day would:
+//! a Consul (or something in front of it) that echoes the token, a scope
+//! read that answers and a probe that does not, a remembered floating-ip
+//! that a member took over, a state file nobody validated, one cluster's
+//! missing permission on a PgBouncer host that serves several.
+
+mod common;
+
+use common::fake_consul::{FakeConsul, Reply};
+use common::hook::{code, Backend, Fixture, SCOPE, V4};
+use common::text;
+
+const SECRET: &str = "0b4d5e61-7a8f-4c2d-9e3b-5f6a7b8c9d0e";
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A config of `f` (on the double) that talks to `fake` with the token
+/// SECRET from a token file.
+fn config_for_fake(f: &Fixture, name: &str, fake: &FakeConsul) -> std::path::PathBuf {
+    let token_file = f.dir.path().join("secret.token");
+    std::fs::write(&token_file, format!("{SECRET}\n")).unwrap();
+    let with_fake = f.config_variant(name, &f.consul.url(), &fake.url());
+    let text = std::fs::read_to_string(&with_fake).unwrap();
+    std::fs::write(
+        &with_fake,
+        text.replace(
+            "  timeout: 1s\n",
+            &format!("  timeout: 1s\n  token_file: {}\n", token_file.display()),
+        ),
+    )
+    .unwrap();
+    with_fake
+}
+
+/// Something answering for Consul (a proxy, a misbehaving agent) echoes
+/// the token it was sent in its error body: 403, 500, 400. The token must
+/// never appear in any output (docs/design.md, Consul transport), whatever
+/// the answer's body says.
+#[test]
+#[ignore = "defect: an answer body that echoes the token is printed with it (403/5xx/4xx causes quote the body unredacted)"]
+fn a_body_that_echoes_the_token_never_prints_it() {
+    let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
+        return;
+    };
+    for status in [403u16, 500, 400] {
+        let fake = FakeConsul::start(f.node_listener(), move |r| {
+            let tok = r.header("x-consul-token").unwrap_or("").to_string();
+            let body = match status {
+                403 => format!("ACL not found: token {tok} is not known"),
+                _ => format!("rpc error: request with token={tok} failed"),
+            };
+            Reply::Respond(status, vec![], body.into_bytes())
+        });
+        let config = config_for_fake(&f, &format!("fake{status}.yml"), &fake);
+        for args in [
+            &["on_role_change", "primary", SCOPE][..],
+            &["reconcile"][..],
+            &["status"][..],
+            &["check-config", "--online"][..],
+        ] {
+            let out = f.hook_with(&config, args);
+            assert!(
+                fake.requests()
+                    .iter()
+                    .any(|r| r.header("x-consul-token") == Some(SECRET)),
+                "the fake was asked with the token"
+            );
+            let all = format!("{}{}", stdout(&out), stderr(&out));
+            assert!(
+                !all.contains(SECRET),
+                "HTTP {status}, {args:?}: the token is in the output: {}",
+                text(&out)
+            );
+            // Not even its first half (a body cut at 200 bytes or at 80
+            // characters must not leave a prefix of it either).
+            assert!(
+                !all.contains(&SECRET[..18]),
+                "HTTP {status}, {args:?}: part of the token is in the output: {}",
+                text(&out)
+            );
+        }
+    }
+}
+
+/// Consul answers the scope's recursive read (404: nothing there, e.g. a
+/// mistyped namespace), then fails the leader-key probe with a 500 (it lost
+/// its leader in between) or does not answer it in time. Consul answered
+/// the fence read and named no leader: a promotion must not add the VIP as
+/// if Consul had been unreachable all along (design: "A VIP is added only
+/// after a consistent read names this node as leader, or when Consul cannot
+/// be reached at all").
+#[test]
+#[ignore = "defect: an empty scope read whose leader probe gets 5xx/timeout is 'unreachable', so a promotion adds the VIP"]
+fn an_empty_scope_whose_probe_fails_adds_no_vip() {
+    let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
+        return;
+    };
+    let fake = FakeConsul::start(f.node_listener(), |r| {
+        if r.path.contains("recurse") {
+            Reply::Respond(404, vec![], vec![])
+        } else {
+            Reply::Respond(500, vec![], b"No cluster leader".to_vec())
+        }
+    });
+    let config = config_for_fake(&f, "probe500.yml", &fake);
+    let out = f.hook_with(&config, &["on_role_change", "primary", SCOPE]);
+    assert!(
+        fake.requests().iter().any(|r| r.path.contains("recurse")),
+        "the scope was read"
+    );
+    assert_eq!(
+        f.vip_count(V4),
+        0,
+        "Consul answered the fence read with nothing under the scope; no VIP: {}",
+        text(&out)
+    );
+    assert_eq!(code(&out), 75, "{}", text(&out));
+}
+
+/// This replica kept floating-ip 198.51.100.50/24. A new member pg3 then
+/// registers with that very address as its own (the floating-ip key still
+/// names it): every run that reads Consul refuses it as a member's
+/// address, yet keeps the old value in vip-<scope>.seen. A promotion while
+/// Consul is unreachable then adds pg3's own address here (design: .seen
+/// is "never a member's address").
+#[test]
+#[ignore = "defect: a kept floating-ip that a member now uses stays in .seen and a promotion without Consul adds it"]
+fn a_kept_floating_ip_that_a_member_now_uses_is_not_added() {
+    let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
+        return;
+    };
+    let taken = "198.51.100.50";
+    f.edit_config(&format!("  address: {V4}/24\n"), "");
+    f.set_members();
+    f.set_leader("pg2");
+    f.consul
+        .kv_put(&f.key("floating-ip"), format!("{taken}/24").as_bytes());
+    let out = f.hook(&["reconcile"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    f.consul.kv_put(
+        &f.key("members/pg3"),
+        format!(
+            r#"{{"conn_url":"postgres://{taken}:5432/postgres","api_url":"http://{taken}:8008/patroni"}}"#
+        )
+        .as_bytes(),
+    );
+    let out = f.hook(&["reconcile"]);
+    assert_eq!(
+        code(&out),
+        1,
+        "the floating-ip is refused as pg3's: {}",
+        text(&out)
+    );
+    // Consul goes away (nothing listens at the URL any more); Patroni
+    // promotes this node.
+    let gone = f.config_variant(
+        "gone.yml",
+        &f.consul.url(),
+        &format!("http://127.0.0.1:{}", common::free_port()),
+    );
+    let out = f.hook_with(&gone, &["on_role_change", "primary", SCOPE]);
+    assert_eq!(
+        f.vip_count(taken),
+        0,
+        "member pg3's own address must never be added as the VIP: {}",
+        text(&out)
+    );
+}
+
+/// A vip-<scope>.seen that names no usable VIP (the network address of its
+/// prefix, or 0.0.0.0/0: a hand edit, a torn or stale file) is taken as is
+/// by a promotion while Consul is unreachable, and added to the interface.
+/// Consul's floating-ip and vip.address are checked with
+/// keys::unusable_vip; the file that stands in for them is not.
+#[test]
+#[ignore = "defect: vip-<scope>.seen is not checked with keys::unusable_vip; a promotion without Consul adds 198.51.100.0/24 or 0.0.0.0/0"]
+fn an_unusable_address_in_the_seen_file_is_not_added() {
+    let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
+        return;
+    };
+    f.edit_config(&format!("  address: {V4}/24\n"), "");
+    let gone = f.config_variant(
+        "gone.yml",
+        &f.consul.url(),
+        &format!("http://127.0.0.1:{}", common::free_port()),
+    );
+    for (seen, ip) in [
+        ("198.51.100.0/24", "198.51.100.0"),
+        ("0.0.0.0/0", "0.0.0.0"),
+    ] {
+        std::fs::write(
+            f.dir.path().join(format!("vip-{SCOPE}.seen")),
+            format!("{seen}\n"),
+        )
+        .unwrap();
+        let out = f.hook_with(&gone, &["on_role_change", "primary", SCOPE]);
+        let n = f.vip_count(ip);
+        // Clean up for the next round, whatever happened.
+        let _ = f.hook_with(&gone, &["on_stop", "primary", SCOPE]);
+        assert_eq!(n, 0, "{seen} is no VIP: {}", text(&out));
+    }
+}
+
+/// A database node's config without `scope:` is valid (Patroni passes the
+/// scope to every callback), and its callbacks read `<ns>/<scope>/` and
+/// write vip-holder. `check-config --online` says "nothing to check" and
+/// exits 0, which an operator reads as "the token is fine".
+#[test]
+#[ignore = "defect: check-config --online on a node with a vip section but no scope checks nothing and exits 0"]
+fn check_config_online_without_a_scope_does_not_pass_silently() {
+    let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
+        return;
+    };
+    let config = f.config_variant("noscope.yml", &format!("scope: {SCOPE}\n"), "");
+    // The callbacks work with this config: the scope comes from Patroni.
+    f.set_leader("pg1");
+    let out = f.hook_with(&config, &["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = f.hook_with(&config, &["check-config", "--online"]);
+    assert_ne!(
+        code(&out),
+        0,
+        "the callbacks' keys were not checked; that is not a pass: {}",
+        text(&out)
+    );
+    assert!(stdout(&out).contains("scope"), "{}", text(&out));
+}
+
+/// A mistyped consul.namespace with a token that may read and write there
+/// (no ACLs, or a broad policy): `check-config --online` says "ok" for every
+/// key and exits 0, while every run then says "nothing at all in Consul
+/// under this scope". The check that exists to catch Consul-side setup
+/// mistakes before the first failover should say the scope is empty.
+#[test]
+#[ignore = "defect: check-config --online passes a mistyped consul.namespace (every key 'ok', exit 0)"]
+fn check_config_online_notices_a_scope_with_nothing_in_it() {
+    let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    f.set_members();
+    let typo = f.config_variant(
+        "typo.yml",
+        "  timeout: 1s\n",
+        "  timeout: 1s\n  namespace: servce\n",
+    );
+    let out = f.hook_with(&typo, &["reconcile"]);
+    assert!(
+        stderr(&out).contains("nothing at all in Consul"),
+        "{}",
+        text(&out)
+    );
+    let out = f.hook_with(&typo, &["check-config", "--online"]);
+    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert!(
+        stdout(&out).contains("namespace"),
+        "names the likely cause: {}",
+        text(&out)
+    );
+}
+
+/// A PgBouncer host serves two clusters; its token reads batman (the kit's
+/// policy) but not robin (a cluster just added to pgbouncer.clusters, its
+/// policy rule forgotten). batman fails over to pg2: its entry must follow,
+/// while robin's is kept and the run exits 1 (design: "Clusters are
+/// independent: one ... with refused data (1) keeps its entries while the
+/// others follow their leaders"). Today robin's 403 stops every cluster.
+#[test]
+#[ignore = "defect: on the PgBouncer host one cluster's refused leader probe keeps every cluster's entries"]
+fn one_refused_cluster_does_not_stop_the_others_on_the_pgbouncer_host() {
+    let Some(f) = Fixture::on(Backend::Real, &format!("{V4}/24")) else {
+        return;
+    };
+    f.set_members();
+    f.set_leader("pg2");
+    let a = f.consul.agent();
+    // robin has a leader too, which this token may not read.
+    a.kv_put("service/robin/leader", b"r1");
+    let ini = f.dir.path().join("pgbouncer.ini");
+    let before = "[databases]\nappdb = host=198.51.100.11 port=5432 dbname=app\n\
+                  robindb = host=198.51.100.77 port=5432 dbname=robin\n\n[pgbouncer]\nlisten_port = 6432\n";
+    std::fs::write(&ini, before).unwrap();
+    let pgb = a.token(
+        "pgbouncer",
+        &common::hook::kit_policy("consul-acl-pgbouncer.hcl", "pgb"),
+    );
+    let token_file = f.dir.path().join("pgb.token");
+    std::fs::write(&token_file, format!("{}\n", pgb.secret)).unwrap();
+    let config = f.dir.path().join("pgb.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "name: pgb\ndeadline: 3s\nlock_file: {lock}\nconsul:\n  url: {url}\n  timeout: 1s\n  ca_file: {ca}\n  token_file: {tf}\n\
+             pgbouncer:\n  ini: {ini}\n  pidfile: {pid}\n  clusters:\n    - scope: {SCOPE}\n      databases: [appdb]\n    - scope: robin\n      databases: [robindb]\n",
+            lock = f.dir.path().join("pgb.lock").display(),
+            url = a.url(),
+            ca = a.ca_file().display(),
+            tf = token_file.display(),
+            ini = ini.display(),
+            pid = f.dir.path().join("pgbouncer.pid").display(),
+        ),
+    )
+    .unwrap();
+    let out = f.hook_with(&config, &["reconcile"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("service/robin/leader") && err.contains("permission denied by Consul's ACL"),
+        "robin's refusal is named: {}",
+        text(&out)
+    );
+    assert_ne!(code(&out), 75, "{}", text(&out));
+    let after = std::fs::read_to_string(&ini).unwrap();
+    assert!(
+        after.contains("robindb = host=198.51.100.77"),
+        "robin's entry kept: {after}"
+    );
+    assert!(
+        after.contains("appdb = host=198.51.100.12"),
+        "batman's entry follows its new leader pg2 although robin is refused: {}\n{after}",
+        text(&out)
+    );
+}
