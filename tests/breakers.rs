@@ -327,3 +327,47 @@ fn one_refused_cluster_does_not_stop_the_others_on_the_pgbouncer_host() {
         text(&out)
     );
 }
+
+/// Consul 1.8 filters a recursive read by the token's ACL without saying
+/// so, also partly: a token that may read the scope's members/ but not its
+/// leader key (a hand-written policy that lists key prefixes and misses
+/// one) gets the scope without the leader. The hook only probes a scope
+/// that reads as empty, so it takes this for "no leader key in Consul
+/// (mid-failover?)" and exits 75 at every run: a permission problem
+/// reported as temporary, which nothing alerts on.
+#[test]
+#[ignore = "defect: a scope read that lacks the leader key is not probed; a token that may not read the leader exits 75 'mid-failover'"]
+fn a_leader_key_hidden_by_the_acl_is_not_taken_for_no_leader() {
+    let Some(f) = Fixture::on(Backend::Real, &format!("{V4}/24")) else {
+        return;
+    };
+    f.set_members();
+    f.set_leader("pg1");
+    let a = f.consul.agent();
+    let t = a.token(
+        "no-leader-read",
+        r#"key_prefix "service/batman/members/" { policy = "read" }
+key "service/batman/vip-holder" { policy = "write" }
+key "service/batman/pause-request" { policy = "write" }"#,
+    );
+    f.set_token(&t.secret);
+    for args in [
+        &["on_role_change", "primary", SCOPE][..],
+        &["reconcile"][..],
+    ] {
+        let out = f.hook(args);
+        assert_eq!(f.vip_count(V4), 0, "{args:?}: {}", text(&out));
+        assert_eq!(
+            code(&out),
+            1,
+            "{args:?}: a permission problem is not temporary: {}",
+            text(&out)
+        );
+        assert!(
+            stderr(&out).contains("reading service/batman/leader")
+                && stderr(&out).contains("permission denied by Consul's ACL"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+}
