@@ -416,21 +416,20 @@ fn a_state_file_that_is_a_fifo_does_not_hang_the_run() {
             .expect("starting the hook");
         // The config's deadline is 3 s; give it more than three times that.
         let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut ended = None;
-        while std::time::Instant::now() < until {
-            if let Some(status) = child.try_wait().unwrap() {
-                ended = Some(status);
-                break;
+        let ended = loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break true;
+            }
+            if std::time::Instant::now() >= until {
+                let _ = child.kill();
+                break false;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        if ended.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        };
+        let _ = child.wait();
         std::fs::remove_file(&path).unwrap();
         assert!(
-            ended.is_some(),
+            ended,
             "{file} as a FIFO: reconcile still running 10 s after it started (deadline 3 s)"
         );
     }
