@@ -1805,7 +1805,8 @@ def scenario(topo, argv):
     a.edit_repeats = a.repeats or 3
     a.repeats = a.repeats or 10
     for f, v, why in skipped:
-        say(f"skipped on {kind} Consul: {f}{'' if v == '-' else ' (' + v + ')'}: {why}")
+        say(f"skipped on {'real Consul' if kind == 'real' else 'the Consul double'}: "
+            f"{f}{'' if v == '-' else ' (' + v + ')'}: {why}")
     started = time.time()
     head = {"consul": None}
 
