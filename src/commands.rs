@@ -403,11 +403,15 @@ async fn check_access(cfg: &Config, consul: &Consul) -> i32 {
         cfg.vip.is_some(),
         &pgb_scopes,
     );
-    if needed.is_empty() {
+    // The callbacks get their scope from Patroni; without `scope` in the
+    // file their keys cannot be named here, and saying nothing of them
+    // would read as a pass.
+    if db_scope.is_none() && (cfg.vip.is_some() || pgb_scopes.is_empty()) {
         out::line(format_args!(
-            "consul access: nothing to check (no scope and no pgbouncer clusters)"
+            "consul access: not checked: {} sets no `scope`, so the keys this node's callbacks use (<namespace>/<scope>/...) cannot be named; set `scope:` (Patroni passes the same one to the callbacks)",
+            cfg.path.display()
         ));
-        return 0;
+        return 2;
     }
     let mut worst: Option<Kind> = None;
     for n in &needed {
@@ -426,6 +430,23 @@ async fn check_access(cfg: &Config, consul: &Consul) -> i32 {
                     n.access, n.key, n.why
                 ));
                 worst = Some(worst.map_or(e.kind(), |w| w.max(e.kind())));
+            }
+        }
+    }
+    // A scope with nothing in it is what every run would then report
+    // ("nothing at all in Consul under this scope"): most often a mistyped
+    // namespace or scope, or a cluster Patroni has not bootstrapped yet.
+    let mut scopes: Vec<&str> = db_scope.into_iter().chain(pgb_scopes).collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    for scope in scopes {
+        let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
+        if let Ok(es) = consul.list_scope(&keys.prefix, &keys.leader, false).await {
+            if es.is_empty() {
+                out::line(format_args!(
+                    "warning: nothing at all in Consul under {} (check consul.namespace {:?} and the scope {scope:?}, or has Patroni not bootstrapped this cluster yet?)",
+                    keys.prefix, cfg.consul.namespace
+                ));
             }
         }
     }

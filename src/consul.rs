@@ -158,12 +158,29 @@ impl Consul {
         consistent: bool,
     ) -> Result<Vec<Entry>> {
         let entries = self.list(prefix, consistent).await?;
-        if entries.is_empty() {
-            self.check_readable(probe).await.map_err(|e| {
-                e.context(format!(
-                    "{prefix} reads as empty, which Consul 1.8 also answers when the token may not read it"
-                ))
-            })?;
+        // Also partly: a token that may read some of the prefix but not
+        // `probe` gets the rest, and "no leader key" would read as a
+        // failover under way (exit 75) at every run.
+        if !entries.iter().any(|e| e.key == probe) {
+            let how = if entries.is_empty() {
+                "reads as empty"
+            } else {
+                "reads without this key"
+            };
+            match self.check_readable(probe).await {
+                Ok(()) => {}
+                // The scope's read was answered: a probe that times out or
+                // meets a Consul without a leader leaves that answer as it
+                // is (nothing there, or no leader key: keep, 75); taking it
+                // for "unreachable" would let a promotion add the VIP on an
+                // answer that named no leader.
+                Err(e) if e.kind() == crate::error::Kind::Temporary => {}
+                Err(e) => {
+                    return Err(e.context(format!(
+                    "{prefix} {how}, which Consul 1.8 also answers when the token may not read it"
+                )))
+                }
+            }
         }
         Ok(entries)
     }
@@ -222,9 +239,17 @@ impl Consul {
             return Ok(Vec::new());
         }
         let body = self.body(resp, &what).await?;
-        check_status(status, &body, &what)?;
+        check_status(status, &self.redact(&body), &what)?;
+        // A parse error may quote the answer (serde_json quotes a string it
+        // did not expect; a bad value is named by its key): redacted too.
+        let redacted = |e: Error| {
+            Error::new(
+                e.kind(),
+                String::from_utf8_lossy(&self.redact(e.message().as_bytes())),
+            )
+        };
         let raw: Vec<RawEntry> = serde_json::from_slice(&body)
-            .map_err(|e| Error::failed(&what, format!("unexpected answer: {e}")))?;
+            .map_err(|e| redacted(Error::failed(&what, format!("unexpected answer: {e}"))))?;
         raw.into_iter()
             .map(|r| {
                 let value = match r.value {
@@ -232,7 +257,10 @@ impl Consul {
                     Some(b64) => base64::engine::general_purpose::STANDARD
                         .decode(b64.as_bytes())
                         .map_err(|e| {
-                            Error::failed(&what, format!("value of {} is not base64: {e}", r.key))
+                            redacted(Error::failed(
+                                &what,
+                                format!("value of {} is not base64: {e}", r.key),
+                            ))
                         })?,
                 };
                 Ok(Entry {
@@ -288,7 +316,7 @@ impl Consul {
 
     async fn bool_answer(&self, resp: reqwest::Response, what: &str) -> Result<bool> {
         let status = resp.status();
-        let body = self.body(resp, what).await?;
+        let body = self.redact(&self.body(resp, what).await?);
         check_status(status, &body, what)?;
         match body.trim_ascii() {
             b"true" => Ok(true),
@@ -301,6 +329,28 @@ impl Consul {
                 ),
             )),
         }
+    }
+
+    /// An answer's body with the token taken out, before any of it can be
+    /// quoted in a message: something answering for Consul (a proxy, a
+    /// misbehaving agent) may echo the token it was sent. Done on the whole
+    /// body, before a message clips it, so no prefix of the token is left.
+    fn redact(&self, body: &[u8]) -> Vec<u8> {
+        let Some(token) = self.token.as_ref().map(|t| t.as_bytes()) else {
+            return body.to_vec();
+        };
+        if token.is_empty() {
+            return body.to_vec();
+        }
+        let mut out = Vec::with_capacity(body.len());
+        let mut rest = body;
+        while let Some(at) = rest.windows(token.len()).position(|w| w == token) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(b"<token>");
+            rest = &rest[at + token.len()..];
+        }
+        out.extend_from_slice(rest);
+        out
     }
 
     /// The timeout for the next call: the per-call timeout, cut to the time left.

@@ -137,6 +137,40 @@ fn legacy_path(lock_file: &Path, scope: &str) -> PathBuf {
     dir(lock_file).join(format!("vip-{scope}.addr"))
 }
 
+/// The largest state file read: each holds a few lines; past this it is not
+/// one of ours, and is not read into memory.
+const MAX_STATE_FILE: u64 = 64 * 1024;
+
+/// Reads a state file, which must be a regular file. Opened non-blocking:
+/// a FIFO (or a device) put in its place would otherwise block the run
+/// forever, past its deadline, while it holds the host lock; the deadline's
+/// backstop cannot fire while the runtime's only thread is blocked.
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if m.len() > MAX_STATE_FILE {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than a state file holds",
+            m.len()
+        )));
+    }
+    let mut out = Vec::new();
+    f.take(MAX_STATE_FILE).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// [`read_file`], as text (bytes that are not UTF-8 are replaced).
+fn read_text(path: &Path) -> std::io::Result<String> {
+    read_file(path).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
 /// Where the scope's floating-ip, as last read from Consul, is kept.
 pub fn seen_vip_path(lock_file: &Path, scope: &str) -> PathBuf {
     dir(lock_file).join(format!("vip-{scope}.seen"))
@@ -144,9 +178,11 @@ pub fn seen_vip_path(lock_file: &Path, scope: &str) -> PathBuf {
 
 /// The scope's floating-ip as last read from Consul; `None` when never read,
 /// forgotten, or unreadable (a guess is only a guess: a bad file is no VIP).
+/// It is checked as Consul's value is (`keys::parse_vip`): a hand edit or a
+/// stale file naming a network address or 0.0.0.0/0 is no VIP.
 pub fn read_seen_vip(lock_file: &Path, scope: &str) -> Option<ipnet::IpNet> {
-    let text = std::fs::read_to_string(seen_vip_path(lock_file, scope)).ok()?;
-    text.trim().parse().ok()
+    let text = read_text(&seen_vip_path(lock_file, scope)).ok()?;
+    crate::keys::parse_vip(&text).ok()
 }
 
 /// Keeps (or, with `None`, forgets) the scope's floating-ip as read.
@@ -170,12 +206,12 @@ pub fn write_seen_vip(lock_file: &Path, scope: &str, net: Option<ipnet::IpNet>) 
 pub fn read_owned(lock_file: &Path, scope: &str, interface: &str) -> Result<Vec<Owned>> {
     let path = owned_path(lock_file, scope);
     let mut out = Vec::new();
-    match std::fs::read(&path) {
+    match read_file(&path) {
         Ok(bytes) => parse_owned(&String::from_utf8_lossy(&bytes), &mut out),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::failed(format!("reading {}", path.display()), e)),
     }
-    if let Ok(bytes) = std::fs::read(legacy_path(lock_file, scope)) {
+    if let Ok(bytes) = read_file(&legacy_path(lock_file, scope)) {
         if let Ok(net) = String::from_utf8_lossy(&bytes).trim().parse() {
             // Older versions remembered whatever they held, also an address
             // they found in place: adopted, not added.
@@ -227,7 +263,7 @@ pub fn read_others(lock_file: &Path, scope: &str) -> Vec<Owned> {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with("vip-") && name.ends_with(".owned") && name != mine {
-            if let Ok(bytes) = std::fs::read(e.path()) {
+            if let Ok(bytes) = read_file(&e.path()) {
                 parse_owned(&String::from_utf8_lossy(&bytes), &mut out);
             }
         }
@@ -366,7 +402,7 @@ pub fn decided_path(lock_file: &Path, subject: &str) -> PathBuf {
 
 /// The ticket of the last decision applied for `subject` on this boot.
 pub fn last_decided(lock_file: &Path, subject: &str) -> Option<Ticket> {
-    let text = std::fs::read_to_string(decided_path(lock_file, subject)).ok()?;
+    let text = read_text(&decided_path(lock_file, subject)).ok()?;
     let (boot, ticket) = text.trim().split_once(' ')?;
     (boot == boot_id()).then_some(())?;
     ticket.parse().ok().map(Ticket)
@@ -394,7 +430,7 @@ pub fn pause_path(lock_file: &Path, scope: &str) -> PathBuf {
 /// it: reconcile warns about a managed database PgBouncer has paused without
 /// a record here, and leaves it (it may be an operator's).
 pub fn read_pause(lock_file: &Path, scope: &str) -> crate::pause::Local {
-    std::fs::read(pause_path(lock_file, scope))
+    read_file(&pause_path(lock_file, scope))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
@@ -448,7 +484,7 @@ pub fn mark_reload_pending(lock_file: &Path, ticket: Ticket) -> Result<()> {
 
 /// The reload-pending mark's content, when there is one.
 pub fn reload_pending(lock_file: &Path) -> Option<String> {
-    std::fs::read_to_string(reload_pending_path(lock_file)).ok()
+    read_text(&reload_pending_path(lock_file)).ok()
 }
 
 /// Clears the reload-pending mark after a reload, unless a run that wrote

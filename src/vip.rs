@@ -416,8 +416,10 @@ async fn round(
 /// Keeps the scope's floating-ip as Consul names it now, for a later
 /// promotion that cannot read Consul (`vip.address` unset), and returns the
 /// one to go by: Consul's when it answered, else the one kept. Written only
-/// when it changes; a key Consul no longer has is forgotten; a value that is
-/// no VIP (unparsable, a member's own address) is not kept.
+/// when it changes. What Consul answers now replaces what was kept: a key it
+/// no longer has, or a value that is no VIP (unparsable, a member's own
+/// address), is forgotten, so a promotion without Consul never adds what
+/// every run with Consul refuses.
 fn keep_seen_vip(
     run: &Run<'_>,
     consul: &ConsulView,
@@ -429,9 +431,8 @@ fn keep_seen_vip(
     let kept = state::read_seen_vip(&run.cfg.lock_file, run.scope);
     let now = match consul {
         ConsulView::Answered(v) if !v.empty => match &v.floating_ip {
-            None => None,
             Some(Ok(net)) if !member_ips.contains(&net.addr()) => Some(*net),
-            Some(_) => return kept,
+            _ => None,
         },
         _ => return kept,
     };

@@ -44,7 +44,6 @@ fn config_for_fake(f: &Fixture, name: &str, fake: &FakeConsul) -> std::path::Pat
 /// never appear in any output (docs/design.md, Consul transport), whatever
 /// the answer's body says.
 #[test]
-#[ignore = "defect: an answer body that echoes the token is printed with it (403/5xx/4xx causes quote the body unredacted)"]
 fn a_body_that_echoes_the_token_never_prints_it() {
     let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
         return;
@@ -97,7 +96,6 @@ fn a_body_that_echoes_the_token_never_prints_it() {
 /// after a consistent read names this node as leader, or when Consul cannot
 /// be reached at all").
 #[test]
-#[ignore = "defect: an empty scope read whose leader probe gets 5xx/timeout is 'unreachable', so a promotion adds the VIP"]
 fn an_empty_scope_whose_probe_fails_adds_no_vip() {
     let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
         return;
@@ -131,7 +129,6 @@ fn an_empty_scope_whose_probe_fails_adds_no_vip() {
 /// Consul is unreachable then adds pg3's own address here (design: .seen
 /// is "never a member's address").
 #[test]
-#[ignore = "defect: a kept floating-ip that a member now uses stays in .seen and a promotion without Consul adds it"]
 fn a_kept_floating_ip_that_a_member_now_uses_is_not_added() {
     let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
         return;
@@ -180,7 +177,6 @@ fn a_kept_floating_ip_that_a_member_now_uses_is_not_added() {
 /// Consul's floating-ip and vip.address are checked with
 /// keys::unusable_vip; the file that stands in for them is not.
 #[test]
-#[ignore = "defect: vip-<scope>.seen is not checked with keys::unusable_vip; a promotion without Consul adds 198.51.100.0/24 or 0.0.0.0/0"]
 fn an_unusable_address_in_the_seen_file_is_not_added() {
     let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
         return;
@@ -214,7 +210,6 @@ fn an_unusable_address_in_the_seen_file_is_not_added() {
 /// scope and no pgbouncer clusters)" and exits 0, which an operator reads
 /// as "the token is fine".
 #[test]
-#[ignore = "defect: check-config --online on a node with a vip section but no scope says 'nothing to check' and exits 0"]
 fn check_config_online_without_a_scope_does_not_pass_silently() {
     let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
         return;
@@ -247,7 +242,6 @@ fn check_config_online_without_a_scope_does_not_pass_silently() {
 /// run then says "nothing at all in Consul under this scope". The check that exists to catch Consul-side setup
 /// mistakes before the first failover should say the scope is empty.
 #[test]
-#[ignore = "defect: check-config --online says every key ok for a mistyped consul.namespace and never that the scope is empty"]
 fn check_config_online_notices_a_scope_with_nothing_in_it() {
     let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
         return;
@@ -349,7 +343,6 @@ fn one_refused_cluster_does_not_stop_the_others_on_the_pgbouncer_host() {
 /// (mid-failover?)" and exits 75 at every run: a permission problem
 /// reported as temporary, which nothing alerts on.
 #[test]
-#[ignore = "defect: a scope read that lacks the leader key is not probed; a token that may not read the leader exits 75 'mid-failover'"]
 fn a_leader_key_hidden_by_the_acl_is_not_taken_for_no_leader() {
     let Some(f) = Fixture::on(Backend::Real, &format!("{V4}/24")) else {
         return;
@@ -393,7 +386,6 @@ key "service/batman/pause-request" { policy = "write" }"#,
 /// only thread. vip-<scope>.seen is new; vip-<scope>.owned has the same
 /// read.
 #[test]
-#[ignore = "defect: a FIFO as vip-<scope>.seen (or .owned) hangs the run past its deadline while it holds the host lock"]
 fn a_state_file_that_is_a_fifo_does_not_hang_the_run() {
     let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
         return;
@@ -443,7 +435,6 @@ fn a_state_file_that_is_a_fifo_does_not_hang_the_run() {
 /// permission problem (a policy that lists the scope's keys and misses
 /// pause-ack/). The scope read is probed when empty; this one is not.
 #[test]
-#[ignore = "defect: an unreadable pause-ack/ prefix reads as 'no confirmation': before-stop waits its whole wait and exits 75"]
 fn before_stop_names_an_unreadable_pause_ack_prefix() {
     let Some(f) = Fixture::on(Backend::Real, &format!("{V4}/24")) else {
         return;
@@ -486,7 +477,6 @@ key "service/batman/pause-request" { policy = "write" }"#,
 /// value is not base64 (the message names the key). Neither goes through
 /// the status check, so redacting only the bodies of refusals leaves these.
 #[test]
-#[ignore = "defect: a 200 answer echoing the token is quoted in 'unexpected answer' / 'not base64' messages"]
 fn a_200_answer_that_echoes_the_token_never_prints_it() {
     let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
         return;
