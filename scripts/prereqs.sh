@@ -91,11 +91,21 @@ missing_debs() {
     echo "${want[@]:-}"
 }
 
+# consul_is_187 BIN: BIN runs and its `version` says 1.8.7. The output is
+# read whole before it is looked at: `BIN version | head -n1` under pipefail
+# fails whenever head exits before consul has written its last line (consul
+# dies of SIGPIPE), which made a good install look missing now and then.
+consul_is_187() {
+    local out
+    out="$("$1" version 2>/dev/null)" || return 1
+    [ "${out%%$'\n'*}" = "Consul v1.8.7" ]
+}
+
 # install_consul: /usr/local/bin/consul at 1.8.7, unless `consul version`
 # already says so. Fails loudly, naming the step, when the suite or the
 # version is gone from Debian's archive or the .deb is not the one expected.
 install_consul() {
-    if "$CONSUL_BIN" version 2>/dev/null | head -n1 | grep -q '^Consul v1\.8\.7$'; then
+    if consul_is_187 "$CONSUL_BIN"; then
         return 0
     fi
     echo "==> installing Consul 1.8.7 from Debian bullseye's consul_$CONSUL_DEB_VERSION (binary only) to $CONSUL_BIN"
@@ -127,7 +137,11 @@ install_consul() {
     dpkg-deb -x "$deb" "$d/root"
     install -m 0755 "$d/root/usr/bin/consul" "$CONSUL_BIN"
     rm -rf "$d"
-    "$CONSUL_BIN" version | head -n1
+    if ! consul_is_187 "$CONSUL_BIN"; then
+        echo "error: installing Consul: $CONSUL_BIN does not say Consul v1.8.7 after the install" >&2
+        exit 2
+    fi
+    echo "Consul v1.8.7 at $CONSUL_BIN"
 }
 
 install_prereqs() {
