@@ -56,7 +56,7 @@
 #   LAB_FAIL_AFTER=dcs  up stops after starting the DCS (tests: down after a partial up)
 #   LAB_BACKUP=1   hook variant with pgBackRest: a repository host (TLS server), Patroni
 #                  archiving to it and building replicas from it (scripts/lab/backup.py)
-#   LAB_LEGACY=1   hook variant without Patroni: hosts, Consul double and PgBouncer only,
+#   LAB_LEGACY=1   hook variant without Patroni: hosts, Consul and PgBouncer only,
 #                  the hook's watches not yet installed; the adopt scenarios build an
 #                  existing setup there and adopt it (scripts/lab/adopt.py)
 set -euo pipefail
