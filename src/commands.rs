@@ -406,31 +406,36 @@ async fn check_access(cfg: &Config, consul: &Consul) -> i32 {
     // The callbacks get their scope from Patroni; without `scope` in the
     // file their keys cannot be named here, and saying nothing of them
     // would read as a pass.
+    let mut worst: Option<Kind> = None;
     if db_scope.is_none() && (cfg.vip.is_some() || pgb_scopes.is_empty()) {
         out::line(format_args!(
             "consul access: not checked: {} sets no `scope`, so the keys this node's callbacks use (<namespace>/<scope>/...) cannot be named; set `scope:` (Patroni passes the same one to the callbacks)",
             cfg.path.display()
         ));
-        return 2;
+        worst = Some(Kind::Usage);
     }
-    let mut worst: Option<Kind> = None;
     for n in &needed {
         let result = match n.access {
             crate::keys::Access::Read => consul.check_readable(&n.key).await,
             crate::keys::Access::Write => consul.check_writable(&n.key).await,
         };
-        match result {
+        match &result {
             Ok(()) => out::line(format_args!(
                 "consul access: {} {}: ok ({})",
                 n.access, n.key, n.why
             )),
-            Err(e) => {
-                out::line(format_args!(
-                    "consul access: {} {}: NO ({}): {e}",
-                    n.access, n.key, n.why
-                ));
-                worst = Some(worst.map_or(e.kind(), |w| w.max(e.kind())));
-            }
+            // No answer is no verdict: "NO" is for what Consul refused.
+            Err(e) if e.kind() == Kind::Temporary => out::line(format_args!(
+                "consul access: {} {}: not checked ({}): {e}",
+                n.access, n.key, n.why
+            )),
+            Err(e) => out::line(format_args!(
+                "consul access: {} {}: NO ({}): {e}",
+                n.access, n.key, n.why
+            )),
+        }
+        if let Err(e) = &result {
+            worst = Some(worst.map_or(e.kind(), |w| w.max(e.kind())));
         }
     }
     // A scope with nothing in it is what every run would then report

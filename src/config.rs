@@ -697,7 +697,8 @@ fn consul(
                 )
             })
             .and_then(|t| {
-                let t = t.trim().to_string();
+                // An editor's byte-order mark is no part of the token.
+                let t = t.trim_start_matches('\u{feff}').trim().to_string();
                 if t.is_empty() {
                     Err(Error::config(
                         path,
@@ -948,6 +949,18 @@ pgbouncer:
         );
         let c = parse("consul:\n  token_file: /tok\n").unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_crlf_are_no_part_of_the_token() {
+        let c = from_str(
+            "consul:\n  token_file: /tok\n",
+            Path::new("/x"),
+            &env(),
+            &|_: &Path| Ok("\u{feff}s3cret-token\r\n".into()),
+        )
+        .unwrap();
+        assert_eq!(c.consul.token.unwrap().unwrap().expose(), "s3cret-token");
     }
 
     #[test]

@@ -518,7 +518,7 @@ fn check_status(status: reqwest::StatusCode, body: &[u8], what: &str) -> Result<
         // Consul's own text ("Permission denied", "ACL not found") never
         // carries the token.
         let why = if text.contains("ACL not found") {
-            "Consul does not know this token (revoked, expired or mistyped; check consul.token)"
+            "Consul does not know this token (revoked, expired or mistyped; check consul.token_file, or $CONSUL_HTTP_TOKEN without one)"
         } else {
             "permission denied by Consul's ACL (the token's policy lacks this key)"
         };

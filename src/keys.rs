@@ -58,7 +58,7 @@ impl ScopeKeys {
 }
 
 /// What a command does with a key, for `check-config --online`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Access {
     /// Reads it (or the prefix it stands for).
     Read,
@@ -143,7 +143,10 @@ pub fn needed_access(
             "reconcile on the PgBouncer host: ends a pause request once resumed",
         );
     }
-    out.dedup_by(|a, b| a.access == b.access && a.key == b.key);
+    // A host that is both a database node and a PgBouncer host of the
+    // same scope needs some keys twice: asked once.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|n| seen.insert((n.access, n.key.clone())));
     out
 }
 
@@ -615,6 +618,14 @@ mod tests {
         assert!(!shown(needed_access("s", "pg1", Some("b"), false, &[]))
             .contains(&"write s/b/vip-holder".to_string()));
         assert!(needed_access("s", "pg1", None, false, &[]).is_empty());
+        // A database node that is also the PgBouncer host of its own scope:
+        // each key asked once.
+        let both = shown(needed_access("s", "h", Some("b"), true, &["b"]));
+        let mut unique = both.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(both.len(), unique.len(), "{both:?}");
+        assert!(both.contains(&"write s/b/pause-ack/h".to_string()));
     }
 
     fn e(key: &str, v: &str, idx: u64) -> Entry {

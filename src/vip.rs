@@ -426,6 +426,13 @@ fn keep_seen_vip(
     member_ips: &BTreeSet<IpAddr>,
 ) -> Option<ipnet::IpNet> {
     if run.vip.address.is_some() {
+        // A guess kept from before vip.address was set must not outlive
+        // it: forgotten (a stat per run when there is none).
+        if !run.dry_run && state::seen_vip_path(&run.cfg.lock_file, run.scope).exists() {
+            if let Err(e) = state::write_seen_vip(&run.cfg.lock_file, run.scope, None) {
+                warn_line!("{e}");
+            }
+        }
         return None;
     }
     let kept = state::read_seen_vip(&run.cfg.lock_file, run.scope);

@@ -568,3 +568,75 @@ key "service/batman/pause-request" { policy = "write" }"#,
     );
     assert_eq!(std::fs::read_to_string(&ini).unwrap(), before);
 }
+
+/// A Consul that does not answer (429 here) gives no verdict on a key:
+/// `check-config --online` says "not checked", not "NO" (which reads as a
+/// missing permission), and exits 75.
+#[test]
+fn check_config_online_does_not_call_a_busy_consul_a_refusal() {
+    let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
+        return;
+    };
+    let fake = FakeConsul::start(f.node_listener(), |_| {
+        Reply::Respond(
+            429,
+            vec![],
+            b"Your IP is issuing too many concurrent connections".to_vec(),
+        )
+    });
+    let config = config_for_fake(&f, "busy.yml", &fake);
+    let out = f.hook_with(&config, &["check-config", "--online"]);
+    let so = stdout(&out);
+    assert_eq!(code(&out), 75, "{}", text(&out));
+    assert!(so.contains(": not checked ("), "{so}");
+    assert!(!so.contains(": NO ("), "{so}");
+}
+
+/// A host with a vip section and PgBouncer clusters but no `scope`: the
+/// callbacks' keys cannot be named, the clusters' keys are still checked,
+/// and the run does not pass (exit 2).
+#[test]
+fn check_config_online_without_a_scope_still_checks_the_pgbouncer_clusters() {
+    let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
+        return;
+    };
+    f.set_leader("pg1");
+    let ini = f.dir.path().join("pgbouncer.ini");
+    std::fs::write(&ini, "[databases]\nappdb = host=198.51.100.11\n").unwrap();
+    let config = f.config_variant(
+        "both.yml",
+        &format!("scope: {SCOPE}\n"),
+        &format!(
+            "pgbouncer:\n  ini: {}\n  pidfile: /nonexistent.pid\n  clusters:\n    - scope: {SCOPE}\n      databases: [appdb]\n",
+            ini.display()
+        ),
+    );
+    let out = f.hook_with(&config, &["check-config", "--online"]);
+    let so = stdout(&out);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(so.contains("consul access: not checked:"), "{so}");
+    assert!(
+        so.contains(&format!("consul access: read service/{SCOPE}/leader: ok")),
+        "{so}"
+    );
+}
+
+/// A floating-ip kept from before `vip.address` was set must not outlive
+/// it: once the address is configured, the kept one is forgotten, so that
+/// removing `vip.address` later cannot bring the old guess back.
+#[test]
+fn a_kept_floating_ip_is_forgotten_once_vip_address_is_set() {
+    let Some(f) = Fixture::on(Backend::Double, &format!("{V4}/24")) else {
+        return;
+    };
+    let seen = f.dir.path().join(format!("vip-{SCOPE}.seen"));
+    std::fs::write(&seen, "198.51.100.50/24\n").unwrap();
+    f.set_leader("pg2");
+    let out = f.hook(&["reconcile"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        !seen.exists(),
+        "the kept floating-ip is gone: {}",
+        text(&out)
+    );
+}
