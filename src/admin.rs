@@ -1,5 +1,5 @@
 //! The only module that talks to PgBouncer's admin console: PAUSE, RESUME,
-//! RELOAD and SET over the PostgreSQL wire protocol (tokio-postgres, simple
+//! RELOAD, SHOW DATABASES and SET over the PostgreSQL wire protocol (tokio-postgres, simple
 //! query protocol: the console refuses the extended one, and takes one
 //! command per query).
 //!
@@ -24,6 +24,39 @@ pub enum Pause {
     TimedOut,
     /// PgBouncer answered with an error; the text is its message.
     Refused(String),
+}
+
+/// One row of `SHOW DATABASES`: what PgBouncer has loaded for a database.
+/// In 1.18 its columns are name, host, port, database, force_user, ...,
+/// paused, disabled; `host` is NULL for a Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    /// The entry's name.
+    pub name: String,
+    /// The host it connects to, as the entry says it (no quotes).
+    pub host: Option<String>,
+    /// The port it connects to.
+    pub port: Option<u16>,
+    /// Paused by PAUSE of this database.
+    pub paused: bool,
+}
+
+impl Database {
+    /// PURE: a row from its columns as text (the console speaks the simple
+    /// query protocol only); a port that is not a number reads as none.
+    pub fn from_columns(
+        name: &str,
+        host: Option<&str>,
+        port: Option<&str>,
+        paused: Option<&str>,
+    ) -> Database {
+        Database {
+            name: name.to_string(),
+            host: host.filter(|h| !h.is_empty()).map(String::from),
+            port: port.and_then(|p| p.trim().parse().ok()),
+            paused: paused == Some("1"),
+        }
+    }
 }
 
 /// A connection to the admin console.
@@ -125,9 +158,9 @@ impl Admin {
         }
     }
 
-    /// The databases PgBouncer has paused (`SHOW DATABASES`, its `paused`
-    /// column; a global PAUSE does not show there).
-    pub async fn paused_databases(&self, until: Instant) -> Result<Vec<String>, Error> {
+    /// What PgBouncer serves each database from, and which it has paused
+    /// (`SHOW DATABASES`).
+    pub async fn databases(&self, until: Instant) -> Result<Vec<Database>, Error> {
         let left = until.saturating_duration_since(Instant::now());
         let rows =
             match tokio::time::timeout(left, self.client.simple_query("SHOW DATABASES")).await {
@@ -151,8 +184,28 @@ impl Admin {
                 tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
                 _ => None,
             })
-            .filter(|r| r.try_get("paused").ok().flatten() == Some("1"))
-            .filter_map(|r| r.try_get("name").ok().flatten().map(String::from))
+            .filter_map(|r| {
+                let col = |c: &str| r.try_get(c).ok().flatten();
+                let name = col("name")?;
+                Some(Database::from_columns(
+                    name,
+                    col("host"),
+                    col("port"),
+                    col("paused"),
+                ))
+            })
+            .collect())
+    }
+
+    /// The databases PgBouncer has paused (`SHOW DATABASES`, its `paused`
+    /// column; a global PAUSE does not show there).
+    pub async fn paused_databases(&self, until: Instant) -> Result<Vec<String>, Error> {
+        Ok(self
+            .databases(until)
+            .await?
+            .into_iter()
+            .filter(|d| d.paused)
+            .map(|d| d.name)
             .collect())
     }
 
@@ -210,6 +263,26 @@ pub fn pause_until(since: Instant, pause_timeout: Duration, run_end: Instant) ->
 
 #[cfg(test)]
 mod tests {
+    use super::Database;
+
+    #[test]
+    fn show_databases_rows_are_read_from_text_columns() {
+        assert_eq!(
+            Database::from_columns("appdb", Some("127.0.0.1"), Some("5432"), Some("0")),
+            Database {
+                name: "appdb".into(),
+                host: Some("127.0.0.1".into()),
+                port: Some(5432),
+                paused: false,
+            }
+        );
+        // The console's own row: no host; a paused database.
+        let row = Database::from_columns("pgbouncer", None, Some("6432"), Some("1"));
+        assert_eq!((row.host, row.paused), (None, true));
+        let row = Database::from_columns("x", Some(""), Some("port"), None);
+        assert_eq!((row.host, row.port, row.paused), (None, None, false));
+    }
+
     #[test]
     fn database_names_are_quoted_when_needed() {
         assert_eq!(super::ident("appdb"), "appdb");

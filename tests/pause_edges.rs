@@ -302,19 +302,21 @@ fn an_operators_pause_is_left_to_the_operator() {
 }
 
 /// RELOAD on an admin console that never answers ends in time for the
-/// SIGHUP, whatever the deadline: PgBouncer follows the new leader.
+/// SIGHUP, whatever the deadline: PgBouncer follows the new leader. The
+/// console that would say whether PgBouncer loaded the file does not
+/// answer either, so the run does not claim it (75) and the reload stays
+/// pending; the next run, with the console answering, reloads, sees the
+/// new entry, and clears it.
 #[test]
 fn a_reload_falls_back_to_sighup_within_a_short_deadline() {
     let Some(lab) = Lab::start("10s") else { return };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mute = listener.local_addr().unwrap().port();
     let _mute = FakeConsul::start(listener, |_| Reply::Hang);
+    let real = format!("port: {}\n", lab.pgb.port);
     lab.edit_pgb_config(|s| {
         s.replace("deadline: 5s", "deadline: 1s")
-            .replace(
-                &format!("port: {}\n", lab.pgb.port),
-                &format!("port: {mute}\n"),
-            )
+            .replace(&real, &format!("port: {mute}\n"))
             .replace("  pause_timeout:", "  pause_on: never\n  pause_timeout:")
     });
     new_leader_pg2(&lab);
@@ -325,13 +327,71 @@ fn a_reload_falls_back_to_sighup_within_a_short_deadline() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    assert!(stderr(&out).contains("sending SIGHUP"), "{}", text(&out));
+    assert!(stderr(&out).contains("is not known"), "{}", text(&out));
     wait_for(
         "PgBouncer to load the new entry",
         Duration::from_secs(5),
         || lab.ini_port() == lab.b.port.to_string(),
     );
-    assert!(!lab.dir.path().join("pgb.reload-pending").exists());
+    assert!(lab.reload_pending().exists(), "{}", text(&out));
+    lab.edit_pgb_config(|s| s.replace(&format!("port: {mute}\n"), &real));
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("reloaded pgbouncer (RELOAD on the admin console)"),
+        "{}",
+        text(&out)
+    );
+    assert!(!lab.reload_pending().exists(), "{}", text(&out));
+}
+
+/// The file alone does not say what PgBouncer serves: pgbouncer.ini that
+/// already points at the leader while PgBouncer still serves the old one
+/// (a reload it did not take, by a run that did not check) is reloaded, and
+/// the run ends only once `SHOW DATABASES` shows the leader.
+#[test]
+fn a_file_that_points_at_the_leader_is_not_taken_for_what_pgbouncer_serves() {
+    let Some(lab) = Lab::start("10s") else { return };
+    new_leader_pg2(&lab);
+    lab.edit_ini(|s| {
+        s.replacen(
+            &format!("appdb = host=127.0.0.1 port={} ", lab.a.port),
+            &format!("appdb = host=127.0.0.1 port={} ", lab.b.port),
+            1,
+        )
+    });
+    assert_eq!(lab.ini_port(), lab.a.port.to_string());
+    assert!(!lab.reload_pending().exists());
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        lab.ini_port(),
+        lab.b.port.to_string(),
+        "PgBouncer still serves the old leader: {}",
+        text(&out)
+    );
+    assert!(
+        stderr(&out).contains("still serves appdb"),
+        "{}",
+        text(&out)
+    );
+    // Now it does: nothing more to do, no reload.
+    let reloads = lab.pgb.log_text().matches("RELOAD command issued").count();
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("already points at the leaders"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        lab.pgb.log_text().matches("RELOAD command issued").count(),
+        reloads,
+        "{}",
+        text(&out)
+    );
 }
 
 /// The metrics textfile has its own lock: a run records itself while

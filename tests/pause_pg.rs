@@ -232,3 +232,180 @@ fn a_second_resume_of_the_same_pause_is_no_error() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(!lab.paused());
 }
+
+/// A RELOAD that PgBouncer does not take is no reload. PgBouncer 1.18's
+/// console answers `RELOAD` whatever became of the file: one it cannot load
+/// (here `%include` of a file that does not exist; in the fault matrix an
+/// operator's edit caught between its truncate and its write) is logged and
+/// the old entries are kept. Resuming then would send the queued clients to
+/// the old primary. So the run fails, the reload stays pending, the pause
+/// holds; the file alone (pointing at the new leader) does not make a later
+/// run take PgBouncer for converged, with the mark or without it. Once the
+/// file loads again, the next run reloads, sees PgBouncer serve the new
+/// leader, and resumes: the clients waited and none failed.
+#[test]
+fn a_reload_pgbouncer_refuses_resumes_nothing_until_it_is_taken() {
+    let Some(mut lab) = Lab::start("60s") else {
+        return;
+    };
+    let load = Load::start(lab.pgb.port, 2);
+    wait_for(
+        "the clients to run through PgBouncer",
+        Duration::from_secs(10),
+        || load.ok.load(Ordering::SeqCst) > 20,
+    );
+    lab.pause_for_a_switchover();
+    lab.a.stop();
+    let good = std::fs::read_to_string(&lab.pgb.ini).unwrap();
+    lab.edit_ini(|s| format!("%include /nonexistent/x.ini\n{s}"));
+    lab.set_leader("pg2");
+    lab.api_b.primary.store(true, Ordering::SeqCst);
+    let a_port = lab.a.port.to_string();
+    let refused = |out: &std::process::Output, what: &str| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_ne!(out.status.code(), Some(0), "{what}: {}", text(out));
+        assert!(
+            lab.paused(),
+            "{what}: resumed while PgBouncer serves the old primary: {}",
+            text(out)
+        );
+        assert_eq!(lab.ini_port(), a_port, "{what}: {}", text(out));
+        for said in ["reloaded pgbouncer", "resumed appdb", "already points"] {
+            assert!(!err.contains(said), "{what}: said {said:?}: {}", text(out));
+        }
+        assert!(
+            lab.reload_pending().exists(),
+            "{what}: the reload is no longer pending: {}",
+            text(out)
+        );
+    };
+    let out = lab.reconcile();
+    let file = std::fs::read_to_string(&lab.pgb.ini).unwrap();
+    assert!(
+        file.contains(&format!("port={} ", lab.b.port)),
+        "the file points at the new leader: {file}"
+    );
+    refused(&out, "the run that rewrote the file");
+    assert!(
+        lab.pgb.log_text().contains("config file loading failed"),
+        "PgBouncer refused the file: {}",
+        lab.pgb.log_text()
+    );
+    let out = lab.reconcile();
+    refused(&out, "the next run, with the reload pending");
+    // Without the mark (an older version's run cleared it on RELOAD's
+    // answer), what PgBouncer serves still decides.
+    std::fs::remove_file(lab.reload_pending()).unwrap();
+    let out = lab.reconcile();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(lab.paused(), "{}", text(&out));
+    assert_eq!(lab.ini_port(), a_port, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("still serves appdb"),
+        "{}",
+        text(&out)
+    );
+
+    // The operator mends the file: the next run reloads, checks, resumes.
+    lab.edit_ini(|s| s.replacen("%include /nonexistent/x.ini\n", "", 1));
+    assert_eq!(
+        std::fs::read_to_string(&lab.pgb.ini).unwrap(),
+        good.replacen(
+            &format!("appdb = host=127.0.0.1 port={} ", lab.a.port),
+            &format!("appdb = host=127.0.0.1 port={} ", lab.b.port),
+            1
+        )
+    );
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!lab.paused(), "{}", text(&out));
+    assert_eq!(lab.ini_port(), lab.b.port.to_string());
+    assert!(!lab.reload_pending().exists(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("reloaded pgbouncer") && err.contains("resumed appdb"),
+        "{}",
+        text(&out)
+    );
+    let served = Instant::now() + Duration::from_secs(10);
+    while load.ports.lock().unwrap().last() != Some(&lab.b.port.to_string()) {
+        assert!(
+            Instant::now() < served,
+            "the clients were not served by the new primary: ports {:?}, errors {:?}",
+            load.ports.lock().unwrap(),
+            load.errors.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (ok, errors, ports) = load.finish();
+    assert!(
+        errors.is_empty(),
+        "{} client errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert_eq!(ports, vec![a_port, lab.b.port.to_string()], "{ok} queries");
+}
+
+/// The fault matrix's case: the RELOAD lands while an operator's edit is
+/// being written, PgBouncer refuses the file as it is at that moment, and
+/// the edit is done milliseconds later. The run sees PgBouncer still serve
+/// the old primary, reloads again once the file points at the leader, and
+/// only then resumes.
+#[test]
+fn a_reload_refused_while_the_file_is_being_edited_is_made_again() {
+    let Some(mut lab) = Lab::start("60s") else {
+        return;
+    };
+    lab.pause_for_a_switchover();
+    lab.a.stop();
+    lab.edit_ini(|s| format!("%include /nonexistent/x.ini\n{s}"));
+    lab.set_leader("pg2");
+    lab.api_b.primary.store(true, Ordering::SeqCst);
+    let refusals = lab
+        .pgb
+        .log_text()
+        .matches("config file loading failed")
+        .count();
+    let run = lab
+        .hook(&lab.pgb_config, &["reconcile"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The operator's write ends right after PgBouncer refused the file.
+    wait_for(
+        "PgBouncer to refuse the file the run reloaded it onto",
+        Duration::from_secs(10),
+        || {
+            lab.pgb
+                .log_text()
+                .matches("config file loading failed")
+                .count()
+                > refusals
+        },
+    );
+    lab.edit_ini(|s| s.replacen("%include /nonexistent/x.ini\n", "", 1));
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(
+        lab.ini_port(),
+        lab.b.port.to_string(),
+        "PgBouncer serves the old primary: {}",
+        text(&out)
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!lab.paused(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("trying again"),
+        "{}",
+        text(&out)
+    );
+    assert!(!lab.reload_pending().exists(), "{}", text(&out));
+    let mut client = pg::Client::connect(lab.pgb.port, "appdb");
+    assert_eq!(
+        client.query_line("SELECT name FROM marker;"),
+        "b",
+        "{}",
+        text(&out)
+    );
+}

@@ -232,6 +232,20 @@ impl Lab {
             .join(format!("pgbouncer-pause-{scope}.json"))
     }
 
+    /// The reload-pending mark beside the PgBouncer host's lock.
+    pub fn reload_pending(&self) -> PathBuf {
+        self.dir.path().join("pgb.reload-pending")
+    }
+
+    /// Rewrites pgbouncer.ini in place (owner and mode kept), as an
+    /// operator's editor does; PgBouncer is not told.
+    pub fn edit_ini(&self, edit: impl FnOnce(String) -> String) {
+        let s = std::fs::read_to_string(&self.pgb.ini).unwrap();
+        std::fs::write(&self.pgb.ini, edit(s)).unwrap();
+    }
+
+    /// The port PgBouncer serves appdb from (`SHOW DATABASES`), whatever
+    /// the file says.
     pub fn ini_port(&self) -> String {
         self.pgb
             .database("appdb")
