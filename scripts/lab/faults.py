@@ -117,7 +117,8 @@ CONSUL_KINDS = ("real", "double")
 # Faults that only one Consul has: (that Consul, why the other has not).
 ONLY_ON = {
     "slow-consul": ("double", "every answer late is the double's --delay-file; real Consul has no such switch, "
-                              "and a netem delay on the servers' links would slow Raft and gossip too (another fault)"),
+                              "and a netem delay on the servers' links would slow Raft and gossip too (another "
+                              "fault; this lab's kernel has no sch_netem either)"),
     "consul-leader-loss": ("real", "the double is one process without Raft: there is no leader to lose"),
     "consul-quorum-loss": ("real", "the double is one process without Raft: there is no quorum to lose"),
     "agent-restart": ("real", "the double has no local agents: every host talks to its one process"),
