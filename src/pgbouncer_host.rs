@@ -80,11 +80,18 @@ fn resolve_view(view: &ScopeView, keys: &ScopeKeys, cluster: &Cluster) -> Resolv
 
 /// One read for all clusters of the namespace when there are several, one per
 /// cluster when there is one (the smaller answer).
+///
+/// A cluster whose read lacks its leader key may be one the token may not
+/// read, wholly or in part (Consul 1.8 filters a recursive read without a
+/// word): its leader key, read on its own, says 403 then. Such a cluster is
+/// returned as refused, with why; the others are followed as usual
+/// (clusters are independent). A probe Consul does not answer leaves the
+/// read as it was (no leader key: wait, 75).
 async fn read_clusters(
     namespace: &str,
     clusters: &[Cluster],
     consul: &Consul,
-) -> Result<Scopes, Error> {
+) -> Result<(Scopes, Vec<(String, Error)>), Error> {
     let entries = if clusters.len() == 1 {
         consul
             .list(&format!("{namespace}/{}/", clusters[0].scope), false)
@@ -93,19 +100,32 @@ async fn read_clusters(
         consul.list(&format!("{namespace}/"), false).await?
     };
     let scopes = Scopes::new(entries, namespace);
-    // A scope that reads as empty may be one the token may not read
-    // (Consul 1.8 filters a recursive read silently): its leader key, read
-    // on its own, says 403 then, and nothing is changed for any cluster.
-    for c in clusters.iter().filter(|c| scopes.of(&c.scope).is_empty()) {
+    let mut refused = Vec::new();
+    for c in clusters {
         let keys = ScopeKeys::new(namespace, &c.scope);
-        consul.check_readable(&keys.leader).await.map_err(|e| {
-            e.context(format!(
-                "cluster {}: {} reads as empty, which Consul 1.8 also answers when the token may not read it",
-                c.scope, keys.prefix
-            ))
-        })?;
+        let read = scopes.of(&c.scope);
+        if read.iter().any(|e| e.key == keys.leader) {
+            continue;
+        }
+        match consul.check_readable(&keys.leader).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == Kind::Temporary => {}
+            Err(e) => refused.push((
+                c.scope.clone(),
+                e.context(format!(
+                    "cluster {}: {} {}, which Consul 1.8 also answers when the token may not read it",
+                    c.scope,
+                    keys.prefix,
+                    if read.is_empty() {
+                        "reads as empty"
+                    } else {
+                        "reads without its leader key"
+                    }
+                )),
+            )),
+        }
     }
-    Ok(scopes)
+    Ok((scopes, refused))
 }
 
 /// Reconciles pgbouncer.ini once: pauses what asks for a pause, points the
@@ -128,7 +148,7 @@ pub async fn reconcile(
     // not stretch a pause past pause_timeout.
     let now = pause_host::now();
     let mut to_resume = pause_host::unconfigured(cfg, p, dry_run);
-    let entries = match read {
+    let (entries, mut refused) = match read {
         Ok(e) => e,
         Err(e) => {
             report.fail(e.context("pgbouncer.ini kept as it is"));
@@ -148,8 +168,17 @@ pub async fn reconcile(
     let mut once_followed = Vec::new();
     for c in &p.clusters {
         let keys = ScopeKeys::new(&cfg.consul.namespace, &c.scope);
-        let view = ScopeView::read(entries.of(&c.scope), &keys);
         let local = state::read_pause(&cfg.lock_file, &c.scope);
+        if let Some(at) = refused.iter().position(|(s, _)| *s == c.scope) {
+            let (_, e) = refused.swap_remove(at);
+            report.fail(e.context("its entries kept as they are"));
+            // What Consul will not say, only the pause timeout can act on.
+            if let Some(Decision::Resume(why)) = pause::expired(&local, p.pause_timeout, &now) {
+                to_resume.push(ToResume::of(cfg, c, &local, why, None));
+            }
+            continue;
+        }
+        let view = ScopeView::read(entries.of(&c.scope), &keys);
         if local.leaderless_served && matches!(view.leader, LeaderKey::Name(_)) && !dry_run {
             pause_host::leader_seen(cfg, budget, &c.scope);
         }
@@ -858,7 +887,10 @@ pub async fn status(cfg: &Config, consul: &Consul) -> Result<serde_json::Value, 
     let Some(p) = &cfg.pgbouncer else {
         return Ok(serde_json::Value::Null);
     };
-    let entries = read_clusters(&cfg.consul.namespace, &p.clusters, consul).await?;
+    let (entries, refused) = read_clusters(&cfg.consul.namespace, &p.clusters, consul).await?;
+    if let Some((_, e)) = refused.into_iter().next() {
+        return Err(e);
+    }
     let input = std::fs::read(&p.ini)
         .map_err(|e| Error::failed(format!("reading {}", p.ini.display()), e))?;
     let mut out = Vec::new();

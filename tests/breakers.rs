@@ -280,7 +280,6 @@ fn check_config_online_notices_a_scope_with_nothing_in_it() {
 /// independent: one ... with refused data (1) keeps its entries while the
 /// others follow their leaders"). Today robin's 403 stops every cluster.
 #[test]
-#[ignore = "defect: on the PgBouncer host one cluster's refused leader probe keeps every cluster's entries"]
 fn one_refused_cluster_does_not_stop_the_others_on_the_pgbouncer_host() {
     let Some(f) = Fixture::on(Backend::Real, &format!("{V4}/24")) else {
         return;
@@ -519,7 +518,6 @@ fn a_200_answer_that_echoes_the_token_never_prints_it() {
 /// under way: exit 75, and with `pause_on: always` a pause) at every run.
 /// Only a cluster that reads as wholly empty is probed.
 #[test]
-#[ignore = "defect: on the PgBouncer host a cluster read that lacks the leader key is not probed; a permission problem exits 75"]
 fn a_leader_key_hidden_from_the_pgbouncer_host_is_not_taken_for_no_leader() {
     let Some(f) = Fixture::on(Backend::Real, &format!("{V4}/24")) else {
         return;

@@ -302,7 +302,7 @@ fn reconcile_on_the_pgbouncer_host_changes_nothing_when_refused() {
     assert!(
         err.contains("reading service/batman/leader")
             && err.contains("permission denied by Consul's ACL")
-            && err.contains("pgbouncer.ini kept as it is"),
+            && err.contains("its entries kept as they are"),
         "{err}"
     );
     assert!(!err.contains(&other.secret), "{err}");
