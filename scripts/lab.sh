@@ -10,7 +10,7 @@
 #   scripts/lab.sh demo     # install, build, up, three events with timelines, down (< 3 min)
 #   scripts/lab.sh bench [--n N] [--events LIST] [--managers hook,vip-manager]
 #                                # repeated events per VIP manager -> target/lab-bench.{md,json}
-#   scripts/lab.sh faults [--only LIST] [--repeats N] [--use-lab]
+#   scripts/lab.sh faults [--consul real|double] [--only LIST] [--repeats N] [--use-lab]
 #                                # the fault matrix (scripts/lab/faults.py) -> target/lab-faults.{md,json}
 #   scripts/lab.sh up | status | switchover | failover | stop-primary | kill-patroni | down
 #   scripts/lab.sh kv KEY       # a key's value in the lab's Consul (or etcd)
