@@ -19,7 +19,8 @@
 //! comparison rows cannot rot. A third lab runs the fault matrix
 //! (`scripts/lab.sh faults`, scripts/lab/faults.py) but for its killed-runs
 //! fault, with fewer repeats (slow-consul, the double's delay file, on the
-//! double only), and this test checks every row it writes. Outages are printed, never asserted (timing
+//! double only; the faults of Raft, agents and tokens on real Consul only),
+//! and this test checks every row it writes. Outages are printed, never asserted (timing
 //! targets belong to the bench).
 //!
 //! Needs root, iproute2, PostgreSQL 15, PgBouncer, psql, setpriv, setcap, curl,
@@ -584,14 +585,26 @@ fn failover_events_on_a_real_patroni_cluster() {
 /// before its removal, one switchover in sixty here (README, "The
 /// fault matrix"), which would make this test fail at random; the full
 /// matrix runs it.
-const FAULTS: &str = "isolation,consul-cut,consul-down,pgbouncer-cut,slow-consul,ini-edits";
+const FAULTS: &str = "isolation,consul-cut,consul-down,pgbouncer-cut,slow-consul,ini-edits,\
+consul-leader-loss,consul-quorum-loss,agent-restart,token-revoked";
+
+/// The faults only a real Consul has (Raft, agents, ACL tokens); the double
+/// has no counterpart, and the matrix skips them there.
+const REAL_ONLY: [&str; 4] = [
+    "consul-leader-loss",
+    "consul-quorum-loss",
+    "agent-restart",
+    "token-revoked",
+];
 const FAULT_REPEATS: &str = "3";
 
 /// The fault matrix (scripts/lab/faults.py) on the hook's lab: an isolated
 /// primary, a primary cut from Consul and Consul frozen (each with and
 /// without failsafe_mode), the PgBouncer host cut from Consul during a
-/// switchover, a slow Consul and an operator editing pgbouncer.ini during
-/// switchovers. labtool measures each with the load generator, a read probe
+/// switchover, an operator editing pgbouncer.ini during switchovers, and on
+/// real Consul its Raft leader killed, two of its three servers down, the
+/// primary's agent restarted and the hook's tokens revoked during a
+/// switchover (on the double instead: a slow Consul). labtool measures each with the load generator, a read probe
 /// and the 20 ms sampler; this test checks every row itself: no
 /// acknowledged row lost, the VIP never on two nodes, the end state
 /// converged.
@@ -603,10 +616,12 @@ fn fault_matrix_holds_on_a_real_patroni_cluster() {
     let _one = WHOLE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let lab = Lab::new("f", "hook");
-    // slow-consul slows the double's answers (its delay file): the double only.
+    // slow-consul slows the double's answers (its delay file): the double
+    // only; the faults of Raft, agents and tokens: real Consul only.
     let faults: Vec<&str> = FAULTS
         .split(',')
         .filter(|f| lab.consul == "double" || *f != "slow-consul")
+        .filter(|f| lab.consul == "real" || !REAL_ONLY.contains(f))
         .collect();
     let only = faults.join(",");
     lab.sh_ok(&["up"], Duration::from_secs(300));
@@ -641,6 +656,10 @@ fn fault_matrix_holds_on_a_real_patroni_cluster() {
         ("pgbouncer-cut", "cut while PgBouncer is paused"),
         ("slow-consul", "switchover, answers 1.5s late"),
         ("ini-edits", switchovers.as_str()),
+        ("consul-leader-loss", "Raft leader SIGKILLed"),
+        ("consul-quorum-loss", "2 of 3 servers down 30 s"),
+        ("agent-restart", "the primary's agent (SIGTERM, start)"),
+        ("token-revoked", "switchover while revoked"),
     ]
     .into_iter()
     .filter(|(f, _)| faults.contains(f))
