@@ -288,6 +288,10 @@ pub struct ScopeView {
     pub empty: bool,
     /// A pause request and its ModifyIndex (an unreadable one is ignored).
     pub pause_request: Option<(PauseRequest, u64)>,
+    /// The leader key's ModifyIndex: written when a member takes the lock,
+    /// not while it holds it (patroni/dcs/consul.py `_update_leader` renews
+    /// the session and writes the key again only when its session changed).
+    pub leader_index: Option<u64>,
     /// Confirmations: the host, the request id it confirms.
     pub pause_acks: Vec<(String, String)>,
 }
@@ -344,6 +348,7 @@ impl ScopeView {
             floating_ip,
             holder,
             failover: find(&keys.failover).is_some(),
+            leader_index: find(&keys.leader).map(|e| e.modify_index),
             empty: !entries.iter().any(|e| e.key.starts_with(&keys.prefix)),
             pause_request: find(&keys.pause_request).and_then(|e| {
                 serde_json::from_slice::<PauseRequest>(&e.value)

@@ -152,7 +152,10 @@ pub fn decide(
             None => Decision::Hold("no leader key yet".into()),
             Some(l) if Some(l) != p.leader.as_deref() => Decision::ResumeOnceWritable,
             Some(l) => {
-                let from_leader = view.pause_request.as_ref().filter(|(r, _)| r.member == l);
+                let from_leader = view
+                    .pause_request
+                    .as_ref()
+                    .filter(|(r, i)| r.member == l && !older_than_leadership(view, *i));
                 let asked = from_leader.is_some_and(|(r, _)| Some(&r.id) == p.request.as_ref());
                 if let Some((r, _)) = from_leader.filter(|_| !asked) {
                     if local.handled.as_ref() != Some(&r.id) {
@@ -176,8 +179,16 @@ pub fn decide(
     if pause_on == PauseOn::Never {
         return Decision::Nothing;
     }
-    if let Some((r, _)) = &view.pause_request {
+    if let Some((r, index)) = &view.pause_request {
         if leader == Some(r.member.as_str()) && local.handled.as_ref() != Some(&r.id) {
+            if older_than_leadership(view, *index) {
+                return Decision::Ignored(format!(
+                    "pause request {} from {} was written before {} took the leader key: left from an earlier stop; ignored",
+                    crate::keys::shown(&r.id),
+                    crate::keys::shown(&r.member),
+                    crate::keys::shown(&r.member),
+                ));
+            }
             let age = now.unix.saturating_sub(r.since);
             if age > REQUEST_MAX_AGE.as_secs() {
                 return Decision::Ignored(format!(
@@ -196,6 +207,15 @@ pub fn decide(
         return Decision::Pause { request: None };
     }
     Decision::Nothing
+}
+
+/// A request written before its member took the leader key it holds now
+/// belongs to an earlier stop: the member was leader, asked for a pause,
+/// stopped, and every run that would have deleted the request was killed;
+/// now it leads again (a later leadership, a later ModifyIndex of the leader
+/// key). A stop of the current leadership writes its request after the key.
+fn older_than_leadership(view: &ScopeView, request_index: u64) -> bool {
+    view.leader_index.is_some_and(|l| request_index < l)
 }
 
 /// The ModifyIndex of a pause request that is done with, seen by `me` in a
@@ -278,6 +298,35 @@ mod tests {
             at: stamp(NOW_MS),
             unix: UNIX,
         }
+    }
+
+    #[test]
+    fn a_request_older_than_the_leaders_lock_is_left_from_an_earlier_stop() {
+        // pg1 asked for a pause (index 5) and stopped; every run that would
+        // have deleted the request was killed; pg1 took the lock again
+        // later (index 9). The request is not this leadership's stop.
+        let mut v = view(Some("pg1"), Some(("pg1", "r1", UNIX - 30)), false);
+        v.pause_request.as_mut().unwrap().1 = 5;
+        v.leader_index = Some(9);
+        let d = decide(&v, &Local::default(), PauseOn::Switchover, T, &now());
+        assert!(
+            matches!(&d, Decision::Ignored(why) if why.contains(r#"before "pg1" took the leader key"#)),
+            "{d:?}"
+        );
+        // Already paused for another reason: not adopted either.
+        let mut local = paused(None, Some("pg1"), NOW_MS - 1000);
+        local.handled = None;
+        let d = decide(&v, &local, PauseOn::Switchover, T, &now());
+        assert!(!matches!(d, Decision::Adopt { .. }), "{d:?}");
+        // This leadership's own stop writes after the lock: served.
+        v.pause_request.as_mut().unwrap().1 = 12;
+        let d = decide(&v, &Local::default(), PauseOn::Switchover, T, &now());
+        assert_eq!(
+            d,
+            Decision::Pause {
+                request: Some("r1".into())
+            }
+        );
     }
 
     #[test]
