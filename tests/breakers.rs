@@ -297,23 +297,7 @@ fn one_refused_cluster_does_not_stop_the_others_on_the_pgbouncer_host() {
         "pgbouncer",
         &common::hook::kit_policy("consul-acl-pgbouncer.hcl", "pgb"),
     );
-    let token_file = f.dir.path().join("pgb.token");
-    std::fs::write(&token_file, format!("{}\n", pgb.secret)).unwrap();
-    let config = f.dir.path().join("pgb.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "name: pgb\ndeadline: 3s\nlock_file: {lock}\nconsul:\n  url: {url}\n  timeout: 1s\n  ca_file: {ca}\n  token_file: {tf}\n\
-             pgbouncer:\n  ini: {ini}\n  pidfile: {pid}\n  clusters:\n    - scope: {SCOPE}\n      databases: [appdb]\n    - scope: robin\n      databases: [robindb]\n",
-            lock = f.dir.path().join("pgb.lock").display(),
-            url = a.url(),
-            ca = a.ca_file().display(),
-            tf = token_file.display(),
-            ini = ini.display(),
-            pid = f.dir.path().join("pgbouncer.pid").display(),
-        ),
-    )
-    .unwrap();
+    let config = f.pgbouncer_host_config(&pgb.secret, &[(SCOPE, "appdb"), ("robin", "robindb")]);
     let out = f.hook_with(&config, &["reconcile"]);
     let err = stderr(&out);
     assert!(
@@ -534,23 +518,7 @@ fn a_leader_key_hidden_from_the_pgbouncer_host_is_not_taken_for_no_leader() {
 key "service/batman/pause-ack/pgb" { policy = "write" }
 key "service/batman/pause-request" { policy = "write" }"#,
     );
-    let token_file = f.dir.path().join("pgb.token");
-    std::fs::write(&token_file, format!("{}\n", t.secret)).unwrap();
-    let config = f.dir.path().join("pgb.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "name: pgb\ndeadline: 3s\nlock_file: {lock}\nconsul:\n  url: {url}\n  timeout: 1s\n  ca_file: {ca}\n  token_file: {tf}\n\
-             pgbouncer:\n  ini: {ini}\n  pidfile: {pid}\n  clusters:\n    - scope: {SCOPE}\n      databases: [appdb]\n",
-            lock = f.dir.path().join("pgb.lock").display(),
-            url = a.url(),
-            ca = a.ca_file().display(),
-            tf = token_file.display(),
-            ini = ini.display(),
-            pid = f.dir.path().join("pgbouncer.pid").display(),
-        ),
-    )
-    .unwrap();
+    let config = f.pgbouncer_host_config(&t.secret, &[(SCOPE, "appdb")]);
     let out = f.hook_with(&config, &["reconcile"]);
     assert_eq!(
         code(&out),

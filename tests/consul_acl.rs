@@ -270,32 +270,14 @@ fn reconcile_on_the_pgbouncer_host_changes_nothing_when_refused() {
         "pgbouncer",
         &common::hook::kit_policy("consul-acl-pgbouncer.hcl", "pgb"),
     );
-    let token_file = f.dir.path().join("pgb.token");
-    let config = f.dir.path().join("pgb.yml");
-    let write_config = |secret: &str| {
-        std::fs::write(&token_file, format!("{secret}\n")).unwrap();
-        std::fs::write(
-            &config,
-            format!(
-                "name: pgb\ndeadline: 3s\nlock_file: {lock}\nconsul:\n  url: {url}\n  timeout: 1s\n  ca_file: {ca}\n  token_file: {tf}\n\
-                 pgbouncer:\n  ini: {ini}\n  pidfile: {pid}\n  clusters:\n    - scope: {SCOPE}\n      databases: [appdb]\n",
-                lock = f.dir.path().join("pgb.lock").display(),
-                url = a.url(),
-                ca = a.ca_file().display(),
-                tf = token_file.display(),
-                ini = ini.display(),
-                pid = f.dir.path().join("pgbouncer.pid").display(),
-            ),
-        )
-        .unwrap();
-    };
+    let write_config = |secret: &str| f.pgbouncer_host_config(secret, &[(SCOPE, "appdb")]);
     // Another scope's token: the cluster reads as empty, and the leader
     // key, read on its own, is refused.
     let other = a.token(
         "other-cluster",
         r#"key_prefix "service/other/" { policy = "read" }"#,
     );
-    write_config(&other.secret);
+    let config = write_config(&other.secret);
     let out = f.hook_with(&config, &["reconcile"]);
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{}", text(&out));
@@ -313,7 +295,7 @@ fn reconcile_on_the_pgbouncer_host_changes_nothing_when_refused() {
     );
     // The kit's PgBouncer-host policy reads it: the entry follows pg2
     // (no PgBouncer runs here, so its reload is what fails).
-    write_config(&pgb.secret);
+    let config = write_config(&pgb.secret);
     let out = f.hook_with(&config, &["reconcile"]);
     assert!(
         std::fs::read_to_string(&ini)

@@ -3,24 +3,8 @@
 //! `vip-holder` record, the peer's neighbour table (proof the announcement went
 //! out), the fence, the deadline, serialisation and SIGKILL.
 
+#[macro_use]
 mod common;
-
-/// One test body, two Consuls: the double, and a real Consul 1.8.7 with
-/// ACLs (the hook's token holds the kit's database-node policy) and TLS.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn on_the_double() {
-                super::$name(super::Backend::Double)
-            }
-            #[test]
-            fn on_real_consul() {
-                super::$name(super::Backend::Real)
-            }
-        }
-    };
-}
 
 use common::hook::{bin, code, Backend, Fixture, SCOPE, V4, V6};
 use common::{pg, require_all, text};

@@ -4,40 +4,19 @@
 //! ACLs and TLS, the hook's token holding the kit's PgBouncer-host policy):
 //! a client through PgBouncer follows the leader key.
 
+#[macro_use]
 mod common;
 
 use common::{free_port, text, wait_for};
 
 use common::consul::Consul;
 use common::pg::{self, Client, Pgbouncer, Postgres};
+use common::Backend;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const SCOPE: &str = "batman";
-
-/// Which Consul a lab runs on.
-#[derive(Clone, Copy)]
-enum Backend {
-    Double,
-    Real,
-}
-
-/// One test body, two Consuls.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn on_the_double() {
-                super::$name(super::Backend::Double)
-            }
-            #[test]
-            fn on_real_consul() {
-                super::$name(super::Backend::Real)
-            }
-        }
-    };
-}
 
 /// Fields drop in order: the servers stop (by pid) before their directory goes.
 struct Lab {

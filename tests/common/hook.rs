@@ -31,15 +31,7 @@ pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
-/// Which Consul a fixture's hook talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// The in-repo double, plain HTTP, no ACLs.
-    Double,
-    /// Real Consul 1.8.7 in the node namespace: TLS, ACLs on (default deny),
-    /// the hook with a token of the kit's database-node policy.
-    Real,
-}
+pub use super::Backend;
 
 /// The fixture's Consul, with the test's view of its KV store.
 pub enum Kv {
@@ -218,6 +210,36 @@ impl Fixture {
             ),
         )
         .unwrap();
+    }
+
+    /// Writes a PgBouncer host's config (`pgb.yml`, name `pgb`) for this
+    /// fixture's real agent, with `secret` in its token file and each
+    /// `(scope, database)` as a cluster; its ini is `pgbouncer.ini` here.
+    /// Written anew on each call (a token swapped, say).
+    pub fn pgbouncer_host_config(&self, secret: &str, clusters: &[(&str, &str)]) -> PathBuf {
+        let a = self.consul.agent();
+        let token_file = self.dir.path().join("pgb.token");
+        std::fs::write(&token_file, format!("{secret}\n")).unwrap();
+        let config = self.dir.path().join("pgb.yml");
+        let clusters: String = clusters
+            .iter()
+            .map(|(scope, db)| format!("    - scope: {scope}\n      databases: [{db}]\n"))
+            .collect();
+        std::fs::write(
+            &config,
+            format!(
+                "name: pgb\ndeadline: 3s\nlock_file: {lock}\nconsul:\n  url: {url}\n  timeout: 1s\n  ca_file: {ca}\n  token_file: {tf}\n\
+                 pgbouncer:\n  ini: {ini}\n  pidfile: {pid}\n  clusters:\n{clusters}",
+                lock = self.dir.path().join("pgb.lock").display(),
+                url = a.url(),
+                ca = a.ca_file().display(),
+                tf = token_file.display(),
+                ini = self.dir.path().join("pgbouncer.ini").display(),
+                pid = self.dir.path().join("pgbouncer.pid").display(),
+            ),
+        )
+        .unwrap();
+        config
     }
 
     /// Replaces the hook's token with `secret` (a revoked or another token).

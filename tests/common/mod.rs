@@ -2,6 +2,35 @@
 // Each test file is its own crate and uses a different part of these helpers.
 #![allow(dead_code)]
 
+/// Which Consul a test's hook talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The in-repo double, plain HTTP, no ACLs.
+    Double,
+    /// A real Consul 1.8.7 of the test's own (real_consul.rs): TLS, ACLs on
+    /// (default deny), the hook with a token of the kit's policy.
+    Real,
+}
+
+/// One test body, two Consuls: `both!(name)` after `fn name(b: Backend)`
+/// makes the tests `name::on_the_double` and `name::on_real_consul` (the
+/// test file declares `#[macro_use] mod common;` and uses `Backend`).
+#[allow(unused_macros)]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn on_the_double() {
+                super::$name(super::Backend::Double)
+            }
+            #[test]
+            fn on_real_consul() {
+                super::$name(super::Backend::Real)
+            }
+        }
+    };
+}
+
 mod basics;
 pub mod consul;
 pub mod fake_consul;
