@@ -3,7 +3,9 @@
 //! a Consul (or something in front of it) that echoes the token, a scope
 //! read that answers and a probe that does not, a remembered floating-ip
 //! that a member took over, a state file nobody validated, one cluster's
-//! missing permission on a PgBouncer host that serves several.
+//! missing permission on a PgBouncer host that serves several. Each test's
+//! comment tells what the hook did before the fix; the test holds what it
+//! does now.
 
 mod common;
 
@@ -278,7 +280,7 @@ fn check_config_online_notices_a_scope_with_nothing_in_it() {
 /// policy rule forgotten). batman fails over to pg2: its entry must follow,
 /// while robin's is kept and the run exits 1 (design: "Clusters are
 /// independent: one ... with refused data (1) keeps its entries while the
-/// others follow their leaders"). Today robin's 403 stops every cluster.
+/// others follow their leaders"). Before the fix robin's 403 stopped every cluster.
 #[test]
 fn one_refused_cluster_does_not_stop_the_others_on_the_pgbouncer_host() {
     let Some(f) = Fixture::on(Backend::Real, &format!("{V4}/24")) else {
@@ -321,9 +323,9 @@ fn one_refused_cluster_does_not_stop_the_others_on_the_pgbouncer_host() {
 /// Consul 1.8 filters a recursive read by the token's ACL without saying
 /// so, also partly: a token that may read the scope's members/ but not its
 /// leader key (a hand-written policy that lists key prefixes and misses
-/// one) gets the scope without the leader. The hook only probes a scope
-/// that reads as empty, so it takes this for "no leader key in Consul
-/// (mid-failover?)" and exits 75 at every run: a permission problem
+/// one) gets the scope without the leader. The hook probed only a scope
+/// that read as empty, so it took this for "no leader key in Consul
+/// (mid-failover?)" and exited 75 at every run: a permission problem
 /// reported as temporary, which nothing alerts on.
 #[test]
 fn a_leader_key_hidden_by_the_acl_is_not_taken_for_no_leader() {
@@ -416,7 +418,7 @@ fn a_state_file_that_is_a_fifo_does_not_hang_the_run() {
 /// confirmed: the leader waits all of before_stop.wait and exits 75 saying
 /// "0 of 1 PgBouncer host(s) confirmed", blaming PgBouncer for what is a
 /// permission problem (a policy that lists the scope's keys and misses
-/// pause-ack/). The scope read is probed when empty; this one is not.
+/// pause-ack/). The scope read was probed when empty; this one was not.
 #[test]
 fn before_stop_names_an_unreadable_pause_ack_prefix() {
     let Some(f) = Fixture::on(Backend::Real, &format!("{V4}/24")) else {
@@ -500,7 +502,7 @@ fn a_200_answer_that_echoes_the_token_never_prints_it() {
 /// token that may read the cluster's members/ but not its leader key gets
 /// the scope without the leader, which reads as "no leader key" (a failover
 /// under way: exit 75, and with `pause_on: always` a pause) at every run.
-/// Only a cluster that reads as wholly empty is probed.
+/// Only a cluster that read as wholly empty was probed.
 #[test]
 fn a_leader_key_hidden_from_the_pgbouncer_host_is_not_taken_for_no_leader() {
     let Some(f) = Fixture::on(Backend::Real, &format!("{V4}/24")) else {
