@@ -252,7 +252,7 @@ bootstrap:
     maximum_lag_on_failover: 1048576
     # Synchronous replication: an acknowledged commit survives the loss of the
     # primary, and a primary cut off from its standby (Patroni killed, the
-    # cluster moved on) cannot acknowledge writes; see the README notes.
+    # cluster moved on) cannot acknowledge writes; see docs/lab.md, "The lab".
     synchronous_mode: true
     failsafe_mode: false
     postgresql:

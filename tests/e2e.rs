@@ -582,8 +582,8 @@ fn failover_events_on_a_real_patroni_cluster() {
 /// switchovers the repeated one gets (the full matrix, `scripts/lab.sh
 /// faults`, runs three). Every fault but killed-runs: its bound on the VIP's
 /// time on two nodes fails when every release of the old primary is killed
-/// before its removal, one switchover in sixty here (README, "The
-/// fault matrix"), which would make this test fail at random; the full
+/// before its removal, one switchover in sixty here (docs/lab.md,
+/// "The fault matrix"), which would make this test fail at random; the full
 /// matrix runs it.
 const FAULTS: &str = "isolation,consul-cut,consul-down,pgbouncer-cut,slow-consul,ini-edits,\
 consul-leader-loss,consul-quorum-loss,agent-restart,token-revoked";
