@@ -158,31 +158,36 @@ impl Consul {
         consistent: bool,
     ) -> Result<Vec<Entry>> {
         let entries = self.list(prefix, consistent).await?;
-        // Also partly: a token that may read some of the prefix but not
-        // `probe` gets the rest, and "no leader key" would read as a
-        // failover under way (exit 75) at every run.
-        if !entries.iter().any(|e| e.key == probe) {
-            let how = if entries.is_empty() {
-                "reads as empty"
-            } else {
-                "reads without this key"
-            };
-            match self.check_readable(probe).await {
-                Ok(()) => {}
-                // The scope's read was answered: a probe that times out or
-                // meets a Consul without a leader leaves that answer as it
-                // is (nothing there, or no leader key: keep, 75); taking it
-                // for "unreachable" would let a promotion add the VIP on an
-                // answer that named no leader.
-                Err(e) if e.kind() == crate::error::Kind::Temporary => {}
-                Err(e) => {
-                    return Err(e.context(format!(
-                    "{prefix} {how}, which Consul 1.8 also answers when the token may not read it"
-                )))
-                }
-            }
-        }
+        self.check_hidden(prefix, &entries, probe).await?;
         Ok(entries)
+    }
+
+    /// For a read of `prefix` that came back as `entries`: when `probe` is
+    /// not among them, reads it on its own, and fails when the token may
+    /// not read it. Also a partly filtered read: a token that may read some
+    /// of the prefix but not `probe` gets the rest, and "no leader key"
+    /// would read as a failover under way (exit 75) at every run.
+    pub async fn check_hidden(&self, prefix: &str, entries: &[Entry], probe: &str) -> Result<()> {
+        if entries.iter().any(|e| e.key == probe) {
+            return Ok(());
+        }
+        let how = if entries.is_empty() {
+            "reads as empty"
+        } else {
+            "reads without this key"
+        };
+        match self.check_readable(probe).await {
+            Ok(()) => Ok(()),
+            // The read was answered: a probe that times out or meets a
+            // Consul without a leader leaves that answer as it is (nothing
+            // there, or no leader key: keep, 75); taking it for
+            // "unreachable" would let a promotion add the VIP on an answer
+            // that named no leader.
+            Err(e) if e.kind() == crate::error::Kind::Temporary => Ok(()),
+            Err(e) => Err(e.context(format!(
+                "{prefix} {how}, which Consul 1.8 also answers when the token may not read it"
+            ))),
+        }
     }
 
     /// Reads `key` for its answer code only: Ok when the token may read it

@@ -103,26 +103,11 @@ async fn read_clusters(
     let mut refused = Vec::new();
     for c in clusters {
         let keys = ScopeKeys::new(namespace, &c.scope);
-        let read = scopes.of(&c.scope);
-        if read.iter().any(|e| e.key == keys.leader) {
-            continue;
-        }
-        match consul.check_readable(&keys.leader).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == Kind::Temporary => {}
-            Err(e) => refused.push((
-                c.scope.clone(),
-                e.context(format!(
-                    "cluster {}: {} {}, which Consul 1.8 also answers when the token may not read it",
-                    c.scope,
-                    keys.prefix,
-                    if read.is_empty() {
-                        "reads as empty"
-                    } else {
-                        "reads without its leader key"
-                    }
-                )),
-            )),
+        if let Err(e) = consul
+            .check_hidden(&keys.prefix, scopes.of(&c.scope), &keys.leader)
+            .await
+        {
+            refused.push((c.scope.clone(), e.context(format!("cluster {}", c.scope))));
         }
     }
     Ok((scopes, refused))
