@@ -741,7 +741,7 @@ EOF
     [ "$LEGACY" != 1 ] || mkdir -p "$RUN/pgbouncer/agent"
     if [ "$BACKUP" = 1 ]; then
         say "pgBackRest: TLS files, pgbackrest.conf of every host (patroni-conf/), its TLS servers on repo and ${NODES[*]}"
-        LAB_RUN_ID="$RID" "$PY" "$REPO/scripts/lab/backup.py" setup
+        LAB_RUN_ID="$RID" "$PY" "$LABTOOL" backup-setup
     fi
 
     if [ "$MANAGER" = hook ] && [ "$CONSUL_KIND" = real ]; then
@@ -789,7 +789,7 @@ EOF
     wait_sql "writes through the VIP" "host=$VIP port=$LAB_PG_PORT dbname=postgres user=lab" 60
     if [ "$BACKUP" = 1 ]; then
         say "pgBackRest: stanza $SCOPE on the repository host"
-        LAB_RUN_ID="$RID" "$PY" "$REPO/scripts/lab/backup.py" stanza-create
+        LAB_RUN_ID="$RID" "$PY" "$LABTOOL" backup-stanza-create
     fi
     say "lab $RID is up: LAB_RUN_ID=$RID scripts/lab.sh status"
 }

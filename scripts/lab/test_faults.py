@@ -29,8 +29,8 @@ from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import faults  # noqa: E402
-import labtool as lt  # noqa: E402
+from labkit import faults  # noqa: E402
+from labkit import lab as lt  # noqa: E402
 
 ADDR = {"db1": "198.51.100.11", "db2": "198.51.100.12"}
 INI = ("[databases]\n"

@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 
-import labtool as lt
+from labkit import lab as lt
 
 
 class Checks:

@@ -37,8 +37,8 @@ import os
 import re
 import time
 
-import labtool as lt
-from checks import Checks, hook_follows, outage, run_in, sql
+from labkit import lab as lt
+from labkit.checks import Checks, hook_follows, outage, run_in, sql
 
 ADOPT_NODE = os.path.join(lt.REPO, "scripts", "adopt", "adopt-node.sh")
 ADOPT_PGBOUNCER = os.path.join(lt.REPO, "scripts", "adopt", "adopt-pgbouncer.sh")
@@ -115,7 +115,7 @@ def prepare_legacy_db(lab, node):
     """The legacy application's data, and the load generator's role and table."""
     sql(lab, node, "CREATE TABLE legacy_accounts (id int PRIMARY KEY, owner text, balance numeric); "
                    f"INSERT INTO legacy_accounts SELECT g, 'owner ' || g, g * 1.5 FROM generate_series(1, {LEGACY_ROWS}) g")
-    run_in(lab, "client", [lt.VENV_PYTHON, os.path.join(lt.HERE, "labtool.py"), "prepare-db", "--node", node],
+    run_in(lab, "client", [lt.VENV_PYTHON, lt.LABTOOL, "prepare-db", "--node", node],
            env={"LAB_ROOT": lab.root, "LAB_RUN_ID": lab.rid})
     sql(lab, node, "SELECT 1 FROM pg_roles WHERE rolname = 'lab'")
 

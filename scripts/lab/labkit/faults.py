@@ -81,8 +81,8 @@ import sys
 import threading
 import time
 
-import labtool as lt
-from labtool import LabError, in_netns, say
+from labkit import lab as lt
+from labkit.lab import LabError, in_netns, say
 
 CUT_S = 30.0            # isolation, consul-cut, consul-down
 PGB_CUT_S = 10.0        # pgbouncer-cut: healed this long after the cut
@@ -275,7 +275,7 @@ class Reads:
         self.proc = None
 
     def __enter__(self):
-        cmd = ["ip", "netns", "exec", self.lab.ns("client"), lt.VENV_PYTHON, os.path.abspath(__file__),
+        cmd = ["ip", "netns", "exec", self.lab.ns("client"), lt.VENV_PYTHON, lt.LABTOOL,
                "reads", "--out", self.log]
         env = dict(os.environ, LAB_ROOT=self.lab.root, LAB_RUN_ID=self.lab.rid)
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=open(self.err, "a"),
@@ -1877,32 +1877,3 @@ def write(rows, data, title, skipped=()):
     md = markdown(rows, title, skipped)
     paths = lt.write_results("faults", data, md)
     return md, paths
-
-
-def main():
-    """`reads` (internal, run inside the lab's client namespace) and `matrix`
-    (the matrix itself, what `scripts/lab.sh faults` runs)."""
-    cmd = sys.argv[1] if len(sys.argv) > 1 else None
-    if cmd not in ("reads", "matrix"):
-        print("usage: faults.py matrix [--consul real|double] [--only LIST] [--repeats N] [--use-lab]\n"
-              "       faults.py reads --out FILE (internal: the read probe)", file=sys.stderr)
-        sys.exit(2)
-
-    def on_term(*_):
-        raise SystemExit(143)
-    try:
-        if cmd == "reads":
-            cmd_reads(lt.Lab.current(lt.Topology()), sys.argv[2:])
-        else:
-            signal.signal(signal.SIGTERM, on_term)  # finally-blocks (lab down) run on SIGTERM too
-            scenario(lt.Topology(), sys.argv[2:])
-    except LabError as e:
-        print(f"faults.py: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("faults.py: interrupted", file=sys.stderr)
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

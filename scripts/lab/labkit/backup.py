@@ -40,8 +40,8 @@ import subprocess
 import sys
 import time
 
-import labtool as lt
-from checks import Checks, acked_rows, hook_follows, log_size, outage, patroni_log_since, run_in, sql
+from labkit import lab as lt
+from labkit.checks import Checks, acked_rows, hook_follows, log_size, outage, patroni_log_since, run_in, sql
 
 KIT = os.path.join(lt.REPO, "patroni-conf")
 MAKE_CERTS = os.path.join(lt.REPO, "scripts", "backup", "make-certs.sh")
@@ -520,19 +520,3 @@ def scenario_backup(topo, argv):
             "pitr_target": figures.get("pitr_target"),
             "phases": figures["phases"],
         })
-
-
-def main():
-    if len(sys.argv) != 2 or sys.argv[1] not in ("setup", "stanza-create"):
-        print("usage: backup.py setup | stanza-create   (run by scripts/lab.sh up with LAB_BACKUP=1)", file=sys.stderr)
-        sys.exit(2)
-    try:
-        lab = lt.Lab.current(lt.Topology())
-        cmd_setup(lab) if sys.argv[1] == "setup" else cmd_stanza_create(lab)
-    except lt.LabError as e:
-        print(f"backup.py: error: {e}", file=sys.stderr)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
