@@ -6,7 +6,7 @@
 //! action and must be accepted there.
 
 use crate::error::{Error, Result};
-use crate::plan::{Action, Role};
+use crate::node::plan::{Action, Role};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 

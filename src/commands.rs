@@ -1,15 +1,17 @@
 //! One function per command: callbacks, status, check-config; reconcile lives
 //! in `reconcile.rs`. Each returns the process exit code.
 
-use crate::apply::Report;
 use crate::budget::{self, Budget};
 use crate::cli::{Invocation, Request};
 use crate::config::{self, Config};
-use crate::consul::Consul;
+use crate::dcs::consul::Consul;
+use crate::dcs::keys::{LeaderKey, ScopeKeys, ScopeView};
 use crate::error::{Error, Kind};
-use crate::keys::{LeaderKey, ScopeKeys, ScopeView};
-use crate::plan::{self, Action, Role, Trigger};
-use crate::{before_stop, log, metrics, note, out, pgbouncer_host, reconcile, state, vip};
+use crate::node::apply::Report;
+use crate::node::plan::{self, Action, Role, Trigger};
+use crate::{
+    log, metrics, node::before_stop, node::vip, note, out, pooler::host, reconcile, state,
+};
 use std::time::Instant;
 
 /// Loads the configuration, sets up logging and runs the request. Returns the exit code.
@@ -254,11 +256,11 @@ async fn status(cfg: &Config, consul: &Consul, scope: Option<&str>, json: bool) 
             };
             out.insert("leader".into(), leader);
             let holder = match &v.holder {
-                crate::keys::Holder::Record { record, .. } => {
+                crate::dcs::keys::Holder::Record { record, .. } => {
                     serde_json::to_value(record).unwrap_or_default()
                 }
-                crate::keys::Holder::Absent => serde_json::Value::Null,
-                crate::keys::Holder::Unparsable { .. } => "unparsable".into(),
+                crate::dcs::keys::Holder::Absent => serde_json::Value::Null,
+                crate::dcs::keys::Holder::Unparsable { .. } => "unparsable".into(),
             };
             out.insert("vip_holder".into(), holder);
         }
@@ -273,7 +275,7 @@ async fn status(cfg: &Config, consul: &Consul, scope: Option<&str>, json: bool) 
             vj.insert("address".into(), addr.map(|a| a.to_string()).into());
             let owned = state::read_owned(&cfg.lock_file, scope, &vc.interface);
             let local = async {
-                let nl = crate::netlink::Netlink::open().await?;
+                let nl = crate::node::netlink::Netlink::open().await?;
                 let mut found = Vec::new();
                 let mut names = vec![vc.interface.clone()];
                 if let Ok(o) = &owned {
@@ -328,7 +330,7 @@ async fn status(cfg: &Config, consul: &Consul, scope: Option<&str>, json: bool) 
         }
     }
     if cfg.pgbouncer.is_some() {
-        match pgbouncer_host::status(cfg, consul).await {
+        match host::status(cfg, consul).await {
             Ok(v) => {
                 out.insert("pgbouncer".into(), v);
             }
@@ -396,7 +398,7 @@ async fn check_access(cfg: &Config, consul: &Consul) -> i32 {
         .as_ref()
         .map(|p| p.clusters.iter().map(|c| c.scope.as_str()).collect())
         .unwrap_or_default();
-    let needed = crate::keys::needed_access(
+    let needed = crate::dcs::keys::needed_access(
         &cfg.consul.namespace,
         &cfg.name,
         db_scope,
@@ -416,8 +418,8 @@ async fn check_access(cfg: &Config, consul: &Consul) -> i32 {
     }
     for n in &needed {
         let result = match n.access {
-            crate::keys::Access::Read => consul.check_readable(&n.key).await,
-            crate::keys::Access::Write => consul.check_writable(&n.key).await,
+            crate::dcs::keys::Access::Read => consul.check_readable(&n.key).await,
+            crate::dcs::keys::Access::Write => consul.check_writable(&n.key).await,
         };
         match &result {
             Ok(()) => out::line(format_args!(
@@ -486,7 +488,7 @@ async fn check_config(cfg: &Config, consul: &Consul) -> i32 {
                 .unwrap_or_else(|| "from Consul floating-ip".into()),
             v.interface
         ));
-        match crate::netlink::Netlink::open().await {
+        match crate::node::netlink::Netlink::open().await {
             Ok(nl) => {
                 if let Err(e) = nl.link_index(&v.interface).await {
                     warnings.push(format!("vip.interface: {e}"));
@@ -511,7 +513,7 @@ async fn check_config(cfg: &Config, consul: &Consul) -> i32 {
             }
         }
     }
-    warnings.extend(pgbouncer_host::check(cfg));
+    warnings.extend(host::check(cfg));
     if let Some(t) = &cfg.metrics {
         let dir = t.parent().unwrap_or(std::path::Path::new("/"));
         let writable = nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok();

@@ -346,7 +346,7 @@ pub fn load(path: &Path, env: &Env) -> Result<Config> {
         .as_ref()
         .and_then(|p| p.patroni_ca_file.as_ref())
     {
-        crate::consul::read_ca(ca, "pgbouncer.patroni_ca_file")
+        crate::dcs::consul::read_ca(ca, "pgbouncer.patroni_ca_file")
             .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
     }
     Ok(cfg)
@@ -376,14 +376,14 @@ pub fn from_str(
         Some(n) => n,
         None => env.hostname.clone(),
     };
-    if !crate::keys::is_member_name(&name) {
+    if !crate::dcs::keys::is_member_name(&name) {
         return Err(bad(
             "name",
             "expected the Patroni member name (no slashes, spaces or control characters)",
         ));
     }
     if let Some(s) = &raw.scope {
-        if !crate::keys::is_member_name(s) {
+        if !crate::dcs::keys::is_member_name(s) {
             return Err(bad("scope", "expected a Patroni scope name"));
         }
     }
@@ -419,7 +419,9 @@ pub fn from_str(
         Some(v) => {
             let address = match v.address.as_deref() {
                 None => None,
-                Some(a) => Some(crate::keys::parse_vip(a).map_err(|why| bad("vip.address", &why))?),
+                Some(a) => {
+                    Some(crate::dcs::keys::parse_vip(a).map_err(|why| bad("vip.address", &why))?)
+                }
             };
             if !is_interface_name(&v.interface) {
                 return Err(bad(
@@ -449,7 +451,7 @@ pub fn from_str(
             let mut clusters = Vec::new();
             let mut seen_db = std::collections::BTreeSet::new();
             for (i, c) in p.clusters.into_iter().enumerate() {
-                if !crate::keys::is_member_name(&c.scope) {
+                if !crate::dcs::keys::is_member_name(&c.scope) {
                     return Err(bad(
                         &format!("pgbouncer.clusters[{i}].scope"),
                         "expected a Patroni scope name",
@@ -597,7 +599,7 @@ fn admin(path: &Path, a: RawAdmin) -> Result<AdminConfig> {
             ))
         }
         (None, Some(h)) => {
-            crate::ini::validate_host(&h)
+            crate::pooler::ini::validate_host(&h)
                 .map_err(|e| bad("pgbouncer.admin.host", &e.to_string()))?;
             AdminHost::Tcp(h)
         }
@@ -610,7 +612,7 @@ fn admin(path: &Path, a: RawAdmin) -> Result<AdminConfig> {
         }
     };
     let user = match a.user {
-        Some(u) if crate::keys::is_member_name(&u) => Some(u),
+        Some(u) if crate::dcs::keys::is_member_name(&u) => Some(u),
         Some(_) => return Err(bad("pgbouncer.admin.user", "expected a user name")),
         None => None,
     };

@@ -8,7 +8,7 @@
 //! touches the file.
 
 use crate::error::Error;
-use crate::plan::Owned;
+use crate::node::plan::Owned;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;

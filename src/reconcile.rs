@@ -3,15 +3,15 @@
 //! On a database node (a `vip` section) the VIP follows the leader key
 //! (`vip::converge` with `Trigger::Reconcile`); on the PgBouncer host (a
 //! `pgbouncer` section) the managed `[databases]` entries follow each
-//! cluster's leader (`pgbouncer_host`). A host with both does both.
+//! cluster's leader (`pooler::host`). A host with both does both.
 
-use crate::apply::Report;
 use crate::budget::Budget;
 use crate::config::Config;
-use crate::consul::Consul;
+use crate::dcs::consul::Consul;
 use crate::error::Error;
-use crate::plan::Trigger;
-use crate::{pgbouncer_host, vip};
+use crate::node::apply::Report;
+use crate::node::plan::Trigger;
+use crate::{node::vip, pooler::host};
 
 /// Runs reconcile; returns how it ended and what it did.
 pub async fn run(cfg: &Config, consul: &Consul, budget: Budget, dry_run: bool) -> Report {
@@ -48,7 +48,7 @@ pub async fn run(cfg: &Config, consul: &Consul, budget: Budget, dry_run: bool) -
         // may use the rest of the run.
         let keep = std::time::Duration::from_millis(100);
         consul.set_deadline(budget.end.checked_sub(keep).unwrap_or(budget.end));
-        pgbouncer_host::reconcile(cfg, p, consul, &budget, dry_run, &mut report).await;
+        host::reconcile(cfg, p, consul, &budget, dry_run, &mut report).await;
     }
     report
 }

@@ -22,7 +22,7 @@
 //! they never lock the Patroni user out.
 
 use crate::error::{Error, Result};
-use crate::plan::Owned;
+use crate::node::plan::Owned;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -182,7 +182,7 @@ pub fn seen_vip_path(lock_file: &Path, scope: &str) -> PathBuf {
 /// stale file naming a network address or 0.0.0.0/0 is no VIP.
 pub fn read_seen_vip(lock_file: &Path, scope: &str) -> Option<ipnet::IpNet> {
     let text = read_text(&seen_vip_path(lock_file, scope)).ok()?;
-    crate::keys::parse_vip(&text).ok()
+    crate::dcs::keys::parse_vip(&text).ok()
 }
 
 /// Keeps (or, with `None`, forgets) the scope's floating-ip as read.
@@ -429,7 +429,7 @@ pub fn pause_path(lock_file: &Path, scope: &str) -> PathBuf {
 /// does not read). A pause whose record is lost stays until someone resumes
 /// it: reconcile warns about a managed database PgBouncer has paused without
 /// a record here, and leaves it (it may be an operator's).
-pub fn read_pause(lock_file: &Path, scope: &str) -> crate::pause::Local {
+pub fn read_pause(lock_file: &Path, scope: &str) -> crate::pooler::pause::Local {
     read_file(&pause_path(lock_file, scope))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -455,15 +455,19 @@ pub fn pause_scopes(lock_file: &Path) -> Vec<String> {
 }
 
 /// Now on this host's boot clock, for pause records.
-pub fn stamp_now() -> crate::pause::Stamp {
-    crate::pause::Stamp {
+pub fn stamp_now() -> crate::pooler::pause::Stamp {
+    crate::pooler::pause::Stamp {
         boot: boot_id(),
         ms: (Ticket::now().0 / 1_000_000).min(u64::MAX as u128) as u64,
     }
 }
 
 /// Records what this host paused for `scope`.
-pub fn write_pause(lock_file: &Path, scope: &str, local: &crate::pause::Local) -> Result<()> {
+pub fn write_pause(
+    lock_file: &Path,
+    scope: &str,
+    local: &crate::pooler::pause::Local,
+) -> Result<()> {
     let path = pause_path(lock_file, scope);
     let body = serde_json::to_vec(local)
         .map_err(|e| Error::failed(format!("encoding {}", path.display()), e))?;

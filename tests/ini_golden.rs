@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use patroni_hook::ini::{self, Target};
+use patroni_hook::pooler::ini::{self, Target};
 use proptest::prelude::*;
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::netns::{require_root_and_ip, veth, Netns};
 use common::wait_for;
 use ipnet::IpNet;
-use patroni_hook::announce::announce;
-use patroni_hook::netlink::Netlink;
+use patroni_hook::node::announce::announce;
+use patroni_hook::node::netlink::Netlink;
 
 /// How long a peer may take to take in an announcement; it normally takes
 /// well under a millisecond.

@@ -1,4 +1,4 @@
-//! Tests of `pgbouncer` (reload, pidfile, atomic write) against a real
+//! Tests of `pooler::file` (reload, pidfile, atomic write) against a real
 //! PgBouncer: the edited file is written with `write_atomic`, PgBouncer is sent
 //! SIGHUP with `reload`, and what PgBouncer then serves is read back through its
 //! admin console (`SHOW DATABASES`).
@@ -19,8 +19,8 @@ use std::time::Duration;
 use common::pg::{self, Pgbouncer, PgbouncerOptions};
 use common::{require_all, wait_for};
 use nix::unistd::User;
-use patroni_hook::ini::{self, Target};
-use patroni_hook::pgbouncer;
+use patroni_hook::pooler::file;
+use patroni_hook::pooler::ini::{self, Target};
 
 fn postgres_ids() -> (u32, u32) {
     let user = User::from_name("postgres").unwrap().unwrap();
@@ -88,9 +88,9 @@ fn reload_makes_pgbouncer_serve_the_edited_entry() {
     };
     let edited = ini::edit(&before, &[("appdb", &target)]).unwrap();
     assert_eq!(edited.changed, ["appdb"]);
-    assert!(pgbouncer::write_atomic(&bouncer.ini, &before, &edited.output).unwrap());
+    assert!(file::write_atomic(&bouncer.ini, &before, &edited.output).unwrap());
 
-    let pid = pgbouncer::reload(&bouncer.pidfile).unwrap();
+    let pid = file::reload(&bouncer.pidfile).unwrap();
     assert_eq!(pid, bouncer.pid());
     wait_for(
         "PgBouncer to log \"got SIGHUP, re-reading config\"",
@@ -122,7 +122,7 @@ fn stale_pidfile_is_an_error_naming_the_path_and_signals_nobody() {
     let dead_pid = dead.id();
     dead.wait().unwrap();
     fs::write(&pidfile, format!("{dead_pid}\n")).unwrap();
-    let err = pgbouncer::reload(&pidfile).unwrap_err();
+    let err = file::reload(&pidfile).unwrap_err();
     assert!(
         err.to_string()
             .starts_with(&format!("pidfile {}: stale: ", pidfile.display())),
@@ -133,7 +133,7 @@ fn stale_pidfile_is_an_error_naming_the_path_and_signals_nobody() {
     // A live pid that is not PgBouncer (this test process): refused, so the
     // SIGHUP that would end this process is never sent.
     fs::write(&pidfile, format!("{}\n", std::process::id())).unwrap();
-    let err = pgbouncer::reload(&pidfile).unwrap_err();
+    let err = file::reload(&pidfile).unwrap_err();
     assert!(
         err.to_string().contains("stale: ") && err.to_string().contains("not pgbouncer"),
         "{err}"
@@ -144,14 +144,14 @@ fn stale_pidfile_is_an_error_naming_the_path_and_signals_nobody() {
 fn missing_or_garbage_pidfile_is_an_error_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pgbouncer.pid");
-    let err = pgbouncer::reload(&pidfile).unwrap_err();
+    let err = file::reload(&pidfile).unwrap_err();
     assert!(
         err.to_string()
             .starts_with(&format!("pidfile {}: ", pidfile.display())),
         "{err}"
     );
     fs::write(&pidfile, "pgbouncer\n").unwrap();
-    let err = pgbouncer::reload(&pidfile).unwrap_err();
+    let err = file::reload(&pidfile).unwrap_err();
     assert!(
         err.to_string().starts_with(&format!(
             "pidfile {}: does not hold a process id",
@@ -184,8 +184,7 @@ fn write_atomic_keeps_mode_and_owner_replaces_the_inode_and_leaves_no_temp_file(
     let inode = fs::metadata(&path).unwrap().ino();
 
     assert!(
-        pgbouncer::write_atomic(&path, b"[databases]\n", b"[databases]\nappdb = host=db1\n")
-            .unwrap()
+        file::write_atomic(&path, b"[databases]\n", b"[databases]\nappdb = host=db1\n").unwrap()
     );
 
     assert_eq!(fs::read(&path).unwrap(), b"[databases]\nappdb = host=db1\n");
@@ -215,7 +214,7 @@ fn write_atomic_through_a_symlink_replaces_the_real_file_and_keeps_the_link() {
     fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap();
     std::os::unix::fs::symlink(&real, &link).unwrap();
 
-    assert!(pgbouncer::write_atomic(&link, b"old\n", b"new\n").unwrap());
+    assert!(file::write_atomic(&link, b"old\n", b"new\n").unwrap());
 
     assert!(fs::symlink_metadata(&link)
         .unwrap()

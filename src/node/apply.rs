@@ -4,13 +4,13 @@
 //! No policy here: `plan` decided. In `--dry-run` nothing is carried out;
 //! the verb prints the plan instead.
 
-use crate::announce;
 use crate::config::VipConfig;
-use crate::consul::Consul;
+use crate::dcs::consul::Consul;
+use crate::dcs::keys::HolderRecord;
 use crate::error::{exit_code, Error, Kind};
-use crate::keys::HolderRecord;
-use crate::netlink::Netlink;
-use crate::plan::{Owned, Present, RecordStep, Verdict, VipStep};
+use crate::node::announce;
+use crate::node::netlink::Netlink;
+use crate::node::plan::{Owned, Present, RecordStep, Verdict, VipStep};
 use crate::state;
 use crate::{error_line, note, warn_line};
 use std::path::Path;

@@ -9,13 +9,13 @@
 //! Consul afterwards and plans once more for what only Consul can tell (its
 //! record, a VIP left by older tooling). docs/design.md has the rules.
 
-use crate::apply::{self, Local, Report};
 use crate::budget::Budget;
 use crate::config::{Config, VipConfig};
-use crate::consul::Consul;
+use crate::dcs::consul::Consul;
+use crate::dcs::keys::{ScopeKeys, ScopeView};
 use crate::error::{Error, Kind};
-use crate::keys::{ScopeKeys, ScopeView};
-use crate::plan::{self, ConsulView, Intent, Observed, Plan, Trigger, VipStep, Want};
+use crate::node::apply::{self, Local, Report};
+use crate::node::plan::{self, ConsulView, Intent, Observed, Plan, Trigger, VipStep, Want};
 use crate::state::{self, Ticket};
 use crate::{debug_line, note, out, warn_line};
 use std::collections::BTreeSet;
@@ -79,7 +79,7 @@ pub async fn converge(run: &Run<'_>, trigger: Trigger, report: &mut Report) -> O
     // than at pause_timeout (before_stop.rs).
     let withdraw = match (&seen.consul, trigger) {
         (ConsulView::Answered(v), Trigger::Callback(Want::Hold)) => {
-            crate::pause::done_request(v, &run.cfg.name)
+            crate::pooler::pause::done_request(v, &run.cfg.name)
         }
         _ => None,
     };
@@ -128,7 +128,7 @@ async fn local_primary(run: &Run<'_>, trigger: Trigger, view: &ConsulView) -> Op
         return None;
     };
     if trigger != Trigger::Reconcile
-        || v.leader != crate::keys::LeaderKey::Name(run.cfg.name.clone())
+        || v.leader != crate::dcs::keys::LeaderKey::Name(run.cfg.name.clone())
     {
         return None;
     }
@@ -516,10 +516,12 @@ fn consul_text(c: &ConsulView, me: &str) -> String {
         ConsulView::Unusable(_) => "unusable answer".into(),
         ConsulView::Misconfigured(_) => "not usable as configured".into(),
         ConsulView::Answered(v) => match &v.leader {
-            crate::keys::LeaderKey::Name(n) if n == me => "leader is this node".into(),
-            crate::keys::LeaderKey::Name(n) => format!("leader is {}", crate::keys::shown(n)),
-            crate::keys::LeaderKey::Absent => "no leader key".into(),
-            crate::keys::LeaderKey::Invalid(_) => "invalid leader key".into(),
+            crate::dcs::keys::LeaderKey::Name(n) if n == me => "leader is this node".into(),
+            crate::dcs::keys::LeaderKey::Name(n) => {
+                format!("leader is {}", crate::dcs::keys::shown(n))
+            }
+            crate::dcs::keys::LeaderKey::Absent => "no leader key".into(),
+            crate::dcs::keys::LeaderKey::Invalid(_) => "invalid leader key".into(),
         },
     }
 }

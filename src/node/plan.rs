@@ -15,7 +15,7 @@
 //! - **Local first.** VIP steps come before the record step, which is a
 //!   separate type and is carried out after the VIP is where it should be.
 
-use crate::keys::{Holder, LeaderKey, ScopeKeys, ScopeView};
+use crate::dcs::keys::{Holder, LeaderKey, ScopeKeys, ScopeView};
 use ipnet::IpNet;
 use std::fmt;
 
@@ -374,7 +374,7 @@ pub fn intent(
                     Intent::Release,
                     Some(Verdict::Failed(format!(
                         "fence: leader key names {}, not this node; VIP not added",
-                        crate::keys::shown(&other(v))
+                        crate::dcs::keys::shown(&other(v))
                     ))),
                 ),
                 Trigger::Reconcile => (Intent::Release, None),
@@ -413,7 +413,7 @@ fn current_vip(
         let name = who.map(|m| m.name.as_str()).unwrap_or("?");
         let why = format!(
             "{key} {net} is the address of member {} (key {}{}), not a VIP; nothing changed",
-            crate::keys::shown(name),
+            crate::dcs::keys::shown(name),
             o.keys.members,
             name.escape_debug()
         );
@@ -746,8 +746,8 @@ pub fn plan(o: &Observed) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consul::Entry;
-    use crate::keys::HolderRecord;
+    use crate::dcs::consul::Entry;
+    use crate::dcs::keys::HolderRecord;
     use proptest::prelude::*;
     use Action::*;
     use Role::*;
@@ -1437,12 +1437,12 @@ mod tests {
         ) {
             let mut o = observed(trigger, consul.clone());
             o.members_known = o.members_known && members_known;
-            o.config_vip = config_vip.filter(|n| crate::keys::unusable_vip(*n).is_none());
+            o.config_vip = config_vip.filter(|n| crate::dcs::keys::unusable_vip(*n).is_none());
             // Remembered addresses were valid VIPs when they were written.
             // One entry per address and interface, as state::read_owned keeps it.
             for (net, interface, added) in remembered {
                 let x = Owned { net, interface, added };
-                if crate::keys::unusable_vip(net).is_none() && !o.remembered.iter().any(|r| r.same(&x)) {
+                if crate::dcs::keys::unusable_vip(net).is_none() && !o.remembered.iter().any(|r| r.same(&x)) {
                     o.remembered.push(x);
                 }
             }
@@ -1468,7 +1468,7 @@ mod tests {
                             prop_assert!(matches!(consul, ConsulView::Answered(_)), "claims {x} without Consul");
                             prop_assert!(o.members_known, "claims {x} with members unknown");
                             prop_assert!(!o.member_ips.contains(&x.net.addr()), "removes member address {x}");
-                            prop_assert!(crate::keys::unusable_vip(x.net).is_none(), "removes {x}");
+                            prop_assert!(crate::dcs::keys::unusable_vip(x.net).is_none(), "removes {x}");
                             let here = o.present.iter().find(|q| q.net.addr() == x.net.addr() && q.interface == x.interface).unwrap();
                             if x.net.addr().is_ipv4() {
                                 prop_assert!(here.secondary, "removes a primary IPv4 address {x} it did not add");
@@ -1479,7 +1479,7 @@ mod tests {
                     VipStep::Add(x) => {
                         prop_assert!(remembered_so_far.iter().any(|r| r.same(x)), "adds {x} before remembering it");
                         prop_assert!(!o.member_ips.contains(&x.net.addr()), "adds member address {x}");
-                        prop_assert!(crate::keys::unusable_vip(x.net).is_none());
+                        prop_assert!(crate::dcs::keys::unusable_vip(x.net).is_none());
                         prop_assert!(
                             !o.present.iter().any(|q| q.net.addr() == x.net.addr() && !q.marked),
                             "adds {x}, an address the host already has"

@@ -330,7 +330,7 @@ impl Consul {
                 what,
                 format!(
                     "unexpected answer {}",
-                    crate::keys::shown(&String::from_utf8_lossy(other))
+                    crate::dcs::keys::shown(&String::from_utf8_lossy(other))
                 ),
             )),
         }
@@ -516,7 +516,11 @@ fn check_status(status: reqwest::StatusCode, body: &[u8], what: &str) -> Result<
     let cause = if text.is_empty() {
         format!("HTTP {}", status.as_u16())
     } else {
-        format!("HTTP {}: {}", status.as_u16(), crate::keys::shown(text))
+        format!(
+            "HTTP {}: {}",
+            status.as_u16(),
+            crate::dcs::keys::shown(text)
+        )
     };
     if status == reqwest::StatusCode::FORBIDDEN {
         // Not temporary: a token lacks a permission until an operator acts.

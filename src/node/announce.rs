@@ -38,7 +38,7 @@ use nix::sys::socket::{
 };
 
 use crate::error::Error;
-use crate::netlink::errno_text;
+use crate::node::netlink::errno_text;
 
 /// Time between two announcements. The first goes out at once.
 ///

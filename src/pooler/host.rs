@@ -8,18 +8,18 @@
 //! ticket, so a run that read Consul earlier never overwrites the file a
 //! later run already pointed at a newer leader.
 
-use crate::admin::{self, Admin};
-use crate::apply::Report;
 use crate::budget::Budget;
 use crate::config::{Cluster, Config, PgbouncerConfig, TargetKind};
-use crate::consul::{Consul, Entry};
+use crate::dcs::consul::{Consul, Entry};
+use crate::dcs::keys::{shown, LeaderKey, ScopeKeys, ScopeView, Scopes};
 use crate::error::{Error, Kind};
-use crate::ini::{self, Target};
-use crate::keys::{shown, LeaderKey, ScopeKeys, ScopeView, Scopes};
-use crate::pause::{self, Decision};
-use crate::pause_host::{self, ToResume};
+use crate::node::apply::Report;
+use crate::pooler::admin::{self, Admin};
+use crate::pooler::ini::{self, Target};
+use crate::pooler::pause::{self, Decision};
+use crate::pooler::pause_host::{self, ToResume};
 use crate::state::{self, Ticket};
-use crate::{note, out, pgbouncer};
+use crate::{note, out, pooler::file};
 use std::time::{Duration, Instant};
 
 /// The subject of the ticket ordering for pgbouncer.ini.
@@ -447,10 +447,10 @@ async fn follow_leaders(
     }
     let seen = state::reload_pending(&cfg.lock_file).unwrap_or_default();
     // An operator's edit made since the read is never overwritten
-    // (pgbouncer::write_atomic): the file is read and edited again.
+    // (file::write_atomic): the file is read and edited again.
     let (mut input, mut edited) = (input, edited);
     for attempt in 1.. {
-        match pgbouncer::write_atomic(&p.ini, &input, &edited.output) {
+        match file::write_atomic(&p.ini, &input, &edited.output) {
             Ok(true) => break,
             Ok(false) if attempt < 3 => {
                 note!(
@@ -720,7 +720,7 @@ async fn reload_once(
         Err(e) => e.to_string(),
     };
     crate::warn_line!("{fallback}; sending SIGHUP");
-    let pid = pgbouncer::reload(&p.pidfile)?;
+    let pid = file::reload(&p.pidfile)?;
     let until = (Instant::now() + CHECK_WAIT).min(budget.end);
     Ok((
         format!("SIGHUP to pid {pid}"),
@@ -764,7 +764,7 @@ async fn reload(
         }
     };
     let Some(a) = &p.admin else {
-        return match pgbouncer::reload(&p.pidfile) {
+        return match file::reload(&p.pidfile) {
             Ok(pid) => {
                 note!(
                     "reloaded pgbouncer (SIGHUP to pid {pid}; without pgbouncer.admin nothing says whether it loaded the file)"

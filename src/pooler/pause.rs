@@ -18,7 +18,7 @@
 //! says. docs/design.md has the table.
 
 use crate::config::PauseOn;
-use crate::keys::{LeaderKey, ScopeView};
+use crate::dcs::keys::{LeaderKey, ScopeView};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -184,17 +184,17 @@ pub fn decide(
             if older_than_leadership(view, *index) {
                 return Decision::Ignored(format!(
                     "pause request {} from {} was written before {} took the leader key: left from an earlier stop; ignored",
-                    crate::keys::shown(&r.id),
-                    crate::keys::shown(&r.member),
-                    crate::keys::shown(&r.member),
+                    crate::dcs::keys::shown(&r.id),
+                    crate::dcs::keys::shown(&r.member),
+                    crate::dcs::keys::shown(&r.member),
                 ));
             }
             let age = now.unix.saturating_sub(r.since);
             if age > REQUEST_MAX_AGE.as_secs() {
                 return Decision::Ignored(format!(
                     "pause request {} from {} is stale ({} s old by this host's clock); ignored",
-                    crate::keys::shown(&r.id),
-                    crate::keys::shown(&r.member),
+                    crate::dcs::keys::shown(&r.id),
+                    crate::dcs::keys::shown(&r.member),
                     age
                 ));
             }
@@ -232,8 +232,8 @@ pub fn done_request(view: &ScopeView, me: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consul::Entry;
-    use crate::keys::{PauseRequest, ScopeKeys};
+    use crate::dcs::consul::Entry;
+    use crate::dcs::keys::{PauseRequest, ScopeKeys};
 
     fn view(leader: Option<&str>, request: Option<(&str, &str, u64)>, failover: bool) -> ScopeView {
         let k = ScopeKeys::new("service", "batman");

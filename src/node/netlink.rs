@@ -20,7 +20,7 @@ use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::AddressFamily;
 
 use crate::error::Error;
-use crate::plan::Present;
+use crate::node::plan::Present;
 use netlink_packet_utils::nla::{DefaultNla, Nla};
 
 /// IFA_PROTO (include/uapi/linux/if_addr.h, Linux >= 5.18): who added an

@@ -12,7 +12,7 @@
 //! every reason quotes the value through [`shown`] (escaped, clipped), so no
 //! value can forge a log line.
 
-use crate::consul::Entry;
+use crate::dcs::consul::Entry;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
@@ -569,7 +569,7 @@ fn host_port(
     if host.is_empty() {
         return Err(format!("{}: no host", shown(url)));
     }
-    crate::ini::validate_host(&host).map_err(|e| e.to_string())?;
+    crate::pooler::ini::validate_host(&host).map_err(|e| e.to_string())?;
     Ok((host, port))
 }
 

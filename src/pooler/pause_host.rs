@@ -2,17 +2,17 @@
 //! RESUME (of what the record names), the check that a new leader is
 //! writable, and the pauses nobody else will end (scopes no longer
 //! configured) or that are not this host's (an operator's, a lost record).
-//! `pause` decides; `pgbouncer_host::reconcile` calls these in order.
+//! `pause` decides; `host::reconcile` calls these in order.
 
-use crate::admin::{self, Admin};
-use crate::apply::Report;
 use crate::budget::Budget;
 use crate::config::{Cluster, Config, PgbouncerConfig};
-use crate::consul::Consul;
+use crate::dcs::consul::Consul;
+use crate::dcs::keys::{shown, LeaderKey, PauseRequest, ScopeKeys, ScopeView};
 use crate::error::Error;
-use crate::keys::{shown, LeaderKey, PauseRequest, ScopeKeys, ScopeView};
+use crate::node::apply::Report;
 use crate::patroni_api::Api;
-use crate::pause::{self, Local, Now, Paused};
+use crate::pooler::admin::{self, Admin};
+use crate::pooler::pause::{self, Local, Now, Paused};
 use crate::state::{self, Ticket};
 use crate::{note, out};
 use std::time::{Duration, Instant};

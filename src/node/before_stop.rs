@@ -17,13 +17,13 @@
 //! deletes a pause request that is done with: its own (it leads on: a
 //! restart, a cancelled switchover) or another member's (it leads now).
 
-use crate::apply::Report;
 use crate::budget::Budget;
 use crate::config::Config;
-use crate::consul::Consul;
+use crate::dcs::consul::Consul;
+use crate::dcs::keys::{shown, LeaderKey, PauseRequest, ScopeKeys, ScopeView};
 use crate::error::{Error, Kind};
-use crate::keys::{shown, LeaderKey, PauseRequest, ScopeKeys, ScopeView};
-use crate::{note, out, vip};
+use crate::node::apply::Report;
+use crate::{node::vip, note, out};
 use std::time::{Duration, Instant};
 
 /// `before-stop`.
@@ -177,7 +177,7 @@ pub async fn withdraw(cfg: &Config, consul: &Consul, scope: &str, budget: Budget
             return crate::warn_line!("{e}; a pause request, if any, is left to pause_timeout")
         }
     };
-    let Some(index) = crate::pause::done_request(&view, &cfg.name) else {
+    let Some(index) = crate::pooler::pause::done_request(&view, &cfg.name) else {
         return note!("no pause request to withdraw");
     };
     match consul.delete_cas(&keys.pause_request, index).await {
