@@ -346,7 +346,7 @@ pub fn load(path: &Path, env: &Env) -> Result<Config> {
         .as_ref()
         .and_then(|p| p.patroni_ca_file.as_ref())
     {
-        crate::dcs::consul::read_ca(ca, "pgbouncer.patroni_ca_file")
+        crate::tls::read_ca(ca, "pgbouncer.patroni_ca_file")
             .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
     }
     Ok(cfg)

@@ -25,3 +25,4 @@ pub mod patroni_api;
 pub mod pooler;
 pub mod reconcile;
 pub mod state;
+pub mod tls;

@@ -28,7 +28,7 @@ impl Api {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = ca_file {
-            for c in crate::dcs::consul::read_ca(ca, key)? {
+            for c in crate::tls::read_ca(ca, key)? {
                 builder = builder.add_root_certificate(c);
             }
         }

@@ -9,6 +9,7 @@
 //! message carries it.
 
 use crate::config::ConsulConfig;
+use crate::dcs::Entry;
 use crate::error::{Error, Result};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -19,19 +20,6 @@ use std::time::{Duration, Instant};
 /// 1,000 Patroni clusters (leader, three members, config, history, status...)
 /// is a few MiB of JSON; past this the answer is refused, not buffered.
 pub const MAX_ANSWER: usize = 32 * 1024 * 1024;
-
-/// One KV entry as Consul returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Full key.
-    pub key: String,
-    /// Decoded value (`null` becomes empty).
-    pub value: Vec<u8>,
-    /// ModifyIndex, for check-and-set.
-    pub modify_index: u64,
-    /// Session holding the key, if any.
-    pub session: Option<String>,
-}
 
 #[derive(Deserialize)]
 struct RawEntry {
@@ -75,7 +63,7 @@ impl Consul {
             .pool_max_idle_per_host(1)
             .user_agent(concat!("patroni-hook/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &cfg.ca_file {
-            match read_ca(ca, "consul.ca_file") {
+            match crate::tls::read_ca(ca, "consul.ca_file") {
                 Ok(certs) => {
                     for c in certs {
                         builder = builder.add_root_certificate(c);
@@ -482,21 +470,6 @@ fn tls_cause(e: &reqwest::Error) -> Option<rustls::Error> {
         e.source().and_then(|s| find(s, depth + 1))
     }
     std::error::Error::source(e).and_then(|s| find(s, 0))
-}
-
-/// Reads a PEM bundle of CA certificates; `key` is the setting that names it.
-pub fn read_ca(ca: &std::path::Path, key: &str) -> Result<Vec<reqwest::Certificate>> {
-    let pem = std::fs::read(ca)
-        .map_err(|e| Error::usage(format!("reading {key} {}: {e}", ca.display())))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| Error::usage(format!("{key} {}: not a PEM bundle: {e}", ca.display())))?;
-    if certs.is_empty() {
-        return Err(Error::usage(format!(
-            "{key} {}: no certificate in it",
-            ca.display()
-        )));
-    }
-    Ok(certs)
 }
 
 fn check_status(status: reqwest::StatusCode, body: &[u8], what: &str) -> Result<()> {

@@ -12,7 +12,7 @@
 //! every reason quotes the value through [`shown`] (escaped, clipped), so no
 //! value can forge a log line.
 
-use crate::dcs::consul::Entry;
+use crate::dcs::Entry;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};

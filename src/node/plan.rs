@@ -746,8 +746,8 @@ pub fn plan(o: &Observed) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dcs::consul::Entry;
     use crate::dcs::keys::HolderRecord;
+    use crate::dcs::Entry;
     use proptest::prelude::*;
     use Action::*;
     use Role::*;

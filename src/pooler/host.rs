@@ -10,8 +10,9 @@
 
 use crate::budget::Budget;
 use crate::config::{Cluster, Config, PgbouncerConfig, TargetKind};
-use crate::dcs::consul::{Consul, Entry};
+use crate::dcs::consul::Consul;
 use crate::dcs::keys::{shown, LeaderKey, ScopeKeys, ScopeView, Scopes};
+use crate::dcs::Entry;
 use crate::error::{Error, Kind};
 use crate::node::apply::Report;
 use crate::pooler::admin::{self, Admin};

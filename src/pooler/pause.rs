@@ -232,8 +232,8 @@ pub fn done_request(view: &ScopeView, me: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dcs::consul::Entry;
     use crate::dcs::keys::{PauseRequest, ScopeKeys};
+    use crate::dcs::Entry;
 
     fn view(leader: Option<&str>, request: Option<(&str, &str, u64)>, failover: bool) -> ScopeView {
         let k = ScopeKeys::new("service", "batman");
