@@ -414,165 +414,19 @@ pub fn from_str(
         read_token,
     )?;
 
-    let vip = match section(path, "vip", raw.vip)? {
-        None => None,
-        Some(v) => {
-            let address = match v.address.as_deref() {
-                None => None,
-                Some(a) => {
-                    Some(crate::dcs::keys::parse_vip(a).map_err(|why| bad("vip.address", &why))?)
-                }
-            };
-            if !is_interface_name(&v.interface) {
-                return Err(bad(
-                    "vip.interface",
-                    "expected a network interface name (1-15 characters, no '/' or spaces)",
-                ));
-            }
-            let gratuitous_arp = v.gratuitous_arp.unwrap_or(3);
-            if gratuitous_arp > 100 {
-                return Err(bad("vip.gratuitous_arp", "expected a count from 0 to 100"));
-            }
-            Some(VipConfig {
-                address,
-                interface: v.interface,
-                gratuitous_arp,
-                standby_leader: v.standby_leader.unwrap_or(false),
-            })
-        }
-    };
-
-    let pgbouncer = match section(path, "pgbouncer", raw.pgbouncer)? {
-        None => None,
-        Some(p) => {
-            if p.clusters.is_empty() {
-                return Err(bad("pgbouncer.clusters", "expected at least one cluster"));
-            }
-            let mut clusters = Vec::new();
-            let mut seen_db = std::collections::BTreeSet::new();
-            for (i, c) in p.clusters.into_iter().enumerate() {
-                if !crate::dcs::keys::is_member_name(&c.scope) {
-                    return Err(bad(
-                        &format!("pgbouncer.clusters[{i}].scope"),
-                        "expected a Patroni scope name",
-                    ));
-                }
-                if c.databases.is_empty() {
-                    return Err(bad(
-                        &format!("pgbouncer.clusters[{i}].databases"),
-                        "expected at least one [databases] entry name",
-                    ));
-                }
-                for d in &c.databases {
-                    if d.is_empty() || d.chars().any(|ch| ch.is_control() || ch == '=') {
-                        return Err(bad(
-                            &format!("pgbouncer.clusters[{i}].databases"),
-                            &format!("expected [databases] entry names, got {d:?}"),
-                        ));
-                    }
-                    if !seen_db.insert(d.clone()) {
-                        return Err(bad(
-                            &format!("pgbouncer.clusters[{i}].databases"),
-                            &format!("entry {d:?} is managed by two clusters"),
-                        ));
-                    }
-                }
-                clusters.push(Cluster {
-                    scope: c.scope,
-                    databases: c.databases,
-                    target: c.target.unwrap_or(TargetKind::Leader),
-                });
-            }
-            let admin = match section(path, "pgbouncer.admin", p.admin)? {
-                None => None,
-                Some(a) => Some(admin(path, a)?),
-            };
-            let pause_on = match (p.pause_on, &admin) {
-                (Some(PauseOn::Never), _) => PauseOn::Never,
-                (Some(on), Some(_)) => on,
-                (None, Some(_)) => PauseOn::Switchover,
-                (None, None) => PauseOn::Never,
-                (Some(_), None) => {
-                    return Err(bad(
-                        "pgbouncer.pause_on",
-                        "expected pgbouncer.admin too: pausing needs the admin console",
-                    ))
-                }
-            };
-            let pause_timeout = duration(
-                path,
-                "pgbouncer.pause_timeout",
-                p.pause_timeout.as_deref(),
-                "10s",
-            )?;
-            if pause_timeout < Duration::from_secs(1) {
-                return Err(bad(
-                    "pgbouncer.pause_timeout",
-                    "expected at least 1s: a switchover takes a few seconds",
-                ));
-            }
-            if p.patroni_ca_file
-                .as_ref()
-                .is_some_and(|f| f.as_os_str().is_empty())
-            {
-                return Err(bad(
-                    "pgbouncer.patroni_ca_file",
-                    "expected a path to a PEM file",
-                ));
-            }
-            Some(PgbouncerConfig {
-                ini: p.ini,
-                pidfile: p.pidfile,
-                clusters,
-                admin,
-                pause_on,
-                pause_timeout,
-                patroni_ca_file: p.patroni_ca_file,
-            })
-        }
-    };
-
+    let vip = section(path, "vip", raw.vip)?
+        .map(|v| vip(path, v))
+        .transpose()?;
+    let pgbouncer = section(path, "pgbouncer", raw.pgbouncer)?
+        .map(|p| pgbouncer(path, p))
+        .transpose()?;
     let before_stop = match section(path, "before_stop", raw.before_stop)? {
         None => BeforeStopConfig::default(),
-        Some(b) => {
-            let wait = duration(path, "before_stop.wait", b.wait.as_deref(), "1s")?;
-            if wait > deadline {
-                return Err(bad(
-                    "before_stop.wait",
-                    &format!(
-                        "expected at most the deadline ({}): every run ends by it",
-                        humantime::format_duration(deadline)
-                    ),
-                ));
-            }
-            let confirmations = b.confirmations.unwrap_or(1);
-            if confirmations == 0 {
-                return Err(bad(
-                    "before_stop.confirmations",
-                    "expected at least 1 (leave before-stop out of Patroni's config to pause nothing)",
-                ));
-            }
-            BeforeStopConfig {
-                wait,
-                confirmations,
-            }
-        }
+        Some(b) => before_stop(path, b, deadline)?,
     };
-
-    let metrics = match section(path, "metrics", raw.metrics)? {
-        None => None,
-        Some(m) => {
-            let t = m.textfile;
-            // node_exporter's textfile collector reads *.prom files only.
-            if !t.is_absolute() || t.extension().and_then(|e| e.to_str()) != Some("prom") {
-                return Err(bad(
-                    "metrics.textfile",
-                    "expected an absolute path ending in .prom, in node_exporter's --collector.textfile.directory",
-                ));
-            }
-            Some(t)
-        }
-    };
+    let metrics = section(path, "metrics", raw.metrics)?
+        .map(|m| metrics(path, m))
+        .transpose()?;
 
     Ok(Config {
         path: path.to_path_buf(),
@@ -586,6 +440,167 @@ pub fn from_str(
         before_stop,
         metrics,
     })
+}
+
+/// The `vip` section.
+fn vip(path: &Path, v: RawVip) -> Result<VipConfig> {
+    let bad = |key: &str, expected: &str| Error::config(path, key, expected);
+    let address = match v.address.as_deref() {
+        None => None,
+        Some(a) => Some(crate::dcs::keys::parse_vip(a).map_err(|why| bad("vip.address", &why))?),
+    };
+    if !is_interface_name(&v.interface) {
+        return Err(bad(
+            "vip.interface",
+            "expected a network interface name (1-15 characters, no '/' or spaces)",
+        ));
+    }
+    let gratuitous_arp = v.gratuitous_arp.unwrap_or(3);
+    if gratuitous_arp > 100 {
+        return Err(bad("vip.gratuitous_arp", "expected a count from 0 to 100"));
+    }
+    Ok(VipConfig {
+        address,
+        interface: v.interface,
+        gratuitous_arp,
+        standby_leader: v.standby_leader.unwrap_or(false),
+    })
+}
+
+/// The `pgbouncer` section: its clusters, its admin console and when to pause.
+fn pgbouncer(path: &Path, p: RawPgbouncer) -> Result<PgbouncerConfig> {
+    let bad = |key: &str, expected: &str| Error::config(path, key, expected);
+    let clusters = clusters(path, p.clusters)?;
+    let admin = match section(path, "pgbouncer.admin", p.admin)? {
+        None => None,
+        Some(a) => Some(admin(path, a)?),
+    };
+    let pause_on = match (p.pause_on, &admin) {
+        (Some(PauseOn::Never), _) => PauseOn::Never,
+        (Some(on), Some(_)) => on,
+        (None, Some(_)) => PauseOn::Switchover,
+        (None, None) => PauseOn::Never,
+        (Some(_), None) => {
+            return Err(bad(
+                "pgbouncer.pause_on",
+                "expected pgbouncer.admin too: pausing needs the admin console",
+            ))
+        }
+    };
+    let pause_timeout = duration(
+        path,
+        "pgbouncer.pause_timeout",
+        p.pause_timeout.as_deref(),
+        "10s",
+    )?;
+    if pause_timeout < Duration::from_secs(1) {
+        return Err(bad(
+            "pgbouncer.pause_timeout",
+            "expected at least 1s: a switchover takes a few seconds",
+        ));
+    }
+    if p.patroni_ca_file
+        .as_ref()
+        .is_some_and(|f| f.as_os_str().is_empty())
+    {
+        return Err(bad(
+            "pgbouncer.patroni_ca_file",
+            "expected a path to a PEM file",
+        ));
+    }
+    Ok(PgbouncerConfig {
+        ini: p.ini,
+        pidfile: p.pidfile,
+        clusters,
+        admin,
+        pause_on,
+        pause_timeout,
+        patroni_ca_file: p.patroni_ca_file,
+    })
+}
+
+/// `pgbouncer.clusters`: each entry name is managed by one cluster only.
+fn clusters(path: &Path, raw: Vec<RawCluster>) -> Result<Vec<Cluster>> {
+    let bad = |key: &str, expected: &str| Error::config(path, key, expected);
+    if raw.is_empty() {
+        return Err(bad("pgbouncer.clusters", "expected at least one cluster"));
+    }
+    let mut clusters = Vec::new();
+    let mut seen_db = std::collections::BTreeSet::new();
+    for (i, c) in raw.into_iter().enumerate() {
+        if !crate::dcs::keys::is_member_name(&c.scope) {
+            return Err(bad(
+                &format!("pgbouncer.clusters[{i}].scope"),
+                "expected a Patroni scope name",
+            ));
+        }
+        if c.databases.is_empty() {
+            return Err(bad(
+                &format!("pgbouncer.clusters[{i}].databases"),
+                "expected at least one [databases] entry name",
+            ));
+        }
+        for d in &c.databases {
+            if d.is_empty() || d.chars().any(|ch| ch.is_control() || ch == '=') {
+                return Err(bad(
+                    &format!("pgbouncer.clusters[{i}].databases"),
+                    &format!("expected [databases] entry names, got {d:?}"),
+                ));
+            }
+            if !seen_db.insert(d.clone()) {
+                return Err(bad(
+                    &format!("pgbouncer.clusters[{i}].databases"),
+                    &format!("entry {d:?} is managed by two clusters"),
+                ));
+            }
+        }
+        clusters.push(Cluster {
+            scope: c.scope,
+            databases: c.databases,
+            target: c.target.unwrap_or(TargetKind::Leader),
+        });
+    }
+    Ok(clusters)
+}
+
+/// The `before_stop` section; its wait fits in the run's deadline.
+fn before_stop(path: &Path, b: RawBeforeStop, deadline: Duration) -> Result<BeforeStopConfig> {
+    let bad = |key: &str, expected: &str| Error::config(path, key, expected);
+    let wait = duration(path, "before_stop.wait", b.wait.as_deref(), "1s")?;
+    if wait > deadline {
+        return Err(bad(
+            "before_stop.wait",
+            &format!(
+                "expected at most the deadline ({}): every run ends by it",
+                humantime::format_duration(deadline)
+            ),
+        ));
+    }
+    let confirmations = b.confirmations.unwrap_or(1);
+    if confirmations == 0 {
+        return Err(bad(
+            "before_stop.confirmations",
+            "expected at least 1 (leave before-stop out of Patroni's config to pause nothing)",
+        ));
+    }
+    Ok(BeforeStopConfig {
+        wait,
+        confirmations,
+    })
+}
+
+/// The `metrics` section.
+fn metrics(path: &Path, m: RawMetrics) -> Result<PathBuf> {
+    let t = m.textfile;
+    // node_exporter's textfile collector reads *.prom files only.
+    if !t.is_absolute() || t.extension().and_then(|e| e.to_str()) != Some("prom") {
+        return Err(Error::config(
+            path,
+            "metrics.textfile",
+            "expected an absolute path ending in .prom, in node_exporter's --collector.textfile.directory",
+        ));
+    }
+    Ok(t)
 }
 
 fn admin(path: &Path, a: RawAdmin) -> Result<AdminConfig> {
@@ -624,6 +639,7 @@ fn admin(path: &Path, a: RawAdmin) -> Result<AdminConfig> {
     })
 }
 
+/// The `consul` section (all of it optional).
 fn consul(
     path: &Path,
     raw: RawConsul,
@@ -631,14 +647,53 @@ fn consul(
     read_token: &dyn Fn(&Path) -> std::io::Result<String>,
 ) -> Result<ConsulConfig> {
     let bad = |key: &str, expected: &str| Error::config(path, key, expected);
-    let url = raw
-        .url
-        .unwrap_or_else(|| "http://127.0.0.1:8500".to_string());
+    let url = consul_url(path, raw.url, raw.ca_file.is_some())?;
+    let namespace = raw.namespace.unwrap_or_else(|| "service".to_string());
+    let namespace = namespace.trim_matches('/').to_string();
+    if namespace.is_empty()
+        || namespace
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(bad(
+            "consul.namespace",
+            "expected Patroni's namespace, such as service",
+        ));
+    }
+    let token = consul_token(path, raw.token_file, env, read_token);
+    if let Some(ca) = &raw.ca_file {
+        if ca.as_os_str().is_empty() {
+            return Err(bad("consul.ca_file", "expected a path to a PEM file"));
+        }
+    }
+    let timeout = duration(path, "consul.timeout", raw.timeout.as_deref(), "2s")?;
+    if timeout < MIN_TIMEOUT {
+        return Err(bad(
+            "consul.timeout",
+            &format!(
+                "expected at least {} (no Consul answers sooner), such as 2s",
+                humantime::format_duration(MIN_TIMEOUT)
+            ),
+        ));
+    }
+    Ok(ConsulConfig {
+        url,
+        namespace,
+        token,
+        ca_file: raw.ca_file,
+        timeout,
+    })
+}
+
+/// `consul.url`: scheme://host[:port], https only with a CA file.
+fn consul_url(path: &Path, url: Option<String>, has_ca_file: bool) -> Result<String> {
+    let bad = |key: &str, expected: &str| Error::config(path, key, expected);
+    let url = url.unwrap_or_else(|| "http://127.0.0.1:8500".to_string());
     let url = url.trim_end_matches('/').to_string();
     let rest = if let Some(r) = url.strip_prefix("http://") {
         r
     } else if let Some(r) = url.strip_prefix("https://") {
-        if raw.ca_file.is_none() {
+        if !has_ca_file {
             return Err(bad(
                 "consul.ca_file",
                 "expected a CA file when consul.url is https",
@@ -664,86 +719,57 @@ fn consul(
     // What the HTTP client will make of it: a port past 65535 or a broken
     // IPv6 literal must fail here, not at every run.
     match reqwest::Url::parse(&url) {
-        Ok(u) if u.host().is_some() => {}
-        Ok(_) => return Err(bad("consul.url", "expected a host")),
-        Err(e) => {
-            return Err(bad(
-                "consul.url",
-                &format!("not a URL the HTTP client accepts: {e}"),
-            ))
-        }
+        Ok(u) if u.host().is_some() => Ok(url),
+        Ok(_) => Err(bad("consul.url", "expected a host")),
+        Err(e) => Err(bad(
+            "consul.url",
+            &format!("not a URL the HTTP client accepts: {e}"),
+        )),
     }
-    let namespace = raw.namespace.unwrap_or_else(|| "service".to_string());
-    let namespace = namespace.trim_matches('/').to_string();
-    if namespace.is_empty()
-        || namespace
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(bad(
-            "consul.namespace",
-            "expected Patroni's namespace, such as service",
-        ));
-    }
-    // A token file that cannot be read is kept as an error for the first
-    // Consul call rather than refused here: a release must still remove the
-    // VIP (it needs no Consul) when the token file is briefly unreadable
-    // during a rotation. check-config reports it.
-    let token = match raw.token_file {
-        Some(tf) => read_token(&tf)
-            .map_err(|e| {
-                Error::config(
-                    path,
-                    "consul.token_file",
-                    format!("cannot read {}: {e}", tf.display()),
-                )
-            })
-            .and_then(|t| {
-                // An editor's byte-order mark is no part of the token.
-                let t = t.trim_start_matches('\u{feff}').trim().to_string();
-                if t.is_empty() {
-                    Err(Error::config(
-                        path,
-                        "consul.token_file",
-                        format!("{} is empty", tf.display()),
-                    ))
-                } else if t.chars().any(|c| c.is_control()) {
-                    Err(Error::config(
-                        path,
-                        "consul.token_file",
-                        format!("{} holds control characters", tf.display()),
-                    ))
-                } else {
-                    Ok(Some(Secret(t)))
-                }
-            }),
-        None => Ok(env
+}
+
+/// The ACL token: `consul.token_file`, else `$CONSUL_HTTP_TOKEN`.
+///
+/// A token file that cannot be read is kept as an error for the first
+/// Consul call rather than refused here: a release must still remove the
+/// VIP (it needs no Consul) when the token file is briefly unreadable
+/// during a rotation. check-config reports it.
+fn consul_token(
+    path: &Path,
+    token_file: Option<PathBuf>,
+    env: &Env,
+    read_token: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<Option<Secret>, Error> {
+    let Some(tf) = token_file else {
+        return Ok(env
             .consul_http_token
             .as_ref()
-            .map(|t| Secret(t.trim().to_string()))),
+            .map(|t| Secret(t.trim().to_string())));
     };
-    if let Some(ca) = &raw.ca_file {
-        if ca.as_os_str().is_empty() {
-            return Err(bad("consul.ca_file", "expected a path to a PEM file"));
-        }
+    let t = read_token(&tf).map_err(|e| {
+        Error::config(
+            path,
+            "consul.token_file",
+            format!("cannot read {}: {e}", tf.display()),
+        )
+    })?;
+    // An editor's byte-order mark is no part of the token.
+    let t = t.trim_start_matches('\u{feff}').trim().to_string();
+    if t.is_empty() {
+        Err(Error::config(
+            path,
+            "consul.token_file",
+            format!("{} is empty", tf.display()),
+        ))
+    } else if t.chars().any(|c| c.is_control()) {
+        Err(Error::config(
+            path,
+            "consul.token_file",
+            format!("{} holds control characters", tf.display()),
+        ))
+    } else {
+        Ok(Some(Secret(t)))
     }
-    let timeout = duration(path, "consul.timeout", raw.timeout.as_deref(), "2s")?;
-    if timeout < MIN_TIMEOUT {
-        return Err(bad(
-            "consul.timeout",
-            &format!(
-                "expected at least {} (no Consul answers sooner), such as 2s",
-                humantime::format_duration(MIN_TIMEOUT)
-            ),
-        ));
-    }
-    Ok(ConsulConfig {
-        url,
-        namespace,
-        token,
-        ca_file: raw.ca_file,
-        timeout,
-    })
 }
 
 fn duration(path: &Path, key: &str, value: Option<&str>, default: &str) -> Result<Duration> {
