@@ -2,21 +2,28 @@
 # A local lab of the whole story, in network namespaces: three PostgreSQL 15 +
 # Patroni 4 nodes, a VIP, PgBouncer, and a client writing through both. As
 # root, or as a user with sudo: it runs itself again through sudo, keeping
-# PATH (a rustup toolchain) and LAB_*, CI, PATRONI_VENV. This script brings a lab up and takes it down (the `ip netns` commands
-# below are the specification of the topology, whose names and addresses are
-# in scripts/lab/topology.env); events, measurements, the demo and the bench
-# are scripts/lab/labtool.py, which this script runs for every other command.
+# PATH (a rustup toolchain) and LAB_*, CI, PATRONI_VENV. This script brings a
+# lab up and takes it down (the `ip netns` commands below are the
+# specification of the topology, whose names and addresses are in
+# scripts/lab/topology.env); it runs scripts/lab/labtool.py, the entry point
+# of the Python package scripts/lab/labkit/, for every other command and for
+# the steps of `up` that are Python's (consul-configs, wait-healthy,
+# prepare-db, backup-setup, backup-stanza-create). There, a module per
+# concern: runlab (one running lab), measure (the load generator and the
+# sampler), events (switchover, failover, ...), analysis (timelines),
+# reports (target/lab-*.json and .md), scenarios (demo, bench), faults (the
+# fault matrix), backup, adopt; labkit/__init__.py lists them all.
 #
 #   scripts/lab.sh demo     # install, build, up, three events with timelines, down (< 3 min)
 #   scripts/lab.sh bench [--n N] [--events LIST] [--managers hook,vip-manager]
 #                                # repeated events per VIP manager -> target/lab-bench.{md,json}
 #   scripts/lab.sh faults [--consul real|double] [--only LIST] [--repeats N] [--use-lab]
-#                                # the fault matrix (scripts/lab/faults.py) -> target/lab-faults.{md,json}
+#                                # the fault matrix (scripts/lab/labkit/faults.py) -> target/lab-faults.{md,json}
 #   scripts/lab.sh up | status | switchover | failover | stop-primary | kill-patroni | down
 #   scripts/lab.sh kv KEY       # a key's value in the lab's Consul (or etcd)
 #   scripts/lab.sh consul ARGS  # real Consul: the consul CLI on the client host, management token
 #   scripts/lab.sh backup | adopt-single | adopt-cluster   # scenarios, each on a lab of its own
-#                                # (scripts/lab/backup.py, scripts/lab/adopt.py) -> target/lab-<name>.json
+#                                # (scripts/lab/labkit/backup.py, adopt.py) -> target/lab-<name>.json
 #
 # Two variants (LAB_VIP_MANAGER at `up`):
 #   hook         Patroni on Consul; patroni-hook as the callbacks on every node,
@@ -55,10 +62,10 @@
 #   LAB_KEEP_LOGS  down copies logs/ and events/ there before removing the run dir
 #   LAB_FAIL_AFTER=dcs  up stops after starting the DCS (tests: down after a partial up)
 #   LAB_BACKUP=1   hook variant with pgBackRest: a repository host (TLS server), Patroni
-#                  archiving to it and building replicas from it (scripts/lab/backup.py)
+#                  archiving to it and building replicas from it (scripts/lab/labkit/backup.py)
 #   LAB_LEGACY=1   hook variant without Patroni: hosts, Consul and PgBouncer only,
 #                  the hook's watches not yet installed; the adopt scenarios build an
-#                  existing setup there and adopt it (scripts/lab/adopt.py)
+#                  existing setup there and adopt it (scripts/lab/labkit/adopt.py)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -763,7 +770,7 @@ EOF
     spawn pgbouncer "$(ns_of pgb)" setpriv --reuid=postgres --regid=postgres --init-groups -- \
         "$(command -v pgbouncer)" "$RUN/pgbouncer/pgbouncer.ini"
     if [ "$LEGACY" = 1 ]; then
-        say "legacy lab $RID is up: no PostgreSQL and no Patroni yet, the hook's watches and timers not installed (scripts/lab/adopt.py builds the rest)"
+        say "legacy lab $RID is up: no PostgreSQL and no Patroni yet, the hook's watches and timers not installed (scripts/lab/labkit/adopt.py builds the rest)"
         return 0
     fi
     if [ "$MANAGER" = hook ]; then

@@ -1,4 +1,4 @@
-//! The fault matrix's end-state sampler (scripts/lab/faults.py), checked on
+//! The fault matrix's end-state sampler (scripts/lab/labkit/measure.py), checked on
 //! its own by scripts/lab/test_faults.py, without a lab: the simulated
 //! operator's in-place write of pgbouncer.ini (truncate, then write) is never
 //! sampled half made, and an ini the hook truncated, left without its

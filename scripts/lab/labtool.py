@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from labkit.lab import main  # noqa: E402
+from labkit.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

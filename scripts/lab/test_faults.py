@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""The fault matrix's end-state sampler (faults.py: Observer, Tracer,
-relapse_problems) against a real pgbouncer.ini written by the simulated
-operator (faults.Operator) and by a stand-in for the hook, with the lab's
-other probes (the leader key, the VIP's holders, PgBouncer's pause) stubbed
+"""The fault matrix's end-state sampler (labkit/measure.py: Observer,
+Tracer; labkit/faults.py: relapse_problems) against a real pgbouncer.ini
+written by the simulated operator (faults.Operator) and by a stand-in for
+the hook, with the lab's other probes (the leader key, the VIP's holders, PgBouncer's pause) stubbed
 to a converged cluster. Run by tests/fault_sampler.rs:
 
     python3 scripts/lab/test_faults.py
@@ -30,7 +30,7 @@ from unittest import mock
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from labkit import faults  # noqa: E402
-from labkit import lab as lt  # noqa: E402
+from labkit import base, measure, netns, runlab, topology  # noqa: E402
 
 ADDR = {"db1": "198.51.100.11", "db2": "198.51.100.12"}
 INI = ("[databases]\n"
@@ -51,7 +51,7 @@ class Topo:
 
 
 class Lab:
-    """What Observer, Tracer and Operator use of labtool's Lab, on a
+    """What Observer, Tracer and Operator use of runlab.Lab, on a
     temporary directory; db1 leads and holds the VIP."""
 
     def __init__(self, root):
@@ -81,7 +81,7 @@ class Lab:
         return Dcs()
 
     def ini_host(self):
-        return lt.ini_host(self.ini, self.topo.pgb_db)
+        return runlab.ini_host(self.ini, self.topo.pgb_db)
 
 
 def wait_until(what, cond, timeout=WAIT_S):
@@ -95,7 +95,7 @@ def wait_until(what, cond, timeout=WAIT_S):
 def holding_row():
     """A row that holds, but for the problems a test adds."""
     return {"fault": "ini-edits", "lost_rows": 0, "vip_two_nodes_ms": 0.0,
-            "converged": {k: True for k in faults.CONVERGED_KEYS}, "problems": []}
+            "converged": {k: True for k in measure.CONVERGED_KEYS}, "problems": []}
 
 
 class SamplerTest(unittest.TestCase):
@@ -103,19 +103,19 @@ class SamplerTest(unittest.TestCase):
         self.dir = tempfile.TemporaryDirectory(prefix="test-faults-")
         self.addCleanup(self.dir.cleanup)
         self.lab = Lab(self.dir.name)
-        stubs = [(lt, "setns", lambda _ns: None), (lt, "db_sockets", lambda _lab: None),
-                 (lt, "vip_holders", lambda lab, _socks: [lab.leader]), (faults.Admin, "paused", lambda _self: False)]
+        stubs = [(netns, "setns", lambda _ns: None), (netns, "db_sockets", lambda _lab: None),
+                 (netns, "vip_holders", lambda lab, _socks: [lab.leader]), (measure.Admin, "paused", lambda _self: False)]
         for target, name, stub in stubs:
             patch = mock.patch.object(target, name, stub)
             patch.start()
             self.addCleanup(patch.stop)
         self.op = faults.Operator(self.lab)
         self.addCleanup(self.op.log.close)
-        self.tracer = faults.Tracer(self.lab, ini_guard=self.op.lock)
+        self.tracer = measure.Tracer(self.lab, ini_guard=self.op.lock)
         self.addCleanup(lambda: (self.tracer.stop.set(), self.tracer.thread.join(5)))
         # The cluster converged before anything happens.
-        wait_until("a converged sample", lambda: any(faults.converged(s) for s in self.samples()))
-        self.first = next(s for s in self.samples() if faults.converged(s))
+        wait_until("a converged sample", lambda: any(measure.converged(s) for s in self.samples()))
+        self.first = next(s for s in self.samples() if measure.converged(s))
 
     def samples(self):
         with self.tracer.lock:
@@ -224,7 +224,7 @@ class SamplerTest(unittest.TestCase):
 class ConsulChoicesTest(unittest.TestCase):
     """What each row acts on, on real Consul and on the double (the lab's own topology.env)."""
 
-    topo = lt.Topology()
+    topo = topology.Topology()
     servers = topo.get("LAB_CONSUL_SERVERS").split()
 
     def test_the_matrix_runs_on_the_consul_asked_for_else_the_labs_default(self):
@@ -232,7 +232,7 @@ class ConsulChoicesTest(unittest.TestCase):
         self.assertEqual(faults.consul_kind(None, "double", "real"), "double")
         self.assertEqual(faults.consul_kind(None, None, "real"), "real")
         self.assertEqual(faults.consul_kind(None, "", "double"), "double")
-        with self.assertRaisesRegex(lt.LabError, "real or double"):
+        with self.assertRaisesRegex(base.LabError, "real or double"):
             faults.consul_kind("etcd", None, "real")
 
     def test_rows_only_one_consul_has_are_skipped_on_the_other_saying_why(self):
@@ -253,14 +253,14 @@ class ConsulChoicesTest(unittest.TestCase):
         self.assertEqual(todo, [("consul-down", "failsafe-on")])
         self.assertEqual([f for f, _, _ in skipped], ["token-revoked"])
         self.assertIn("without ACLs", skipped[0][2])
-        with self.assertRaisesRegex(lt.LabError, "unknown fault"):
+        with self.assertRaisesRegex(base.LabError, "unknown fault"):
             faults.plan_for("raft-leader", "real")
 
     def test_frozen_means_every_server_on_real_consul_and_the_one_double(self):
         self.assertEqual(self.servers, ["cs1", "cs2", "cs3"])
         self.assertEqual(faults.consul_pid_names("real", self.servers), ["consul-cs1", "consul-cs2", "consul-cs3"])
         self.assertEqual(faults.consul_pid_names("double", self.servers), ["consul"])
-        with self.assertRaises(lt.LabError):
+        with self.assertRaises(base.LabError):
             faults.consul_pid_names("", self.servers)
 
     def test_a_host_cut_from_consul_loses_every_server_or_the_double(self):
@@ -275,11 +275,11 @@ class ConsulChoicesTest(unittest.TestCase):
         self.assertIsNone(faults.raft_leader_host('""', addrs))
         self.assertEqual(faults.raft_leader_host('"[2001:db8::6]:8300"', {"cs1": "2001:db8::5", "cs2": "2001:db8::6"}),
                          "cs2")
-        with self.assertRaisesRegex(lt.LabError, "none of the servers"):
+        with self.assertRaisesRegex(base.LabError, "none of the servers"):
             faults.raft_leader_host('"198.51.100.11:8300"', addrs)
-        with self.assertRaisesRegex(lt.LabError, "none of the servers"):
+        with self.assertRaisesRegex(base.LabError, "none of the servers"):
             faults.raft_leader_host('"198.51.100.55:8300"', addrs)  # not a prefix match
-        with self.assertRaisesRegex(lt.LabError, "not a string"):
+        with self.assertRaisesRegex(base.LabError, "not a string"):
             faults.raft_leader_host("null", addrs)
 
     def test_a_quorum_loss_stops_the_leader_and_as_few_others_as_it_takes(self):

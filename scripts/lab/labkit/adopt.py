@@ -1,6 +1,6 @@
 """Adopting what already runs: the `adopt-single` and `adopt-cluster`
 scenarios (scripts/lab.sh adopt-single | adopt-cluster), registered in
-labtool's SCENARIOS.
+scenarios.SCENARIOS.
 
 Each brings up a legacy lab of its own (LAB_LEGACY=1: the hosts, the Consul
 double and PgBouncer; no Patroni, the hook's watches and timers not yet
@@ -37,11 +37,11 @@ import os
 import re
 import time
 
-from labkit import lab as lt
-from labkit.checks import Checks, hook_follows, outage, run_in, sql
+from . import base, events, measure, netns, runlab
+from .checks import Checks, hook_follows, outage, run_in, sql
 
-ADOPT_NODE = os.path.join(lt.REPO, "scripts", "adopt", "adopt-node.sh")
-ADOPT_PGBOUNCER = os.path.join(lt.REPO, "scripts", "adopt", "adopt-pgbouncer.sh")
+ADOPT_NODE = os.path.join(base.REPO, "scripts", "adopt", "adopt-node.sh")
+ADOPT_PGBOUNCER = os.path.join(base.REPO, "scripts", "adopt", "adopt-pgbouncer.sh")
 PG_BIN = os.environ.get("PG_BIN") or "/usr/lib/postgresql/15/bin"
 LEGACY_ROWS = 20000
 FINGERPRINT = ("SELECT count(*) || ' rows, md5 ' || md5(string_agg(id || ':' || owner || ':' || balance, ',' ORDER BY id)) "
@@ -53,7 +53,7 @@ def as_postgres(lab, host, argv, timeout=180):
                      env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": lab.path(host), "LC_ALL": "C.UTF-8"},
                      log=lab.path("logs", "adopt-commands.log"))
     if rc != 0:
-        raise lt.LabError(f"{' '.join(argv[:3])} on {host} failed (exit {rc}): {out.strip()[-400:]}")
+        raise base.LabError(f"{' '.join(argv[:3])} on {host} failed (exit {rc}): {out.strip()[-400:]}")
     return out
 
 
@@ -64,8 +64,8 @@ def consul_put(lab, key, value):
     def put():
         status, body = lab.dcs().request("PUT", f"/v1/kv/{key}", body=value.encode())
         if status != 200 or body.strip() != b"true":
-            raise lt.LabError(f"PUT /v1/kv/{key}: HTTP {status}")
-    lt.in_netns(lab.ns("client"), put)
+            raise base.LabError(f"PUT /v1/kv/{key}: HTTP {status}")
+    netns.in_netns(lab.ns("client"), put)
 
 
 # ---- the existing setup -----------------------------------------------------------
@@ -73,7 +73,7 @@ def consul_put(lab, key, value):
 def legacy_conf(lab, node, wal_log_hints):
     """The legacy server's own settings, appended to postgresql.conf (the
     last setting wins): what an operator ran before Patroni."""
-    return ("\n# The legacy setup's settings (scripts/lab/adopt.py)\n"
+    return ("\n# The legacy setup's settings (scripts/lab/labkit/adopt.py)\n"
             "listen_addresses = '*'\n"
             f"port = {lab.topo.pg_port}\n"
             f"unix_socket_directories = '{lab.path(node)}'\n"
@@ -115,7 +115,7 @@ def prepare_legacy_db(lab, node):
     """The legacy application's data, and the load generator's role and table."""
     sql(lab, node, "CREATE TABLE legacy_accounts (id int PRIMARY KEY, owner text, balance numeric); "
                    f"INSERT INTO legacy_accounts SELECT g, 'owner ' || g, g * 1.5 FROM generate_series(1, {LEGACY_ROWS}) g")
-    run_in(lab, "client", [lt.VENV_PYTHON, lt.LABTOOL, "prepare-db", "--node", node],
+    run_in(lab, "client", [base.VENV_PYTHON, base.LABTOOL, "prepare-db", "--node", node],
            env={"LAB_ROOT": lab.root, "LAB_RUN_ID": lab.rid})
     sql(lab, node, "SELECT 1 FROM pg_roles WHERE rolname = 'lab'")
 
@@ -166,7 +166,7 @@ def consul_template(lab):
     text = open(ini).read()
     entry = re.search(rf"^{re.escape(t.pgb_db)} = host=(\S+) ", text, re.M)
     if not entry:
-        raise lt.LabError(f"{ini}: no {t.pgb_db} entry to template")
+        raise base.LabError(f"{ini}: no {t.pgb_db} entry to template")
     head = ("; Rendered by consul-template from pgbouncer.ini.ctmpl: the primary's address\n"
             f"; comes from the Consul key {t.get('LAB_LEGACY_PRIMARY_KEY')}.\n")
     text = head + text[:entry.start(1)] + '{{ key "' + t.get("LAB_LEGACY_PRIMARY_KEY") + '" }}' + text[entry.end(1):]
@@ -188,12 +188,12 @@ def start_legacy_glue(lab):
     consul_put(lab, t.get("LAB_LEGACY_PRIMARY_KEY"), t.addr(primary))
 
     def glued():
-        socks = lt.db_sockets(lab)
-        lt.wait_for(f"the old VIP script to put the VIP on {primary}", 30,
-                    lambda: lt.vip_holders(lab, socks) == [primary], 0.05)
-    lt.in_netns(lab.ns("client"), glued)
-    lt.wait_for(f"the old template render to point pgbouncer.ini at {primary}", 30,
-                lambda: lab.ini_host() == t.addr(primary), 0.05)
+        socks = netns.db_sockets(lab)
+        base.wait_for(f"the old VIP script to put the VIP on {primary}", 30,
+                      lambda: netns.vip_holders(lab, socks) == [primary], 0.05)
+    netns.in_netns(lab.ns("client"), glued)
+    base.wait_for(f"the old template render to point pgbouncer.ini at {primary}", 30,
+                  lambda: lab.ini_host() == t.addr(primary), 0.05)
 
 
 def legacy_vip_by_hand(lab, node):
@@ -205,8 +205,8 @@ def legacy_vip_by_hand(lab, node):
 def wait_clients(lab, timeout=60):
     """Writes through PgBouncer and through the VIP work (the legacy setup serves)."""
     for target in ("pgbouncer", "vip"):
-        lt.wait_for(f"a write through {target} on the legacy setup", timeout,
-                    lambda target=target: _try_write(lab, target), 0.2)
+        base.wait_for(f"a write through {target} on the legacy setup", timeout,
+                      lambda target=target: _try_write(lab, target), 0.2)
 
 
 def _try_write(lab, target):
@@ -223,7 +223,7 @@ def _try_write(lab, target):
 
 def lab_env(lab):
     return {"LAB_ROOT": lab.root, "LAB_RUN_ID": lab.rid, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-            "PATRONI_VENV": lt.VENV}
+            "PATRONI_VENV": base.VENV}
 
 
 def adopt_node(lab, ck, node, role, glue):
@@ -232,11 +232,11 @@ def adopt_node(lab, ck, node, role, glue):
     argv = ["bash", ADOPT_NODE, "--role", role, "--pgdata", lab.path(node, "data"), "--pg-socket", lab.path(node),
             "--pg-port", str(t.pg_port), "--api", f"http://{t.addr(node)}:{t.api_port}",
             "--hook", lab.path("bin", "patroni-hook"), "--hook-config", lab.path(node, "hook.yml"),
-            "--start-patroni", f"bash {lt.LAB_SH} start-patroni {node}",
-            "--start-reconcile", f"bash {lt.LAB_SH} enable-reconcile {node}", "--timeout", "180"]
+            "--start-patroni", f"bash {base.LAB_SH} start-patroni {node}",
+            "--start-reconcile", f"bash {base.LAB_SH} enable-reconcile {node}", "--timeout", "180"]
     if glue:
         argv += ["--stop-glue", f"rm -f {lab.path(node, 'agent', 'legacy-vip')}"]
-    lt.say(f"adopt: scripts/adopt/adopt-node.sh --role {role} on {node}")
+    base.say(f"adopt: scripts/adopt/adopt-node.sh --role {role} on {node}")
     rc, out = run_in(lab, node, argv, timeout=600, env=lab_env(lab), log=lab.path("logs", "adopt-commands.log"))
     print("\n".join(f"    {line}" for line in out.strip().splitlines() if line.startswith("adopt-node")), flush=True)
     last = out.strip().splitlines()[-1] if out.strip() else ""
@@ -246,10 +246,10 @@ def adopt_node(lab, ck, node, role, glue):
 def adopt_pgbouncer(lab, ck, glue):
     argv = ["bash", ADOPT_PGBOUNCER, "--ini", lab.path("pgbouncer", "pgbouncer.ini"),
             "--hook", lab.path("bin", "patroni-hook"), "--hook-config", lab.path("pgbouncer", "hook.yml"),
-            "--start-reconcile", f"bash {lt.LAB_SH} enable-reconcile pgb"]
+            "--start-reconcile", f"bash {base.LAB_SH} enable-reconcile pgb"]
     if glue:
         argv += ["--stop-glue", f"rm -f {lab.path('pgbouncer', 'agent', 'legacy-render')}"]
-    lt.say("adopt: scripts/adopt/adopt-pgbouncer.sh on the PgBouncer host")
+    base.say("adopt: scripts/adopt/adopt-pgbouncer.sh on the PgBouncer host")
     rc, out = run_in(lab, "pgb", argv, timeout=300, env=lab_env(lab), log=lab.path("logs", "adopt-commands.log"))
     print("\n".join(f"    {line}" for line in out.strip().splitlines() if line.startswith("adopt-pgbouncer")), flush=True)
     last = out.strip().splitlines()[-1] if out.strip() else ""
@@ -259,13 +259,13 @@ def adopt_pgbouncer(lab, ck, glue):
 def vip_stayed(ev_dir, node):
     """From the 20 ms sampler: the VIP on `node` alone at every sample of the
     adoption (the sampler logs changes only)."""
-    seen = [line.split(None, 2)[2] for line in lt.load_lines(os.path.join(ev_dir, "sampler.log"))
+    seen = [line.split(None, 2)[2] for line in base.load_lines(os.path.join(ev_dir, "sampler.log"))
             if len(line.split(None, 2)) == 3 and line.split(None, 2)[1] == "vip"]
     return bool(seen) and all(s == node for s in seen), seen
 
 
 def patroni_log(lab, node):
-    return "\n".join(lt.load_lines(lab.path("logs", f"{node}-patroni.log")))
+    return "\n".join(base.load_lines(lab.path("logs", f"{node}-patroni.log")))
 
 
 def check_vip_adopted(lab, ck, ev_dir, primary):
@@ -273,10 +273,10 @@ def check_vip_adopted(lab, ck, ev_dir, primary):
     stayed, seen = vip_stayed(ev_dir, primary)
     ck.check(f"the VIP stayed on {primary} through the adoption (sampled every 20 ms)", stayed,
              f"holders seen: {' -> '.join(seen) or 'none'}")
-    owned = "".join(lt.load_lines(lab.path(primary, "lock", f"vip-{t.scope}.owned")))
+    owned = "".join(base.load_lines(lab.path(primary, "lock", f"vip-{t.scope}.owned")))
     ck.check("the hook took the VIP over where it was (adopted, not added)",
              "adopted" in owned and f"added {t.vip}" not in patroni_log(lab, primary)
-             and f"added {t.vip}" not in "\n".join(lt.load_lines(lab.path("logs", f"{primary}-watch.log"))),
+             and f"added {t.vip}" not in "\n".join(base.load_lines(lab.path("logs", f"{primary}-watch.log"))),
              f"vip-{t.scope}.owned: {owned.strip() or 'empty'}")
 
 
@@ -300,8 +300,8 @@ def check_slots(lab, ck, primary, replicas):
                       sql(lab, primary, "SELECT slot_name::text, active FROM pg_replication_slots"))
     want = sorted((n, True) for n in replicas)
     try:
-        lt.wait_for(f"the slots on {primary} to be Patroni's, in use: {want}", 60, lambda: slots() == want, 0.5)
-    except lt.LabError:
+        base.wait_for(f"the slots on {primary} to be Patroni's, in use: {want}", 60, lambda: slots() == want, 0.5)
+    except base.LabError:
         pass
     got = slots()
     ck.check("the replicas use Patroni's slots; the legacy ones are dropped", got == want,
@@ -316,12 +316,12 @@ def check_glue_stopped(lab, ck, leader):
     # same value again is no change, and fires no watch).
     other = next(n for n in t.db_nodes if n not in (leader, t.db_nodes[0]))
     entries = [lab.path(n, "agent", "legacy-vip") for n in t.db_nodes] + [lab.path("pgbouncer", "agent", "legacy-render")]
-    seen = {e: len(lt.load_lines(e + ".skipped")) for e in entries}
+    seen = {e: len(base.load_lines(e + ".skipped")) for e in entries}
     ini = open(lab.path("pgbouncer", "pgbouncer.ini")).read()
     consul_put(lab, t.get("LAB_LEGACY_PRIMARY_KEY"), t.addr(other))
-    lt.wait_for("the old glue's watches to run (and skip) on the changed key", 30,
-                lambda: all(len(lt.load_lines(e + ".skipped")) > n for e, n in seen.items()), 0.05)
-    on = lt.in_netns(lab.ns("client"), lambda: lt.vip_holders(lab, lt.db_sockets(lab)))
+    base.wait_for("the old glue's watches to run (and skip) on the changed key", 30,
+                  lambda: all(len(base.load_lines(e + ".skipped")) > n for e, n in seen.items()), 0.05)
+    on = netns.in_netns(lab.ns("client"), lambda: netns.vip_holders(lab, netns.db_sockets(lab)))
     ck.check(f"the old glue stays stopped: the legacy key names {other}, nothing follows it",
              on == [leader] and open(lab.path("pgbouncer", "pgbouncer.ini")).read() == ini,
              f"VIP on {','.join(on) or 'none'}, pgbouncer.ini unchanged")
@@ -329,23 +329,23 @@ def check_glue_stopped(lab, ck, leader):
 
 def switchover(lab, ck):
     """The adopted cluster's first switchover, measured like every lab event."""
-    lt.say("adopt: a switchover on the adopted cluster")
+    base.say("adopt: a switchover on the adopted cluster")
     try:
-        r = lt.run_event(lab, "switchover")
+        r = events.run_event(lab, "switchover")
         ck.check("switchover: the new primary serves PgBouncer and the VIP, nothing lost", True,
                  f"{r['old']} -> {r['new']}, outage PgBouncer {r['pgbouncer_outage_ms']} ms, VIP {r['vip_outage_ms']} ms")
         return r
-    except lt.LabError as e:
+    except base.LabError as e:
         ck.check("switchover: the new primary serves PgBouncer and the VIP, nothing lost", False, str(e))
         return None
 
 
 def measure_adoption(lab, name, primary, steps):
     """Runs `steps()` while the client writes; returns (ev_dir, outage, lost, why, t0, t1)."""
-    ev_dir = lt.next_event_dir(lab, name)
-    m = lt.Measurement(lab, ev_dir, f"{os.path.basename(ev_dir)}-{lab.rid}")
+    ev_dir = events.next_event_dir(lab, name)
+    m = measure.Measurement(lab, ev_dir, f"{os.path.basename(ev_dir)}-{lab.rid}")
     with m:
-        lt.in_netns(lab.ns("client"), lt.wait_writes, m.load_log, ["pgbouncer", "vip", "direct"], primary, 30)
+        netns.in_netns(lab.ns("client"), measure.wait_writes, m.load_log, ["pgbouncer", "vip", "direct"], primary, 30)
         t0 = time.time()
         steps()
         t1 = time.time()
@@ -370,12 +370,12 @@ def scenario_adopt_single(topo, argv):
     """A standalone PostgreSQL with a hand-set VIP and a hand-written
     pgbouncer.ini, brought under Patroni and the hook, then two replicas added."""
     if argv:
-        raise lt.LabError(f"adopt-single takes no arguments (got {' '.join(argv)})")
+        raise base.LabError(f"adopt-single takes no arguments (got {' '.join(argv)})")
     ck = Checks("adopt-single")
-    with lt.lab_session(topo, "hook", rid=os.environ.get("LAB_RUN_ID"), extra_env={"LAB_LEGACY": "1"}) as lab:
+    with runlab.lab_session(topo, "hook", rid=os.environ.get("LAB_RUN_ID"), extra_env={"LAB_LEGACY": "1"}) as lab:
         primary, replicas = topo.db_nodes[0], topo.db_nodes[1:]
-        lt.say(f"adopt-single: the existing setup: a standalone PostgreSQL 15 on {primary}, "
-               "the VIP added by hand, a hand-written pgbouncer.ini")
+        base.say(f"adopt-single: the existing setup: a standalone PostgreSQL 15 on {primary}, "
+                 "the VIP added by hand, a hand-written pgbouncer.ini")
         start_legacy_pg(lab, primary, wal_log_hints=False)
         prepare_legacy_db(lab, primary)
         legacy_vip_by_hand(lab, primary)
@@ -394,7 +394,7 @@ def scenario_adopt_single(topo, argv):
                 adopt_pgbouncer(lab, ck, glue=False)
                 for n in replicas:
                     adopt_node(lab, ck, n, "new", glue=False)
-                lt.in_netns(lab.ns("client"), lt.wait_healthy, lab, 240)
+                netns.in_netns(lab.ns("client"), runlab.wait_healthy, lab, 240)
             ev_dir, out, lost, why, t0, t1 = measure_adoption(lab, "adopt-single", primary, steps)
             after = node_facts(lab, primary)
             ck.check(f"{primary}'s data taken over in place (no dump, no restore)",
@@ -415,7 +415,7 @@ def scenario_adopt_single(topo, argv):
             if sw:
                 hook_follows(lab, ck, "after the switchover")
                 check_ini_after_switchover(lab, ck, ini_text, sw["new"])
-        except lt.LabError as e:
+        except base.LabError as e:
             ck.check("the scenario ran to its end", False, str(e))
             why = why or str(e)
         finish(lab, ck, "adopt-single", ev_dir, out, lost, why, t0, t1, sw)
@@ -426,12 +426,12 @@ def scenario_adopt_cluster(topo, argv):
     consul-template glue, brought under Patroni and the hook without
     re-cloning anything."""
     if argv:
-        raise lt.LabError(f"adopt-cluster takes no arguments (got {' '.join(argv)})")
+        raise base.LabError(f"adopt-cluster takes no arguments (got {' '.join(argv)})")
     ck = Checks("adopt-cluster")
-    with lt.lab_session(topo, "hook", rid=os.environ.get("LAB_RUN_ID"), extra_env={"LAB_LEGACY": "1"}) as lab:
+    with runlab.lab_session(topo, "hook", rid=os.environ.get("LAB_RUN_ID"), extra_env={"LAB_LEGACY": "1"}) as lab:
         primary, replicas = topo.db_nodes[0], topo.db_nodes[1:]
-        lt.say(f"adopt-cluster: the existing setup: {primary} primary, {' and '.join(replicas)} streaming "
-               "replicas (pg_basebackup), the VIP script and the pgbouncer.ini template on Consul watches")
+        base.say(f"adopt-cluster: the existing setup: {primary} primary, {' and '.join(replicas)} streaming "
+                 "replicas (pg_basebackup), the VIP script and the pgbouncer.ini template on Consul watches")
         start_legacy_pg(lab, primary)
         sql(lab, primary, "CREATE ROLE replicator WITH REPLICATION LOGIN")
         prepare_legacy_db(lab, primary)
@@ -453,7 +453,7 @@ def scenario_adopt_cluster(topo, argv):
                 adopt_pgbouncer(lab, ck, glue=True)
                 for n in replicas:
                     adopt_node(lab, ck, n, "replica", glue=True)
-                lt.in_netns(lab.ns("client"), lt.wait_healthy, lab, 240)
+                netns.in_netns(lab.ns("client"), runlab.wait_healthy, lab, 240)
             ev_dir, out, lost, why, t0, t1 = measure_adoption(lab, "adopt-cluster", primary, steps)
             for n in topo.db_nodes:
                 after = node_facts(lab, n)
@@ -478,7 +478,7 @@ def scenario_adopt_cluster(topo, argv):
                 hook_follows(lab, ck, "after the switchover")
                 check_ini_after_switchover(lab, ck, ini_text, sw["new"])
                 check_glue_stopped(lab, ck, sw["new"])
-        except lt.LabError as e:
+        except base.LabError as e:
             ck.check("the scenario ran to its end", False, str(e))
             why = why or str(e)
         finish(lab, ck, "adopt-cluster", ev_dir, out, lost, why, t0, t1, sw)

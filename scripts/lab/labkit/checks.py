@@ -1,13 +1,13 @@
 """What the backup and adopt scenarios (backup.py, adopt.py) share: the
 checks they print as they go and record, SQL from the client namespace, the
-outage a phase cost, and the hook's end state. Imports labtool's helpers."""
+outage a phase cost, and the hook's end state."""
 
 import json
 import os
 import subprocess
 import time
 
-from labkit import lab as lt
+from . import base, netns, reports
 
 
 class Checks:
@@ -28,7 +28,7 @@ class Checks:
     def must(self, name, ok, detail=""):
         """A check the rest of the scenario depends on: stops it when it fails."""
         if not self.check(name, ok, detail):
-            raise lt.LabError(f"{self.scenario}: {name}: {detail}")
+            raise base.LabError(f"{self.scenario}: {name}: {detail}")
 
     @property
     def failed(self):
@@ -45,12 +45,12 @@ class Checks:
         for key in ("lost_rows", "outage_ms", "rows_before_target", "rows_after_target_found"):
             if key in extra:
                 md.append(f"- {key}: {json.dumps(extra[key])}")
-        paths = lt.write_results(self.scenario, data, "\n".join(md) + "\n")
+        paths = reports.write_results(self.scenario, data, "\n".join(md) + "\n")
         n = len(self.items)
-        lt.say(f"{self.scenario}: {n - len(self.failed)} of {n} checks held; results in {paths[0]}")
+        base.say(f"{self.scenario}: {n - len(self.failed)} of {n} checks held; results in {paths[0]}")
         if self.failed:
-            raise lt.LabError(f"{self.scenario}: {len(self.failed)} check(s) failed: "
-                              + "; ".join(c["name"] for c in self.failed))
+            raise base.LabError(f"{self.scenario}: {len(self.failed)} check(s) failed: "
+                                + "; ".join(c["name"] for c in self.failed))
 
 
 def sql(lab, target, query, params=None, user="postgres", timeout=10):
@@ -63,7 +63,7 @@ def sql(lab, target, query, params=None, user="postgres", timeout=10):
                              connect_timeout=timeout) as c:
             cur = c.execute(query, params)
             return cur.fetchall() if cur.description else None
-    return lt.in_netns(lab.ns("client"), run)
+    return netns.in_netns(lab.ns("client"), run)
 
 
 def run_in(lab, host, argv, timeout=300, user=None, env=None, log=None):
@@ -79,7 +79,7 @@ def run_in(lab, host, argv, timeout=300, user=None, env=None, log=None):
         r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise lt.LabError(f"timed out after {timeout} s waiting for {' '.join(argv[:4])} on {host}")
+        raise base.LabError(f"timed out after {timeout} s waiting for {' '.join(argv[:4])} on {host}")
     if log:
         with open(log, "a") as f:
             f.write(f"$ {' '.join(argv)}\n{r.stdout}\n[exit {r.returncode}]\n")
@@ -91,15 +91,15 @@ def outage(load_log, t_from, t_to):
     write through each path within [t_from, t_to], the load writing every
     20 ms: between two acknowledgements, or from the last one to t_to. The
     caller starts the window once writes flow on every path."""
-    lines = [p.split() for p in lt.load_lines(load_log)]
+    lines = [p.split() for p in base.load_lines(load_log)]
     out = {}
     for path in ("vip", "pgbouncer"):
         pts = sorted(float(p[1]) for p in lines
                      if len(p) >= 7 and p[2] == "ok" and p[4] == path and t_from - 1.0 <= float(p[1]) <= t_to)
         if not pts:
-            out[path] = lt.ms(t_to - t_from)
+            out[path] = base.ms(t_to - t_from)
             continue
-        out[path] = lt.ms(max([b - a for a, b in zip(pts, pts[1:])] + [t_to - pts[-1]]))
+        out[path] = base.ms(max([b - a for a, b in zip(pts, pts[1:])] + [t_to - pts[-1]]))
     return out
 
 
@@ -107,7 +107,7 @@ def acked_rows(load_log, event):
     """[(event, path, seq, t_start, t_acked)] of every write the client saw
     acknowledged (not the commits whose synchronous wait was cancelled)."""
     rows = []
-    for p in (line.split() for line in lt.load_lines(load_log)):
+    for p in (line.split() for line in base.load_lines(load_log)):
         if len(p) >= 7 and p[2] == "ok":
             rows.append((event, p[4], int(p[5]), float(p[0]), float(p[1])))
     return rows
@@ -120,7 +120,7 @@ def hook_follows(lab, checks, when):
     t = lab.topo
 
     def observe():
-        socks = lt.db_sockets(lab)
+        socks = netns.db_sockets(lab)
         dcs = lab.dcs()
         leader = dcs.read(lab.leader_key)[0]
         raw = dcs.read(lab.holder_key)[0]
@@ -128,10 +128,10 @@ def hook_follows(lab, checks, when):
             holder = json.loads(raw).get("member") if raw else None
         except ValueError:
             holder = f"unparsable {raw!r}"
-        return leader, lt.vip_holders(lab, socks), holder
+        return leader, netns.vip_holders(lab, socks), holder
     deadline = time.time() + 30
     while True:
-        leader, on, holder = lt.in_netns(lab.ns("client"), observe)
+        leader, on, holder = netns.in_netns(lab.ns("client"), observe)
         ini = lab.ini_host()
         settled = leader and on == [leader] and holder == leader and ini == t.addr(leader)
         if settled or time.time() > deadline:

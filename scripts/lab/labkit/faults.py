@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The fault matrix: the faults operators lose sleep over, each a lab event
 with the load generator and the 20 ms sampler running, and whether the VIP
 and PgBouncer stay right.
@@ -55,12 +54,14 @@ reason to retry. Clients may fail while the hook cannot read Consul; the row
 measures it (writes and reads stalled, PgBouncer's failed attempts) and does
 not count it against the row. Exit 0 only when every row holds.
 
-The shared parts (the lab, the sampler, the load generator, the analysis) are
-labtool's; this module adds the faults, a read probe (`faults.py reads`, run
-in the client namespace), an observer of the end state, and a watch on every
-run of the hook's binary through the kernel's process events connector
-(exec and exit, with the kernel's timestamps), which also kills runs.
-`faults.py matrix ARGS` runs the matrix itself, as `scripts/lab.sh faults ARGS` does.
+The shared parts are the package's: the lab (runlab), the load generator,
+the read probe, the sampler and the end-state observer (measure), the events
+and their waits (events), the analysis (analysis) and writing the results
+(reports). This module adds the faults and their episodes, the operator's
+view of real Consul (RealConsul), a watch on every run of the hook's binary
+through the kernel's process events connector (exec and exit, with the
+kernel's timestamps), which also kills runs, and the matrix's table. It runs
+as `scripts/lab.sh faults ARGS` (labtool.py faults ARGS).
 """
 
 import argparse
@@ -75,21 +76,25 @@ import random
 import re
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
 import threading
 import time
 
-from labkit import lab as lt
-from labkit.lab import LabError, in_netns, say
+from . import analysis, base, dcs, events, measure, reports, runlab
+from .base import LabError, say
+from .events import leader_now, switchover_async
+from .measure import Admin, CONVERGED_KEYS, Reads, Tracer, converged, observe_once, wait_state, write_stalls
+from .netns import in_netns
+
 
 CUT_S = 30.0            # isolation, consul-cut, consul-down
 PGB_CUT_S = 10.0        # pgbouncer-cut: healed this long after the cut
 SLOW_DELAY = "1.5s"     # slow-consul: every answer this late
 KILL_WINDOW_S = 0.020   # killed-runs: each run killed this soon after its exec, at most
 TWO_NODES_LIMIT_MS = {"killed-runs": 150.0}  # elsewhere 0: both Patronis run
-CONVERGED_KEYS = ("vip_on_leader_only", "ini_on_leader", "pgbouncer_not_paused")
 # The lab's reconcile timers (lab.sh: LAB_SAFETY_NET_INTERVAL, LAB_PGB_SAFETY_NET_INTERVAL).
 NODE_TIMER_S = float(os.environ.get("LAB_SAFETY_NET_INTERVAL") or 2)
 PGB_TIMER_S = float(os.environ.get("LAB_PGB_SAFETY_NET_INTERVAL") or 5)
@@ -110,9 +115,8 @@ def ip(*args):
         raise LabError(f"ip {' '.join(args)}: {r.stderr.strip()}")
 
 
-# ---- which Consul: the processes and addresses a row acts on ----------------------------
-
 CONSUL_KINDS = ("real", "double")
+
 
 # Faults that only one Consul has: (that Consul, why the other has not).
 ONLY_ON = {
@@ -211,328 +215,6 @@ def exit_75_while_refused(runs, refused_from, until):
             and not r.get("signal") and r.get("exit") == 75]
 
 
-# ---- the read probe (runs in the client namespace) ----------------------------------
-
-def cmd_reads(lab, argv):
-    """A read every `interval` through PgBouncer, the VIP and directly to each
-    node, each attempt logged: `<t1> <t2> ok|fail <label>`."""
-    import psycopg  # from the Patroni virtualenv
-
-    ap = argparse.ArgumentParser(prog="faults.py reads")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--interval", type=float, default=0.05)
-    ap.add_argument("--duration", type=float, default=600)
-    a = ap.parse_args(argv)
-    targets = [("pgbouncer", lab.conninfo("pgbouncer")), ("vip", lab.conninfo("vip"))]
-    targets += [(n, lab.conninfo(n)) for n in lab.topo.db_nodes]
-    out = open(a.out, "a", buffering=1)
-    lock = threading.Lock()
-    stop = lt.stop_on_signals()
-    deadline = time.time() + a.duration
-    opts = dict(lt.PG_COMMON, application_name="lab-reads")
-
-    def worker(label, conninfo):
-        conn = None
-        next_t = time.time()
-        while not stop.is_set() and time.time() < deadline:
-            t1 = time.time()
-            try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None, **opts)
-                conn.execute("SELECT 1").fetchone()
-                line = f"{t1:.6f} {time.time():.6f} ok {label}"
-            except Exception as e:  # every failure is logged and the loop goes on
-                msg = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-                line = f"{t1:.6f} {time.time():.6f} fail {label} {type(e).__name__}: {msg}"
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-                    conn = None
-            with lock:
-                out.write(line + "\n")
-            next_t = lt.pace(next_t, a.interval, stop)
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-    threads = [threading.Thread(target=worker, args=t, daemon=True) for t in targets]
-    for t in threads:
-        t.start()
-    while not stop.is_set() and time.time() < deadline:
-        stop.wait(0.2)
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
-
-
-class Reads:
-    """The read probe around an episode, in the client namespace, its pid
-    recorded as ev-reads (so lab.sh down stops it too), stopped by pid."""
-
-    def __init__(self, lab, ev_dir):
-        self.lab, self.log = lab, os.path.join(ev_dir, "reads.log")
-        self.err = os.path.join(ev_dir, "reads.err")
-        self.proc = None
-
-    def __enter__(self):
-        cmd = ["ip", "netns", "exec", self.lab.ns("client"), lt.VENV_PYTHON, lt.LABTOOL,
-               "reads", "--out", self.log]
-        env = dict(os.environ, LAB_ROOT=self.lab.root, LAB_RUN_ID=self.lab.rid)
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=open(self.err, "a"),
-                                     stderr=subprocess.STDOUT)
-        with open(self.lab.path("pids", "ev-reads.pid"), "w") as f:
-            f.write(f"{self.proc.pid}\n")
-        return self
-
-    def __exit__(self, *_):
-        with lt.signals_ignored():
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-            with contextlib.suppress(OSError):
-                os.unlink(self.lab.path("pids", "ev-reads.pid"))
-        return False
-
-    def wait_ready(self, timeout=60):
-        """Waits until a read through every path was answered."""
-        want = {"pgbouncer", "vip", *self.lab.topo.db_nodes}
-
-        def ready():
-            seen = {p[3] for p in (line.split() for line in lt.load_lines(self.log)) if len(p) >= 4 and p[2] == "ok"}
-            return want <= seen
-        lt.wait_for(f"answered reads through {', '.join(sorted(want))} ({self.log})", timeout, ready, 0.05)
-
-    def wait_ok(self, labels, since, timeout):
-        """Waits until a read through each of `labels` was answered after `since`."""
-        def done():
-            seen = {p[3] for p in (line.split() for line in lt.load_lines(self.log))
-                    if len(p) >= 4 and p[2] == "ok" and float(p[1]) >= since}
-            return set(labels) <= seen
-        lt.wait_for(f"answered reads through {', '.join(labels)} ({self.log})", timeout, done, 0.05)
-
-    def stalls(self, t0, t_end, old):
-        """The longest time without an answered read within the episode:
-        through PgBouncer, through the VIP, and on the nodes that were
-        replicas at the start (the worst of them)."""
-        oks = {}
-        for line in lt.load_lines(self.log):
-            p = line.split()
-            if len(p) >= 4 and p[2] == "ok":
-                oks.setdefault(p[3], []).append(float(p[1]))
-        out = {label: lt.ms(stall(oks.get(label, []), t0, t_end)) for label in ("pgbouncer", "vip")}
-        replicas = [stall(oks.get(n, []), t0, t_end) for n in self.lab.topo.db_nodes if n != old]
-        out["replicas"] = lt.ms(max(replicas)) if replicas else None
-        return out
-
-
-def stall(oks, t0, t_end):
-    """The longest interval within [t0, t_end] without a success (times of
-    successes, any order), counted from the last success before t0 and up to
-    t_end when the path never answered again."""
-    before = [t for t in oks if t <= t0]
-    points = [max(before) if before else t0] + sorted(t for t in oks if t0 < t <= t_end) + [t_end]
-    return max(b - a for a, b in zip(points, points[1:]))
-
-
-def write_stalls(load_log, t0, t_end):
-    """stall() of the acknowledged writes through PgBouncer, the VIP and
-    directly (any node: Patroni's own outage)."""
-    oks = {}
-    for p in (line.split() for line in lt.load_lines(load_log)):
-        if len(p) >= 7 and p[2] == "ok":
-            oks.setdefault(p[4], []).append(float(p[1]))
-    return {path: lt.ms(stall(oks.get(path, []), t0, t_end)) for path in ("pgbouncer", "vip", "direct")}
-
-
-# ---- PgBouncer's admin console and the end state ------------------------------------
-
-class Admin:
-    """PgBouncer's admin console over its unix socket (a path: reachable from
-    any network namespace), one connection kept open."""
-
-    def __init__(self, lab):
-        self.conninfo = (f"host={lab.path('pgbouncer')} port={lab.topo.pgb_port} dbname=pgbouncer "
-                         f"user=postgres connect_timeout=2")
-        self.db = lab.topo.pgb_db
-        self.conn = None
-
-    def paused(self):
-        """Whether PgBouncer holds the clients' database paused; None when the
-        console does not answer."""
-        import psycopg  # from the Patroni virtualenv
-        try:
-            if self.conn is None or self.conn.closed:
-                self.conn = psycopg.connect(self.conninfo, autocommit=True)
-            # The console speaks the simple query protocol only.
-            res = self.conn.pgconn.exec_(b"SHOW DATABASES")
-            if res.status != 2:  # PGRES_TUPLES_OK
-                raise OSError(f"SHOW DATABASES: status {res.status}")
-            names = [res.fname(i) for i in range(res.nfields)]
-            name_col, paused_col = names.index(b"name"), names.index(b"paused")
-            for row in range(res.ntuples):
-                if res.get_value(row, name_col) == self.db.encode():
-                    return res.get_value(row, paused_col) not in (b"0", None)
-            return None
-        except Exception:
-            if self.conn is not None:
-                with contextlib.suppress(Exception):
-                    self.conn.close()
-            self.conn = None
-            return None
-
-    def close(self):
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                self.conn.close()
-
-
-class Observer:
-    """The end state the matrix checks: the leader key, which nodes hold the
-    VIP, where pgbouncer.ini points, whether PgBouncer is paused. Made and
-    used inside the client namespace. `ini_guard` (a lock) is held while
-    pgbouncer.ini is read: the simulated operator's, so that a read never
-    falls between its truncate and its write."""
-
-    def __init__(self, lab, ini_guard=None):
-        self.lab = lab
-        self.socks = lt.db_sockets(lab)
-        self.dcs = lab.dcs()
-        self.admin = Admin(lab)
-        self.ini_guard = ini_guard or contextlib.nullcontext()
-
-    def state(self):
-        lab, topo = self.lab, self.lab.topo
-        try:
-            leader = self.dcs.read(lab.leader_key)[0]
-        except (OSError, http.client.HTTPException, ValueError, KeyError):
-            leader = None
-        # After the read: a slow Consul answers with the state of this moment.
-        t = time.time()
-        if leader not in topo.db_nodes:
-            leader = None
-        try:
-            holders = lt.vip_holders(lab, self.socks)
-        except OSError:
-            holders = None
-        with self.ini_guard:
-            ini = lab.ini_host()
-        paused = self.admin.paused()
-        return {"t": t, "leader": leader, "holders": holders, "ini": ini, "paused": paused,
-                "vip_on_leader_only": bool(leader) and holders == [leader],
-                "ini_on_leader": bool(leader) and ini == topo.addr(leader),
-                "pgbouncer_not_paused": paused is False}
-
-
-def converged(s):
-    return all(s[k] for k in CONVERGED_KEYS)
-
-
-def wait_state(lab, since, timeout):
-    """Polls the end state (every 50 ms) until it converged or `since +
-    timeout` passes; returns (the first converged state, or None; the last
-    state seen; when each condition first held). Runs in the client namespace."""
-    obs = Observer(lab)
-    first_each = {}
-    try:
-        while True:
-            s = obs.state()
-            for k in CONVERGED_KEYS:
-                if s[k]:
-                    first_each.setdefault(k, s["t"])
-            if converged(s):
-                return s, s, first_each
-            if time.time() >= since + timeout:
-                return None, s, first_each
-            time.sleep(0.05)
-    finally:
-        obs.admin.close()
-
-
-class Tracer:
-    """The end state sampled every 50 ms on a thread in the client namespace,
-    for a whole episode: when it converged after the fault, and whether it
-    stayed so (pgbouncer.ini never again on a non-leader, the VIP nowhere
-    else, no pause left). `ini_guard`: see Observer."""
-
-    def __init__(self, lab, ini_guard=None):
-        self.samples, self.error = [], None
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(lab, ini_guard), daemon=True)
-        self.thread.start()
-
-    def _run(self, lab, ini_guard):
-        try:
-            lt.setns(lab.ns("client"))
-            obs = Observer(lab, ini_guard)
-            try:
-                while not self.stop.is_set():
-                    s = obs.state()
-                    with self.lock:
-                        self.samples.append(s)
-                    self.stop.wait(0.05)
-            finally:
-                obs.admin.close()
-        except Exception as e:  # reported by the waits
-            self.error = e
-
-    def _since(self, since, other_than):
-        with self.lock:
-            return [s for s in self.samples if s["t"] >= since and (other_than is None or s["leader"] != other_than)]
-
-    def wait_converged(self, since, timeout, other_than=None):
-        """Waits until a sample taken after `since` (with a leader other than
-        `other_than`, when given) is converged, at most until since + timeout;
-        returns (that sample or None, the last sample, when each condition
-        first held after `since`)."""
-        while True:
-            if self.error:
-                raise LabError(f"sampling the end state: {self.error}")
-            got = self._since(since, other_than)
-            first = next((s for s in got if converged(s)), None)
-            late = time.time() >= since + timeout
-            if first or late:
-                first_each = {}
-                for s in got:
-                    if first and s["t"] > first["t"]:
-                        break
-                    for k in CONVERGED_KEYS:
-                        if s[k] and (first or s["t"] <= since + timeout):
-                            first_each.setdefault(k, s["t"])
-                with self.lock:
-                    last = self.samples[-1] if self.samples else None
-                return first, last, first_each
-            time.sleep(0.02)
-
-    def finish(self, after):
-        """Stops sampling; the samples after `after` that were not converged."""
-        self.stop.set()
-        self.thread.join(30)
-        if self.error:
-            raise LabError(f"sampling the end state: {self.error}")
-        with self.lock:
-            return [s for s in self.samples if s["t"] > after and not converged(s)], len(self.samples)
-
-
-def observe_once(lab, ini_guard=None):
-    obs = Observer(lab, ini_guard)
-    try:
-        return obs.state()
-    finally:
-        obs.admin.close()
-
-
-def leader_now(lab, timeout=60):
-    """The leader key's value, waited for (bounded)."""
-    return lt.wait_for(f"a leader in {lab.leader_key}", timeout,
-                       lambda: (lambda v: v if v in lab.topo.db_nodes else None)(lab.leader()), 0.2)
-
-
-# ---- real Consul: its servers, agents and tokens, as an operator acts on them ----------
-
 def gone(pid):
     """Whether pid has exited (a zombie has)."""
     try:
@@ -575,13 +257,12 @@ class RealConsul:
 
     def get(self, host, path, token=None, timeout=3.0):
         """(status, body) of a GET to `host`'s own agent; (None, error) when it does not answer."""
-        import ssl
         ctx = ssl.create_default_context(cafile=self.ca)
         headers = {"X-Consul-Token": token if token is not None else self.token("master")}
 
         def get():
             try:
-                status, _, body = lt.http_get(f"127.0.0.1:{self.port}", path, timeout, ctx, headers)
+                status, _, body = dcs.http_get(f"127.0.0.1:{self.port}", path, timeout, ctx, headers)
                 return status, body
             except (OSError, http.client.HTTPException) as e:
                 return None, str(e)
@@ -596,23 +277,23 @@ class RealConsul:
 
     def wait_raft_leader(self, host="client", timeout=CONSUL_BACK_S, other_than=None):
         """Waits (bounded) until `host`'s agent knows a Raft leader (other than `other_than`)."""
-        return lt.wait_for(f"{host}'s Consul agent to know a Raft leader"
-                           + (f" other than {other_than}" if other_than else ""), timeout,
-                           lambda: (lambda h: h if h and h != other_than else None)(self.raft_leader(host)), 0.1)
+        return base.wait_for(f"{host}'s Consul agent to know a Raft leader"
+                             + (f" other than {other_than}" if other_than else ""), timeout,
+                             lambda: (lambda h: h if h and h != other_than else None)(self.raft_leader(host)), 0.1)
 
     def stop(self, host, sig):
         """Signals `host`'s Consul agent (its pid file) and waits until it is
         gone, SIGKILL after SERVER_STOP_S; returns its pid."""
         pid = self.lab.pid(f"consul-{host}")
-        lt.kill(pid, sig, f"the Consul agent of {host}")
+        base.kill(pid, sig, f"the Consul agent of {host}")
         try:
-            lt.wait_for(f"the Consul agent of {host} (pid {pid}) to exit on {signal.Signals(sig).name}",
-                        SERVER_STOP_S, lambda: gone(pid), 0.02)
+            base.wait_for(f"the Consul agent of {host} (pid {pid}) to exit on {signal.Signals(sig).name}",
+                          SERVER_STOP_S, lambda: gone(pid), 0.02)
         except LabError as e:
             print(f"faults: {e}; SIGKILL", file=sys.stderr)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            lt.wait_for(f"the Consul agent of {host} (pid {pid}) to exit on SIGKILL", 10, lambda: gone(pid), 0.02)
+            base.wait_for(f"the Consul agent of {host} (pid {pid}) to exit on SIGKILL", 10, lambda: gone(pid), 0.02)
         return pid
 
     def start(self, host):
@@ -635,8 +316,6 @@ class RealConsul:
         threading.Thread(target=p.wait, name=f"reap-consul-{host}", daemon=True).start()
         return p.pid
 
-
-# ---- every run of the hook: the kernel's process events -------------------------------
 
 NETLINK_CONNECTOR = 11
 CN_IDX_PROC = CN_VAL_PROC = 1
@@ -821,8 +500,6 @@ def runs_summary(runs):
     return out
 
 
-# ---- failsafe_mode --------------------------------------------------------------------
-
 def set_failsafe(lab, on):
     """Sets Patroni's failsafe_mode (PATCH /config on the leader) and waits
     until every member's view of the configuration has it and, when on, the
@@ -847,10 +524,10 @@ def set_failsafe(lab, on):
         for n in nodes:
             api = f"{topo.addr(n)}:{topo.api_port}"
             try:
-                if lt.http_json(api, "/config").get("failsafe_mode", False) != on:
+                if dcs.http_json(api, "/config").get("failsafe_mode", False) != on:
                     return False
                 if on:
-                    status, _, body = lt.http_get(api, "/failsafe", 2.0)
+                    status, _, body = dcs.http_get(api, "/failsafe", 2.0)
                     if status != 200 or set(json.loads(body)) != set(nodes):
                         return False
             except (OSError, ValueError, http.client.HTTPException):
@@ -858,13 +535,11 @@ def set_failsafe(lab, on):
         return True
 
     in_netns(lab.ns("client"), patch)
-    in_netns(lab.ns("client"), lt.wait_for,
+    in_netns(lab.ns("client"), base.wait_for,
              f"every member to see failsafe_mode: {str(on).lower()}"
              + (" and a /failsafe topology of all members" if on else ""), 60, applied, 0.2)
     say(f"failsafe_mode is {str(on).lower()}")
 
-
-# ---- an episode: one fault with everything measured --------------------------------------
 
 class Ctx:
     """What a fault's action gets: the lab, the old primary, its directory,
@@ -899,14 +574,14 @@ def episode(lab, fault, variant, act, runs=None, converge_timeout=120.0, converg
     into a row. `ini_guard`: held while the end state's pgbouncer.ini is
     read (Observer)."""
     old = leader_now(lab)
-    ev_dir = lt.next_event_dir(lab, f"{fault}-{re.sub(r'[^a-z0-9]+', '-', variant.lower()).strip('-')}")
+    ev_dir = events.next_event_dir(lab, f"{fault}-{re.sub(r'[^a-z0-9]+', '-', variant.lower()).strip('-')}")
     t0 = t_from = None
     first = last = None
     first_each = {}
     other_than = old if new_leader else None
-    with lt.Measurement(lab, ev_dir, f"{os.path.basename(ev_dir)}-{lab.rid}") as m, Reads(lab, ev_dir) as reads:
+    with measure.Measurement(lab, ev_dir, f"{os.path.basename(ev_dir)}-{lab.rid}") as m, Reads(lab, ev_dir) as reads:
         ctx = Ctx(lab, old, ev_dir, runs)
-        in_netns(lab.ns("client"), lt.wait_writes, m.load_log, ["pgbouncer", "vip", "direct"], old, 60)
+        in_netns(lab.ns("client"), measure.wait_writes, m.load_log, ["pgbouncer", "vip", "direct"], old, 60)
         reads.wait_ready()
         tracer = Tracer(lab, ini_guard)
         say(f"{fault} ({variant}): primary is {old}")
@@ -932,7 +607,7 @@ def episode(lab, fault, variant, act, runs=None, converge_timeout=120.0, converg
         # answered again, on the leader, after the fault's end.
         if first is not None:
             try:
-                in_netns(lab.ns("client"), lt.wait_writes, m.load_log, ["pgbouncer", "vip"], first["leader"],
+                in_netns(lab.ns("client"), measure.wait_writes, m.load_log, ["pgbouncer", "vip"], first["leader"],
                          CLIENTS_BACK_S, since=t_from)
                 reads.wait_ok(["pgbouncer", "vip"], t_from, CLIENTS_BACK_S)
             except LabError as e:
@@ -941,7 +616,7 @@ def episode(lab, fault, variant, act, runs=None, converge_timeout=120.0, converg
         if vip_within is not None and (t_vip is None or t_vip - t_from > vip_within):
             ctx.problems.append(f"the VIP was not on the leader alone within {vip_within:.1f} s of the fault's end")
         try:
-            in_netns(lab.ns("client"), lt.wait_healthy, lab, 180)
+            in_netns(lab.ns("client"), runlab.wait_healthy, lab, 180)
         except LabError as e:
             ctx.problems.append(str(e))
         try:
@@ -964,7 +639,7 @@ def episode(lab, fault, variant, act, runs=None, converge_timeout=120.0, converg
           "converged": not ctx.problems, "problems": ctx.problems}
     with open(os.path.join(ev_dir, "event.json"), "w") as f:
         json.dump(ev, f, indent=1)
-    r = lt.analyze(ev_dir)
+    r = analysis.analyze(ev_dir)
     row = {
         "fault": fault, "variant": variant,
         "vip_two_nodes_ms": r["vip_two_nodes_ms"],
@@ -972,7 +647,7 @@ def episode(lab, fault, variant, act, runs=None, converge_timeout=120.0, converg
         "lost_rows": r["lost_rows"],
         "pgbouncer_failed_attempts": r["pgbouncer_failed_attempts"],
         "converged": {k: bool(final[k]) and k in first_each for k in CONVERGED_KEYS},
-        "converge_ms": lt.ms(first["t"] - t_from) if first else None,
+        "converge_ms": base.ms(first["t"] - t_from) if first else None,
         "n": 1,
         "old": old, "new": final["leader"],
         "writes_stalled_ms": write_stalls(m.load_log, t0, t_end),
@@ -1001,7 +676,7 @@ def relapse_problems(relapses, n, t_from):
     if not relapses:
         return []
     return [f"after converging, {len(relapses)} of {n} samples (50 ms apart) were not, "
-            f"from {lt.ms(relapses[0]['t'] - t_from)} to {lt.ms(relapses[-1]['t'] - t_from)} ms: "
+            f"from {base.ms(relapses[0]['t'] - t_from)} to {base.ms(relapses[-1]['t'] - t_from)} ms: "
             f"{brief(relapses[0])}"]
 
 
@@ -1013,7 +688,7 @@ def brief(s):
 def vip_absent_ms(ev_dir, t0, t_end):
     """How long, within [t0, t_end], no node held the VIP (the sampler's changes)."""
     changes = []
-    for line in lt.load_lines(os.path.join(ev_dir, "sampler.log")):
+    for line in base.load_lines(os.path.join(ev_dir, "sampler.log")):
         p = line.split(None, 2)
         if len(p) == 3 and p[1] == "vip":
             changes.append((float(p[0]), p[2] != "-"))
@@ -1029,7 +704,7 @@ def vip_absent_ms(ev_dir, t0, t_end):
         held, since = h, t
     if not held:
         absent += t_end - since
-    return lt.ms(absent)
+    return base.ms(absent)
 
 
 def holds(row):
@@ -1083,8 +758,6 @@ def combine(fault, variant, rows):
     return row
 
 
-# ---- the faults ----------------------------------------------------------------------------
-
 def sleep_until(t):
     """The fault's own duration (not a synchronisation): until wall time t."""
     while True:
@@ -1092,24 +765,6 @@ def sleep_until(t):
         if left <= 0:
             return
         time.sleep(min(left, 0.5))
-
-
-def switchover_async(lab, old, ev_dir):
-    """patronictl switchover on a thread; join() returns its error, if any."""
-    box = {}
-
-    def run():
-        try:
-            lt.act_switchover(lab, old, ev_dir)
-        except LabError as e:
-            box["error"] = str(e)
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-
-    def join():
-        t.join(120)
-        return box.get("error") or (None if not t.is_alive() else "patronictl switchover still running after 120 s")
-    return join
 
 
 def fault_isolation(lab, _variant, _opts, _runs):
@@ -1192,7 +847,7 @@ def fault_consul_down(lab, variant, _opts, _runs):
         names = consul_pid_names(lab.consul_kind, lab.consul_servers)
         pids = {n: lab.pid(n) for n in names}
         for n in names:
-            lt.kill(pids[n], signal.SIGSTOP, f"Consul ({n})")
+            base.kill(pids[n], signal.SIGSTOP, f"Consul ({n})")
             ctx.on_heal(f"SIGCONT to {n}", lambda pid=pids[n]: os.kill(pid, signal.SIGCONT))
         what = "the Consul double" if lab.consul_kind == "double" else "every Consul server"
         say(f"consul-down: {what} ({', '.join(f'{n} pid {p}' for n, p in pids.items())}) is stopped for "
@@ -1213,8 +868,8 @@ def fault_pgbouncer_cut(lab, variant, _opts, _runs):
             admin = Admin(lab)
             join = switchover_async(lab, ctx.old, ctx.dir)
             try:
-                lt.wait_for("PgBouncer paused by the switchover (SHOW DATABASES)", 60,
-                            lambda: admin.paused(), 0.005)
+                base.wait_for("PgBouncer paused by the switchover (SHOW DATABASES)", 60,
+                              lambda: admin.paused(), 0.005)
             finally:
                 admin.close()
             ctx.on_heal("PgBouncer host's route to Consul back", consul_route(lab, "pgb"))
@@ -1242,8 +897,8 @@ def fault_killed_runs(lab, _variant, opts, runs):
             say(f"killed-runs {i + 1}/{opts.repeats}: every hook run is SIGKILLed within "
                 f"{KILL_WINDOW_S * 1000:.0f} ms of its exec")
             t = time.time()
-            lt.act_switchover(lab, ctx.old, ctx.dir)
-            in_netns(lab.ns("client"), lt.wait_healthy, lab, 180)
+            events.act_switchover(lab, ctx.old, ctx.dir)
+            in_netns(lab.ns("client"), runlab.wait_healthy, lab, 180)
             ctx.heal()
             offsets = sorted(o for _, o, running in runs.kills[k0:] if running)
             ctx.details["kills"] = {
@@ -1274,7 +929,7 @@ def fault_slow_consul(lab, _variant, _opts, runs):
         ctx.on_heal("Consul answers at once again", lambda: os.unlink(delay))
         say(f"slow-consul: every Consul answer comes {SLOW_DELAY} late; a switchover")
         t = time.time()
-        lt.act_switchover(lab, ctx.old, ctx.dir)
+        events.act_switchover(lab, ctx.old, ctx.dir)
         return t
 
     def check(row):
@@ -1410,7 +1065,7 @@ def fault_ini_edits(lab, _variant, opts, runs):
                 ctx.on_heal("operator stops editing", quiet)
                 say(f"ini-edits {i + 1}/{n}: an operator edits pgbouncer.ini during a switchover")
                 t = time.time()
-                lt.act_switchover(lab, ctx.old, ctx.dir)
+                events.act_switchover(lab, ctx.old, ctx.dir)
                 return t
             try:
                 row = episode(lab, "ini-edits", f"switchover {i + 1}", act, runs=runs, converge_under_fault=True,
@@ -1447,19 +1102,19 @@ def fault_consul_leader_loss(lab, _variant, _opts, _runs):
         leader = rc.wait_raft_leader()
         ctx.details["killed"] = leader
         pid = lab.pid(f"consul-{leader}")
-        lt.kill(pid, signal.SIGKILL, f"the Consul server {leader}")
+        base.kill(pid, signal.SIGKILL, f"the Consul server {leader}")
         t_kill = time.time()
 
         def back():
-            lt.wait_for(f"the killed Consul server {leader} (pid {pid}) to be gone", 10, lambda: gone(pid), 0.02)
+            base.wait_for(f"the killed Consul server {leader} (pid {pid}) to be gone", 10, lambda: gone(pid), 0.02)
             rc.start(leader)
             rc.wait_raft_leader(leader)
-            ctx.details["killed_back_ms"] = lt.ms(time.time() - t_kill)
+            ctx.details["killed_back_ms"] = base.ms(time.time() - t_kill)
         ctx.on_heal(f"the Consul server {leader} started again", back)
         say(f"consul-leader-loss: the Raft leader {leader} (pid {pid}) SIGKILLed; waiting for an election")
         new = rc.wait_raft_leader(other_than=leader)
         t_new = time.time()
-        ctx.details.update(new_raft_leader=new, election_ms=lt.ms(t_new - t_kill))
+        ctx.details.update(new_raft_leader=new, election_ms=base.ms(t_new - t_kill))
         say(f"consul-leader-loss: {new} leads after {t_new - t_kill:.1f} s; {leader} starts again")
         ctx.heal()
         return t_new
@@ -1474,19 +1129,19 @@ def fault_consul_quorum_loss(lab, _variant, _opts, _runs):
         victims = quorum_loss_victims(leader, rc.servers)
         pids = {v: lab.pid(f"consul-{v}") for v in victims}
         for v in victims:
-            lt.kill(pids[v], signal.SIGKILL, f"the Consul server {v}")
+            base.kill(pids[v], signal.SIGKILL, f"the Consul server {v}")
         t_kill = time.time()
         ctx.details.update(stopped=victims, raft_leader_before=leader)
 
         def back():
             for v in victims:
-                lt.wait_for(f"the killed Consul server {v} (pid {pids[v]}) to be gone", 10,
-                            lambda pid=pids[v]: gone(pid), 0.02)
+                base.wait_for(f"the killed Consul server {v} (pid {pids[v]}) to be gone", 10,
+                              lambda pid=pids[v]: gone(pid), 0.02)
             t = time.time()
             for v in victims:
                 rc.start(v)
             ctx.details["raft_leader_after"] = rc.wait_raft_leader()
-            ctx.details["leader_back_ms"] = lt.ms(time.time() - t)
+            ctx.details["leader_back_ms"] = base.ms(time.time() - t)
             for v in victims:
                 rc.wait_raft_leader(v)
         ctx.on_heal(f"the Consul servers {', '.join(victims)} started again", back)
@@ -1508,13 +1163,13 @@ def fault_agent_restart(lab, _variant, _opts, _runs):
         say(f"agent-restart: the Consul agent on the primary {host} restarted (SIGTERM, then started again)")
         t = time.time()
         pid = rc.stop(host, signal.SIGTERM)
-        ctx.details["stopped_ms"] = lt.ms(time.time() - t)
+        ctx.details["stopped_ms"] = base.ms(time.time() - t)
         ctx.on_heal(f"the Consul agent of {host} started again", lambda: rc.start(host))
         ctx.heal()
         t_start = time.time()
         rc.wait_raft_leader(host)
         t_back = time.time()
-        ctx.details.update(agent=host, old_pid=pid, back_ms=lt.ms(t_back - t_start))
+        ctx.details.update(agent=host, old_pid=pid, back_ms=base.ms(t_back - t_start))
         return t_back
     return [episode(lab, "agent-restart", "the primary's agent (SIGTERM, start)", act, runs=_runs)]
 
@@ -1588,15 +1243,15 @@ def fault_token_revoked(lab, _variant, _opts, runs):
                 if status == 403:
                     refused[d] = time.time()
             return len(refused) == len(agent_of)
-        lt.wait_for("every agent to refuse the deleted tokens (403)", 90, all_refused, 0.2)
+        base.wait_for("every agent to refuse the deleted tokens (403)", 90, all_refused, 0.2)
         box["refused"] = refused
-        ctx.details["refused_after_ms"] = {d: lt.ms(t - t_revoke) for d, t in refused.items()}
+        ctx.details["refused_after_ms"] = {d: base.ms(t - t_revoke) for d, t in refused.items()}
         say("token-revoked: every agent refuses the hook's tokens; a switchover")
         t_sw = time.time()
         err = None
         try:
-            lt.act_switchover(lab, ctx.old, ctx.dir)
-            in_netns(lab.ns("client"), lt.wait_healthy, lab, 180)
+            events.act_switchover(lab, ctx.old, ctx.dir)
+            in_netns(lab.ns("client"), runlab.wait_healthy, lab, 180)
         except LabError as e:
             err = str(e)
             ctx.problems.append(f"the switchover while revoked: {e}")
@@ -1606,8 +1261,8 @@ def fault_token_revoked(lab, _variant, _opts, runs):
         ctx.heal()
         if "t_install" not in box:
             raise LabError("new tokens were not installed")
-        ctx.details.update(revoked_ms=lt.ms(box["t_install"] - t_revoke),
-                           switchover_after_revoke_ms=lt.ms(t_sw - t_revoke),
+        ctx.details.update(revoked_ms=base.ms(box["t_install"] - t_revoke),
+                           switchover_after_revoke_ms=base.ms(t_sw - t_revoke),
                            watches_changed=box["watches_changed"])
         say(f"token-revoked: new tokens installed {box['t_install'] - t_revoke:.1f} s after the revocation")
         return box["t_install"]
@@ -1617,7 +1272,7 @@ def fault_token_revoked(lab, _variant, _opts, runs):
     if "refused" in box and "t_install" in box:
         t_from, t_to = min(box["refused"].values()), box["t_install"]
         said = {}
-        for h in lt.hook_log(lab.run, topo.db_nodes):
+        for h in analysis.hook_log(lab.run, topo.db_nodes):
             if t_from <= h["t"] <= t_to and "does not know this token" in h["msg"]:
                 host = h["source"].split("/")[0]
                 said[host] = said.get(host, 0) + 1
@@ -1701,8 +1356,6 @@ def plan_for(text, kind):
     return todo, skipped
 
 
-# ---- results -----------------------------------------------------------------------------------
-
 TABLE_NOTES = """\
 Milliseconds. One row per fault and variant (a repeated fault: the worst of its episodes, counts
 summed). VIP on two nodes / absent: from sampling the three nodes' addresses every 20 ms, from the
@@ -1763,13 +1416,11 @@ def failed_row(fault, variant, why):
             "problems": [why], "holds": False}
 
 
-# ---- the scenario ------------------------------------------------------------------------------
-
 def lab_is_sound(lab):
     """Whether the next fault can run on this lab: a whole cluster and the end
     state converged (bounded waits)."""
     try:
-        in_netns(lab.ns("client"), lt.wait_healthy, lab, 120)
+        in_netns(lab.ns("client"), runlab.wait_healthy, lab, 120)
         first, last, _ = in_netns(lab.ns("client"), wait_state, lab, time.time(), 60)
         if first is None:
             print(f"faults: lab {lab.rid} did not settle: {brief(last)}", file=sys.stderr)
@@ -1781,7 +1432,7 @@ def lab_is_sound(lab):
 
 def scenario(topo, argv):
     ap = argparse.ArgumentParser(prog="scripts/lab.sh faults",
-                                 description="The fault matrix on the hook's lab (see scripts/lab/faults.py).")
+                                 description="The fault matrix on the hook's lab (see scripts/lab/labkit/faults.py).")
     ap.add_argument("--consul", choices=CONSUL_KINDS, default=None,
                     help="the Consul of the lab it brings up (default: LAB_CONSUL, else the topology's "
                     "LAB_CONSUL_DEFAULT); with --use-lab, the lab's own, which this must match")
@@ -1793,7 +1444,7 @@ def scenario(topo, argv):
                     help="run on the lab that is up ($LAB_RUN_ID or $LAB_ROOT/current) and leave it up")
     a = ap.parse_args(argv)
     if a.use_lab:
-        kind = lt.Lab.current(topo).consul_kind
+        kind = runlab.Lab.current(topo).consul_kind
         if a.consul and a.consul != kind:
             raise LabError(f"--consul {a.consul}, but the lab that is up runs on {kind or 'etcd'}")
     else:
@@ -1827,11 +1478,11 @@ def scenario(topo, argv):
     try:
         while todo:
             if a.use_lab:
-                session = contextlib.nullcontext(lt.Lab.current(topo))
+                session = contextlib.nullcontext(runlab.Lab.current(topo))
             else:
                 # The first lab may take its run id from LAB_RUN_ID, as the demo's does.
                 rid = os.environ.get("LAB_RUN_ID") if not rows else None
-                session = lt.lab_session(topo, "hook", rid=rid)
+                session = runlab.lab_session(topo, "hook", rid=rid)
             with session as lab:
                 if lab.manager != "hook":
                     raise LabError(f"lab {lab.rid} runs {lab.manager}; the fault matrix needs the hook's lab")
@@ -1875,5 +1526,5 @@ def scenario(topo, argv):
 
 def write(rows, data, title, skipped=()):
     md = markdown(rows, title, skipped)
-    paths = lt.write_results("faults", data, md)
+    paths = reports.write_results("faults", data, md)
     return md, paths

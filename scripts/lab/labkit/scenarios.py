@@ -1,0 +1,155 @@
+"""The scenarios, each on a lab (or labs) of its own (SCENARIOS): demo and
+bench here; the fault matrix (faults.py), backup (backup.py) and the two
+adopt scenarios (adopt.py) in modules of their own, imported when run."""
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+from .base import LabError, say
+from .events import EVENTS, run_event
+from .reports import markdown, out_dir, summarize, with_consul, write_results
+from .runlab import Lab, lab_session, lab_sh, set_vip_manager_interval, show_status
+
+
+def scenario_demo(topo, argv):
+    """Up (hook variant), a switchover, a failover and a Patroni-only kill with
+    their timelines, a summary table (target/lab-demo.{md,json}), down."""
+    if argv:
+        raise LabError(f"demo takes no arguments (got {' '.join(argv)})")
+    started = time.time()
+    results = []
+    with lab_session(topo, "hook", rid=os.environ.get("LAB_RUN_ID")) as lab:
+        show_status(lab)
+        for kind in ("switchover", "failover", "kill-patroni"):
+            results.append(run_event(lab, kind))
+        rows = summarize(results)
+        md = markdown(rows, f"scripts/lab.sh demo, lab {lab.rid} on {lab.consul_label}, {time.strftime('%Y-%m-%d %H:%M')}")
+        print(md)
+        paths = write_results("demo", rows, md)
+        say(f"summary written to {paths[1]} and {paths[0]}; taking the lab down")
+    say(f"demo finished in {time.time() - started:.0f} s")
+
+
+def scenario_bench(topo, argv):
+    """Every event n times per VIP manager, each variant on its own lab;
+    target/lab-bench.{md,json} (and lab-bench-events.json, every event's result)."""
+    ap = argparse.ArgumentParser(prog="scripts/lab.sh bench")
+    ap.add_argument("--n", type=int, default=5, help="events of each kind per manager (default 5)")
+    ap.add_argument("--events", default="switchover,failover,kill-patroni,stop-primary")
+    ap.add_argument("--managers", default="hook,vip-manager",
+                    help="hook, vip-manager (both intervals), vip-manager-1000ms, vip-manager-100ms")
+    ap.add_argument("--pause-on", default=os.environ.get("LAB_PAUSE_ON") or "switchover",
+                    help="the hook's pgbouncer.pause_on, a comma list: one hook lab each (default switchover)")
+    a = ap.parse_args(argv)
+    pause_ons = [p for p in a.pause_on.split(",") if p]
+    for p in pause_ons:
+        if p not in ("switchover", "always", "never"):
+            raise LabError(f"--pause-on: {p!r} is not switchover, always or never")
+    events = [e for e in a.events.split(",") if e]
+    for e in events:
+        if e not in EVENTS:
+            raise LabError(f"--events: unknown event {e!r} (known: {', '.join(EVENTS)})")
+    if a.n < 1:
+        raise LabError(f"--n must be at least 1, not {a.n}")
+    plan = {}  # variant -> intervals (None for the hook)
+    for m in (m for m in a.managers.split(",") if m):
+        if m == "hook":
+            plan["hook"] = [None]
+        elif m == "vip-manager":
+            plan.setdefault("vip-manager", [])
+            plan["vip-manager"] += [i for i in (1000, 100) if i not in plan["vip-manager"]]
+        elif re.fullmatch(r"vip-manager-([1-9][0-9]*)ms", m):
+            i = int(m[len("vip-manager-"):-2])
+            plan.setdefault("vip-manager", [])
+            if i not in plan["vip-manager"]:
+                plan["vip-manager"].append(i)
+        else:
+            raise LabError(f"--managers: unknown manager {m!r} (hook, vip-manager, vip-manager-<ms>ms)")
+    if not plan:
+        raise LabError("--managers: empty")
+    for variant in plan:
+        lab_sh("check-prereqs", variant, timeout=60)
+    started = time.time()
+    results, failures = [], []
+    title = (f"scripts/lab.sh bench --n {a.n} --events {','.join(events)} --managers {a.managers} "
+             f"--pause-on {','.join(pause_ons)}, "
+             f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs")
+
+    def save():
+        rows = summarize(results, failures)
+        md = markdown(rows, title)
+        if failures:
+            md += "\nEvents that did not complete:\n\n" + "".join(f"- {m} {k}: {w}\n" for m, k, w in failures)
+        paths = write_results("bench", rows, md)
+        with open(os.path.join(out_dir(), "lab-bench-events.json"), "w") as f:
+            json.dump(with_consul(results), f, indent=1)
+        return md, paths
+
+    labs = []  # (variant, intervals, pause_on): one lab each
+    for variant, intervals in plan.items():
+        for p in (pause_ons if variant == "hook" else [None]):
+            labs.append((variant, intervals, p))
+    try:
+        for variant, intervals, pause_on in labs:
+            with lab_session(topo, variant, interval_ms=intervals[0], pause_on=pause_on) as lab:
+                kind = "vip-manager-interval"
+                try:
+                    for interval in intervals:
+                        if interval and interval != lab.interval_ms:
+                            kind = "vip-manager-interval"
+                            set_vip_manager_interval(lab, interval)
+                        for i in range(a.n):
+                            for kind in events:
+                                say(f"bench: {lab.label} {kind} {i + 1}/{a.n}")
+                                results.append(run_event(lab, kind))
+                                save()
+                except LabError as e:
+                    # The lab may be in any state now: no more events on it.
+                    print(f"labtool: {e}; no more events on lab {lab.rid}", file=sys.stderr)
+                    failures.append((lab.label, kind, str(e)))
+    finally:
+        md, paths = save()
+    print(md)
+    say(f"bench written to {paths[1]} and {paths[0]} in {time.time() - started:.0f} s")
+    if failures:
+        raise LabError(f"{len(failures)} event(s) did not complete (listed in {paths[1]})")
+
+
+def scenario_module(name):
+    """labkit.<name>, a module of scenarios (imported when its command runs)."""
+    import importlib
+    return importlib.import_module(f"labkit.{name}")
+
+
+SCENARIOS = {
+    "demo": scenario_demo,
+    "bench": scenario_bench,
+    "backup": lambda topo, argv: scenario_module("backup").scenario_backup(topo, argv),
+    "adopt-single": lambda topo, argv: scenario_module("adopt").scenario_adopt_single(topo, argv),
+    "adopt-cluster": lambda topo, argv: scenario_module("adopt").scenario_adopt_cluster(topo, argv),
+    "faults": lambda topo, argv: scenario_faults(topo, argv),
+}
+
+
+def scenario_faults(topo, argv):
+    """The fault matrix (scripts/lab/faults.py). A faults.py that names the
+    Consuls it runs on (CONSUL_KINDS) chooses for itself; one that does not
+    acts on the Consul double's one process and address (SIGSTOP, a blackhole
+    route, the delay file), so it gets the double's lab, and a real-Consul lab
+    is refused rather than failing midway."""
+    faults = scenario_module("faults")
+    if "real" not in getattr(faults, "CONSUL_KINDS", ()):
+        if "--use-lab" in argv:
+            lab = Lab.current(topo)
+            if lab.consul_kind == "real":
+                raise LabError(f"faults: lab {lab.rid} runs on real Consul; this fault matrix acts on the "
+                               "Consul double only (bring a lab up with --consul double)")
+        elif os.environ.get("LAB_CONSUL", "double") != "double":
+            raise LabError("faults: this fault matrix acts on the Consul double only (LAB_CONSUL=double)")
+        else:
+            os.environ["LAB_CONSUL"] = "double"
+    faults.scenario(topo, argv)
