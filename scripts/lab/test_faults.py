@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The fault matrix's end-state sampler (labkit/measure.py: Observer,
+"""The fault matrix's end-state sampler (labkit/measure.py: Sampler,
 Tracer; labkit/faults.py: relapse_problems) against a real pgbouncer.ini
 written by the simulated operator (faults.Operator) and by a stand-in for
 the hook, with the lab's other probes (the leader key, the VIP's holders, PgBouncer's pause) stubbed
@@ -51,7 +51,7 @@ class Topo:
 
 
 class Lab:
-    """What Observer, Tracer and Operator use of runlab.Lab, on a
+    """What Sampler, Tracer and Operator use of runlab.Lab, on a
     temporary directory; db1 leads and holds the VIP."""
 
     def __init__(self, root):

@@ -188,9 +188,9 @@ def start_legacy_glue(lab):
     consul_put(lab, t.get("LAB_LEGACY_PRIMARY_KEY"), t.addr(primary))
 
     def glued():
-        socks = netns.db_sockets(lab)
+        sampler = measure.Sampler(lab)
         base.wait_for(f"the old VIP script to put the VIP on {primary}", 30,
-                      lambda: netns.vip_holders(lab, socks) == [primary], 0.05)
+                      lambda: sampler.holders() == [primary], 0.05)
     netns.in_netns(lab.ns("client"), glued)
     base.wait_for(f"the old template render to point pgbouncer.ini at {primary}", 30,
                   lambda: lab.ini_host() == t.addr(primary), 0.05)

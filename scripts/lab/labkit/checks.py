@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 
-from . import base, netns, reports
+from . import base, measure, netns, reports
 
 
 class Checks:
@@ -120,15 +120,14 @@ def hook_follows(lab, checks, when):
     t = lab.topo
 
     def observe():
-        socks = netns.db_sockets(lab)
-        dcs = lab.dcs()
-        leader = dcs.read(lab.leader_key)[0]
-        raw = dcs.read(lab.holder_key)[0]
+        sampler = measure.Sampler(lab)
+        leader = sampler.leader()
+        raw = sampler.read(lab.holder_key)[0]
         try:
             holder = json.loads(raw).get("member") if raw else None
         except ValueError:
             holder = f"unparsable {raw!r}"
-        return leader, netns.vip_holders(lab, socks), holder
+        return leader, sampler.holders(), holder
     deadline = time.time() + 30
     while True:
         leader, on, holder = netns.in_netns(lab.ns("client"), observe)

@@ -14,8 +14,8 @@ import time
 
 from .analysis import analyze, print_timeline
 from .base import LabError, PATRONICTL, alive, kill, say, wait_for
-from .measure import Measurement, ok_lines, wait_writes
-from .netns import db_sockets, in_netns, vip_holders
+from .measure import Measurement, Sampler, ok_lines, wait_writes
+from .netns import in_netns
 from .reports import with_consul
 from .runlab import wait_healthy
 
@@ -26,21 +26,20 @@ def wait_converged(lab, old, since, log, timeout):
     writes acknowledged by it through PgBouncer and through the VIP.
     Runs in the client namespace; returns the new leader."""
     deadline = time.time() + timeout
-    socks = db_sockets(lab)
-    dcs = lab.dcs()
+    sampler = Sampler(lab)
     t = lab.topo
 
     def step(what, cond):
         return wait_for(what, max(1.0, deadline - time.time()), cond, 0.02)
 
     new = step(f"a leader other than {old} in {lab.leader_key}",
-               lambda: (lambda v: v if v and v != old else None)(dcs.read(lab.leader_key)[0]))
-    step(f"the VIP {t.vip} on {new} and on no other node", lambda: vip_holders(lab, socks) == [new])
+               lambda: (lambda v: v if v and v != old else None)(sampler.leader()))
+    step(f"the VIP {t.vip} on {new} and on no other node", lambda: sampler.holders() == [new])
     if lab.manager == "hook":
         step(f"pgbouncer.ini to point {t.pgb_db} at {new} ({t.addr(new)})", lambda: lab.ini_host() == t.addr(new))
 
         def holder():
-            raw = dcs.read(lab.holder_key)[0]
+            raw = sampler.read(lab.holder_key)[0]
             try:
                 return raw and json.loads(raw).get("member") == new
             except ValueError:

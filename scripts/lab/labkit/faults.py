@@ -55,7 +55,7 @@ measures it (writes and reads stalled, PgBouncer's failed attempts) and does
 not count it against the row. Exit 0 only when every row holds.
 
 The shared parts are the package's: the lab (runlab), the load generator,
-the read probe, the sampler and the end-state observer (measure), the events
+the read probe, the sampler and the end-state tracer (measure), the events
 and their waits (events), the analysis (analysis) and writing the results
 (reports). This module adds the faults and their episodes, the operator's
 view of real Consul (RealConsul), a watch on every run of the hook's binary
@@ -86,7 +86,7 @@ import time
 from . import analysis, base, dcs, events, measure, reports, runlab
 from .base import LabError, say
 from .events import leader_now, switchover_async
-from .measure import Admin, CONVERGED_KEYS, Reads, Tracer, converged, observe_once, wait_state, write_stalls
+from .measure import Admin, CONVERGED_KEYS, Tracer, converged, observe_once, wait_state, write_stalls
 from .netns import in_netns
 
 
@@ -572,14 +572,15 @@ def episode(lab, fault, variant, act, runs=None, converge_timeout=120.0, converg
     one when `new_leader`, the VIP's part within `vip_within` when given; wait
     for the cluster to be whole, the end state holding all along; analyse
     into a row. `ini_guard`: held while the end state's pgbouncer.ini is
-    read (Observer)."""
+    read (Sampler)."""
     old = leader_now(lab)
     ev_dir = events.next_event_dir(lab, f"{fault}-{re.sub(r'[^a-z0-9]+', '-', variant.lower()).strip('-')}")
     t0 = t_from = None
     first = last = None
     first_each = {}
     other_than = old if new_leader else None
-    with measure.Measurement(lab, ev_dir, f"{os.path.basename(ev_dir)}-{lab.rid}") as m, Reads(lab, ev_dir) as reads:
+    with measure.Measurement(lab, ev_dir, f"{os.path.basename(ev_dir)}-{lab.rid}", reads=True) as m:
+        reads = m.reads
         ctx = Ctx(lab, old, ev_dir, runs)
         in_netns(lab.ns("client"), measure.wait_writes, m.load_log, ["pgbouncer", "vip", "direct"], old, 60)
         reads.wait_ready()

@@ -1,14 +1,26 @@
-"""Load and sampling: what a scenario measures around an action.
+"""Load and sampling: what a scenario measures around an action, one
+implementation shared by the events (demo, bench), the fault matrix and the
+backup and adopt scenarios.
 
-- The load generator (`labtool.py load`): a numbered write every 20 ms
-  through PgBouncer, the VIP and directly to each node, and at the end a
-  check that every acknowledged row is on the primary; the fault matrix's
-  read probe (`labtool.py reads`): a `SELECT 1` every 50 ms on the same paths.
-- The sampler (`labtool.py sample`): which nodes hold the VIP every 20 ms and
-  every change of the leader key; the fault matrix's end-state Observer and
-  Tracer (the leader, the VIP's holders, pgbouncer.ini, PgBouncer's pause).
-- Measurement and Reads: the probes as processes in the client namespace
-  around an action, their pids recorded (lab.sh down stops them too).
+- The load generator (`labtool.py load`, and the fault matrix's read probe
+  `labtool.py reads`): per path (PgBouncer, the VIP, each node directly) one
+  loop, client_loop(), an attempt every interval on a connection kept open,
+  each attempt logged `<t1> <t2> ok|unsafe|fail <what> ...`; the writes
+  number their rows and check at the end that every acknowledged row is on
+  the primary.
+- The sampler: Sampler reads the lab's observable state from the client
+  namespace (which nodes hold the VIP, the leader key, where pgbouncer.ini
+  points, whether PgBouncer is paused). `labtool.py sample` logs the VIP's
+  holders every 20 ms and every change of the leader key (sampler.log);
+  Tracer keeps the whole end state every 50 ms on a thread for the fault
+  matrix; the waits (events.wait_converged, wait_state) poll it.
+- Measurement: the sampler, the load and (for the fault matrix) the read
+  probe started as processes in the client namespace around an action, their
+  pids recorded (lab.sh down stops them too), stopped by pid; then the logs'
+  readers (lost rows, stalls, the reads' waits).
+
+Every loop here runs at a fixed rate (pace) until its stop event is set (a
+signal, for the processes) or its deadline passes.
 """
 
 import argparse
@@ -22,10 +34,11 @@ import sys
 import threading
 import time
 
-from . import base, netns
-from .base import LABTOOL, LabError, VENV_PYTHON, load_lines, signals_ignored, wait_for
-from .netns import db_sockets, vip_holders
+from . import netns
+from .base import LABTOOL, LabError, VENV_PYTHON, load_lines, ms, signals_ignored, wait_for
 
+
+# ---- fixed-rate loops ---------------------------------------------------------------------
 
 def pace(next_t, interval, stop):
     """Waits for the next tick of a fixed-rate loop (or until stopped); a loop
@@ -38,6 +51,14 @@ def pace(next_t, interval, stop):
     return time.time()
 
 
+def every(interval, stop, tick):
+    """Calls tick() every `interval` (fixed rate, pace) until `stop` is set."""
+    next_t = time.time()
+    while not stop.is_set():
+        tick()
+        next_t = pace(next_t, interval, stop)
+
+
 def stop_on_signals():
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -45,9 +66,21 @@ def stop_on_signals():
     return stop
 
 
+def line_log(path):
+    """emit(line): appends a line to `path`, one writer at a time."""
+    out = open(path, "a", buffering=1)
+    lock = threading.Lock()
+
+    def emit(line):
+        with lock:
+            out.write(line + "\n")
+    return emit
+
+
+# ---- the load generator and the read probe ------------------------------------------------
+
 PG_COMMON = dict(connect_timeout=1, tcp_user_timeout=1500, keepalives=1, keepalives_idle=1,
                  keepalives_interval=1, keepalives_count=2, application_name="lab-load")
-
 
 SCHEMA = """
 CREATE ROLE lab LOGIN;
@@ -91,11 +124,59 @@ def wait_writes(log, paths, node, timeout, since=0.0):
     wait_for(f"acknowledged writes through {', '.join(paths)} on {node} ({log})", timeout, done, 0.05)
 
 
+def client_loop(connect, begin, attempt, emit, interval, stop, deadline, width):
+    """One path of the load generator: every `interval` until `stop` or
+    `deadline`, begin() names the attempt (its fields: label, and for writes
+    path and sequence number), then attempt(conn, t1, fields) -> (outcome,
+    detail) runs it on a connection kept open (connect() makes it, again after
+    a failure). Each attempt is logged `<t1> <t2> <outcome> <fields>
+    [<detail>]`, a failure `<t1> <t2> fail <fields> <error>: <its first
+    line, at most `width` characters>`, and the loop goes on."""
+    conn = None
+    next_t = time.time()
+    while not stop.is_set() and time.time() < deadline:
+        fields = begin()
+        what = " ".join(str(f) for f in fields)
+        t1 = time.time()
+        try:
+            if conn is None or conn.closed:
+                conn = connect()
+            outcome, detail = attempt(conn, t1, fields)
+            t2 = time.time()
+            emit(f"{t1:.6f} {t2:.6f} {outcome} {what}" + (f" {detail}" if detail else ""))
+        except Exception as e:  # every failure is logged and the loop goes on
+            t2 = time.time()
+            msg = str(e).strip().splitlines()[0][:width] if str(e).strip() else type(e).__name__
+            emit(f"{t1:.6f} {t2:.6f} fail {what} {type(e).__name__}: {msg}")
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                conn = None
+        next_t = pace(next_t, interval, stop)
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def run_clients(loops, stop, deadline):
+    """Runs each of `loops` (callables) on a thread until `stop` or
+    `deadline`, then stops and joins them (bounded)."""
+    threads = [threading.Thread(target=fn, daemon=True) for fn in loops]
+    for t in threads:
+        t.start()
+    while not stop.is_set() and time.time() < deadline:
+        stop.wait(0.2)
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+
+
 def cmd_load(lab, argv):
     """One numbered INSERT every `interval` through each path (PgBouncer, VIP,
     and directly to each node, the last to measure Patroni's own outage), each
-    attempt logged with its start and end time; at the end, every
-    acknowledged row is looked up on the primary."""
+    attempt logged with its start and end time (`<t1> <t2> ok|unsafe|fail
+    <label> <path> <seq> <node>`); at the end, every acknowledged row is
+    looked up on the primary."""
     import psycopg  # from the Patroni virtualenv
 
     ap = argparse.ArgumentParser(prog="labtool load")
@@ -107,70 +188,45 @@ def cmd_load(lab, argv):
     a = ap.parse_args(argv)
     targets = [("pgbouncer", "pgbouncer", lab.conninfo("pgbouncer")), ("vip", "vip", lab.conninfo("vip"))]
     targets += [(f"direct-{n}", "direct", lab.conninfo(n)) for n in lab.topo.db_nodes]
-    out = open(a.out, "a", buffering=1)
+    emit = line_log(a.out)
     lock = threading.Lock()
     stop = stop_on_signals()
     deadline = time.time() + a.duration
     seqs = {}
     acked = []
 
-    def next_seq(path):
-        with lock:
-            seqs[path] = seqs.get(path, 0) + 1
-            return seqs[path]
-
-    def emit(line):
-        with lock:
-            out.write(line + "\n")
-
-    def worker(label, path, conninfo):
-        conn = None
+    def writes(label, path, conninfo):
         notices = []
-        next_t = time.time()
-        while not stop.is_set() and time.time() < deadline:
-            seq = next_seq(path)
-            t1 = time.time()
-            try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None, **PG_COMMON)
-                    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-                notices.clear()
-                row = conn.execute(
-                    "INSERT INTO lab_writes(event, path, seq, client_ts) VALUES (%s, %s, %s, %s) "
-                    "RETURNING split_part(current_setting('data_directory'), '/', -2)",
-                    (a.event, path, seq, t1)).fetchone()
-                t2 = time.time()
-                # A commit whose wait for the synchronous standby was cancelled
-                # (statement_timeout) is committed locally only: PostgreSQL
-                # returns success with this WARNING. A careful client does not
-                # count it as acknowledged, and neither do we.
-                if any("synchronous replication" in n for n in notices):
-                    emit(f"{t1:.6f} {t2:.6f} unsafe {label} {path} {seq} {row[0]}")
-                else:
-                    emit(f"{t1:.6f} {t2:.6f} ok {label} {path} {seq} {row[0]}")
-                    with lock:
-                        acked.append((path, seq))
-            except Exception as e:  # every failure is logged and the loop goes on
-                t2 = time.time()
-                msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-                emit(f"{t1:.6f} {t2:.6f} fail {label} {path} {seq} {type(e).__name__}: {msg}")
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-                    conn = None
-            next_t = pace(next_t, a.interval, stop)
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
 
-    threads = [threading.Thread(target=worker, args=t, daemon=True) for t in targets]
-    for t in threads:
-        t.start()
-    while not stop.is_set() and time.time() < deadline:
-        stop.wait(0.2)
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
+        def connect():
+            conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None, **PG_COMMON)
+            conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+            return conn
+
+        def begin():
+            with lock:
+                seqs[path] = seqs.get(path, 0) + 1
+                return label, path, seqs[path]
+
+        def insert(conn, t1, fields):
+            seq = fields[2]
+            notices.clear()
+            row = conn.execute(
+                "INSERT INTO lab_writes(event, path, seq, client_ts) VALUES (%s, %s, %s, %s) "
+                "RETURNING split_part(current_setting('data_directory'), '/', -2)",
+                (a.event, path, seq, t1)).fetchone()
+            # A commit whose wait for the synchronous standby was cancelled
+            # (statement_timeout) is committed locally only: PostgreSQL
+            # returns success with this WARNING. A careful client does not
+            # count it as acknowledged, and neither do we.
+            if any("synchronous replication" in n for n in notices):
+                return "unsafe", row[0]
+            with lock:
+                acked.append((path, seq))
+            return "ok", row[0]
+        return lambda: client_loop(connect, begin, insert, emit, a.interval, stop, deadline, 160)
+
+    run_clients([writes(*t) for t in targets], stop, deadline)
     emit(f"{time.time():.6f} {time.time():.6f} stopped")
     # Every acknowledged row must be on the primary.
     result = {"event": a.event, "acked": {}, "missing": [], "checked_on": None}
@@ -202,65 +258,53 @@ def cmd_load(lab, argv):
 
 
 def cmd_reads(lab, argv):
-    """A read every `interval` through PgBouncer, the VIP and directly to each
-    node, each attempt logged: `<t1> <t2> ok|fail <label>`."""
+    """The fault matrix's read probe: a `SELECT 1` every `interval` through
+    PgBouncer, the VIP and directly to each node, each attempt logged:
+    `<t1> <t2> ok|fail <label>`."""
     import psycopg  # from the Patroni virtualenv
 
-    ap = argparse.ArgumentParser(prog="faults.py reads")
+    ap = argparse.ArgumentParser(prog="labtool reads")
     ap.add_argument("--out", required=True)
     ap.add_argument("--interval", type=float, default=0.05)
     ap.add_argument("--duration", type=float, default=600)
     a = ap.parse_args(argv)
     targets = [("pgbouncer", lab.conninfo("pgbouncer")), ("vip", lab.conninfo("vip"))]
     targets += [(n, lab.conninfo(n)) for n in lab.topo.db_nodes]
-    out = open(a.out, "a", buffering=1)
-    lock = threading.Lock()
+    emit = line_log(a.out)
     stop = stop_on_signals()
     deadline = time.time() + a.duration
     opts = dict(PG_COMMON, application_name="lab-reads")
 
-    def worker(label, conninfo):
-        conn = None
-        next_t = time.time()
-        while not stop.is_set() and time.time() < deadline:
-            t1 = time.time()
-            try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None, **opts)
-                conn.execute("SELECT 1").fetchone()
-                line = f"{t1:.6f} {time.time():.6f} ok {label}"
-            except Exception as e:  # every failure is logged and the loop goes on
-                msg = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-                line = f"{t1:.6f} {time.time():.6f} fail {label} {type(e).__name__}: {msg}"
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-                    conn = None
-            with lock:
-                out.write(line + "\n")
-            next_t = pace(next_t, a.interval, stop)
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+    def select(conn, _t1, _fields):
+        conn.execute("SELECT 1").fetchone()
+        return "ok", ""
 
-    threads = [threading.Thread(target=worker, args=t, daemon=True) for t in targets]
-    for t in threads:
-        t.start()
-    while not stop.is_set() and time.time() < deadline:
-        stop.wait(0.2)
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
+    def reads(label, conninfo):
+        return lambda: client_loop(
+            lambda: psycopg.connect(conninfo, autocommit=True, prepare_threshold=None, **opts),
+            lambda: (label,), select, emit, a.interval, stop, deadline, 120)
 
+    run_clients([reads(*t) for t in targets], stop, deadline)
+
+
+# ---- measurement: the probes as processes around an action --------------------------------
 
 class Measurement:
-    """Starts the sampler and the load generator in the client namespace
-    (pids recorded, so lab.sh down stops them too) and stops them by pid."""
+    """Starts the sampler, the load generator and, with `reads`, the read
+    probe in the client namespace (`labtool.py sample | load | reads`, pids
+    recorded as ev-sampler, ev-load, ev-reads, so lab.sh down stops them too)
+    and stops them by pid."""
 
-    def __init__(self, lab, ev_dir, event_name):
+    # name: (seconds to wait after SIGTERM, the same when the action was abandoned)
+    # The load's final check of acknowledged rows takes up to 30 s; when
+    # the event was abandoned (an error, a signal) nobody reads it.
+    GRACE = {"ev-reads": (10, 10), "ev-load": (60, 2), "ev-sampler": (10, 2)}
+
+    def __init__(self, lab, ev_dir, event_name, reads=False):
         self.lab, self.dir, self.event_name = lab, ev_dir, event_name
         self.load_log = os.path.join(ev_dir, "load.log")
         self.result_path = os.path.join(ev_dir, "load-result.json")
+        self.reads = Reads(lab, ev_dir) if reads else None
         self.procs = {}
 
     def _start(self, name, args, err):
@@ -272,28 +316,34 @@ class Measurement:
         self.procs[name] = p
 
     def __enter__(self):
-        self._start("ev-sampler", ["sample", "--out", os.path.join(self.dir, "sampler.log")],
-                    os.path.join(self.dir, "sampler.err"))
-        # Bounded: the load stops by itself after 300 s even if nobody stops it.
-        self._start("ev-load", ["load", "--out", self.load_log, "--result", self.result_path,
-                                "--event", self.event_name, "--duration", "300"],
-                    os.path.join(self.dir, "load.err"))
+        try:
+            self._start("ev-sampler", ["sample", "--out", os.path.join(self.dir, "sampler.log")],
+                        os.path.join(self.dir, "sampler.err"))
+            # Bounded: the load stops by itself after 300 s even if nobody stops it.
+            self._start("ev-load", ["load", "--out", self.load_log, "--result", self.result_path,
+                                    "--event", self.event_name, "--duration", "300"],
+                        os.path.join(self.dir, "load.err"))
+            if self.reads:
+                self._start("ev-reads", ["reads", "--out", self.reads.log], self.reads.err)
+        except BaseException:
+            self.stop(hurry=True)
+            raise
         return self
 
     def stop(self, hurry=False):
-        # Not interrupted by a second signal: both are stopped and reaped.
+        # Not interrupted by a second signal: all are stopped and reaped.
         with signals_ignored():
             self._stop(hurry)
 
     def _stop(self, hurry):
-        # The load's final check of acknowledged rows takes up to 30 s; when
-        # the event was abandoned (an error, a signal) nobody reads it.
-        for name, grace in (("ev-load", 2 if hurry else 60), ("ev-sampler", 2 if hurry else 10)):
+        for name, (grace, hurried) in self.GRACE.items():
             p = self.procs.pop(name, None)
             if p is None:
                 continue
             if hurry:
-                print(f"  stopping {name} (pid {p.pid}) without waiting for its final check", file=sys.stderr)
+                grace = hurried
+                if name == "ev-load":
+                    print(f"  stopping {name} (pid {p.pid}) without waiting for its final check", file=sys.stderr)
             p.terminate()
             try:
                 p.wait(grace)
@@ -320,65 +370,42 @@ class Measurement:
 
 
 class Reads:
-    """The read probe around an episode, in the client namespace, its pid
-    recorded as ev-reads (so lab.sh down stops it too), stopped by pid."""
+    """The read probe's log (reads.log in the event's directory; Measurement
+    runs the probe): its waits and the stalls it saw."""
 
     def __init__(self, lab, ev_dir):
         self.lab, self.log = lab, os.path.join(ev_dir, "reads.log")
         self.err = os.path.join(ev_dir, "reads.err")
-        self.proc = None
-
-    def __enter__(self):
-        cmd = ["ip", "netns", "exec", self.lab.ns("client"), base.VENV_PYTHON, base.LABTOOL,
-               "reads", "--out", self.log]
-        env = dict(os.environ, LAB_ROOT=self.lab.root, LAB_RUN_ID=self.lab.rid)
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=open(self.err, "a"),
-                                     stderr=subprocess.STDOUT)
-        with open(self.lab.path("pids", "ev-reads.pid"), "w") as f:
-            f.write(f"{self.proc.pid}\n")
-        return self
-
-    def __exit__(self, *_):
-        with base.signals_ignored():
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-            with contextlib.suppress(OSError):
-                os.unlink(self.lab.path("pids", "ev-reads.pid"))
-        return False
 
     def wait_ready(self, timeout=60):
         """Waits until a read through every path was answered."""
         want = {"pgbouncer", "vip", *self.lab.topo.db_nodes}
 
         def ready():
-            seen = {p[3] for p in (line.split() for line in base.load_lines(self.log)) if len(p) >= 4 and p[2] == "ok"}
+            seen = {p[3] for p in (line.split() for line in load_lines(self.log)) if len(p) >= 4 and p[2] == "ok"}
             return want <= seen
-        base.wait_for(f"answered reads through {', '.join(sorted(want))} ({self.log})", timeout, ready, 0.05)
+        wait_for(f"answered reads through {', '.join(sorted(want))} ({self.log})", timeout, ready, 0.05)
 
     def wait_ok(self, labels, since, timeout):
         """Waits until a read through each of `labels` was answered after `since`."""
         def done():
-            seen = {p[3] for p in (line.split() for line in base.load_lines(self.log))
+            seen = {p[3] for p in (line.split() for line in load_lines(self.log))
                     if len(p) >= 4 and p[2] == "ok" and float(p[1]) >= since}
             return set(labels) <= seen
-        base.wait_for(f"answered reads through {', '.join(labels)} ({self.log})", timeout, done, 0.05)
+        wait_for(f"answered reads through {', '.join(labels)} ({self.log})", timeout, done, 0.05)
 
     def stalls(self, t0, t_end, old):
         """The longest time without an answered read within the episode:
         through PgBouncer, through the VIP, and on the nodes that were
         replicas at the start (the worst of them)."""
         oks = {}
-        for line in base.load_lines(self.log):
+        for line in load_lines(self.log):
             p = line.split()
             if len(p) >= 4 and p[2] == "ok":
                 oks.setdefault(p[3], []).append(float(p[1]))
-        out = {label: base.ms(stall(oks.get(label, []), t0, t_end)) for label in ("pgbouncer", "vip")}
+        out = {label: ms(stall(oks.get(label, []), t0, t_end)) for label in ("pgbouncer", "vip")}
         replicas = [stall(oks.get(n, []), t0, t_end) for n in self.lab.topo.db_nodes if n != old]
-        out["replicas"] = base.ms(max(replicas)) if replicas else None
+        out["replicas"] = ms(max(replicas)) if replicas else None
         return out
 
 
@@ -395,11 +422,13 @@ def write_stalls(load_log, t0, t_end):
     """stall() of the acknowledged writes through PgBouncer, the VIP and
     directly (any node: Patroni's own outage)."""
     oks = {}
-    for p in (line.split() for line in base.load_lines(load_log)):
+    for p in (line.split() for line in load_lines(load_log)):
         if len(p) >= 7 and p[2] == "ok":
             oks.setdefault(p[4], []).append(float(p[1]))
-    return {path: base.ms(stall(oks.get(path, []), t0, t_end)) for path in ("pgbouncer", "vip", "direct")}
+    return {path: ms(stall(oks.get(path, []), t0, t_end)) for path in ("pgbouncer", "vip", "direct")}
 
+
+# ---- the sampler --------------------------------------------------------------------------
 
 def cmd_sample(lab, argv):
     """Every `interval`: which database namespaces hold the VIP; and, from a
@@ -410,22 +439,16 @@ def cmd_sample(lab, argv):
     ap.add_argument("--out", required=True)
     ap.add_argument("--interval", type=float, default=0.02)
     a = ap.parse_args(argv)
-    socks = db_sockets(lab)
-    out = open(a.out, "a", buffering=1)
-    lock = threading.Lock()
+    sampler = Sampler(lab)
+    emit = line_log(a.out)
     stop = stop_on_signals()
 
-    def emit(line):
-        with lock:
-            out.write(line + "\n")
-
     def leader_loop():
-        dcs = lab.dcs()
         last = object()
         token = None
         while not stop.is_set():
             try:
-                value, nxt = dcs.read(lab.leader_key, token)
+                value, nxt = sampler.read(lab.leader_key, token)
             except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
                 emit(f"{time.time():.6f} note leader read failed: {e}")
                 stop.wait(0.05)
@@ -438,26 +461,25 @@ def cmd_sample(lab, argv):
             token = nxt
 
     threading.Thread(target=leader_loop, daemon=True).start()
-    prev = None
-    samples, max_gap, last_t = 0, 0.0, None
-    next_t = time.time()
-    while not stop.is_set():
+    seen = {"prev": None, "samples": 0, "max_gap": 0.0, "last_t": None}
+
+    def tick():
         now = time.time()
         try:
-            holders = vip_holders(lab, socks)
+            holders = sampler.holders()
         except OSError as e:  # socket.timeout included: note it and go on sampling
             emit(f"{now:.6f} note sampling failed: {e}")
-            next_t = pace(next_t, a.interval, stop)
-            continue
-        samples += 1
-        if last_t is not None:
-            max_gap = max(max_gap, now - last_t)
-        last_t = now
-        if holders != prev:
+            return
+        seen["samples"] += 1
+        if seen["last_t"] is not None:
+            seen["max_gap"] = max(seen["max_gap"], now - seen["last_t"])
+        seen["last_t"] = now
+        if holders != seen["prev"]:
             emit(f"{now:.6f} vip {','.join(holders) or '-'}")
-            prev = holders
-        next_t = pace(next_t, a.interval, stop)
-    emit(f"{time.time():.6f} end samples={samples} max_gap_ms={max_gap * 1000:.1f}")
+            seen["prev"] = holders
+
+    every(a.interval, stop, tick)
+    emit(f"{time.time():.6f} end samples={seen['samples']} max_gap_ms={seen['max_gap'] * 1000:.1f}")
 
 
 CONVERGED_KEYS = ("vip_on_leader_only", "ini_on_leader", "pgbouncer_not_paused")
@@ -503,12 +525,14 @@ class Admin:
                 self.conn.close()
 
 
-class Observer:
-    """The end state the matrix checks: the leader key, which nodes hold the
-    VIP, where pgbouncer.ini points, whether PgBouncer is paused. Made and
-    used inside the client namespace. `ini_guard` (a lock) is held while
-    pgbouncer.ini is read: the simulated operator's, so that a read never
-    falls between its truncate and its write."""
+class Sampler:
+    """The lab's observable state, read from the client namespace (made and
+    used there): which database nodes hold the VIP (a netlink socket in each
+    node's namespace), the leader key (and the vip-holder record) in the
+    DCS, where pgbouncer.ini points, whether PgBouncer is paused (its admin
+    console, opened when first asked). `ini_guard` (a lock) is held while
+    pgbouncer.ini is read: the fault matrix's simulated operator's, so that
+    a read never falls between its truncate and its write."""
 
     def __init__(self, lab, ini_guard=None):
         self.lab = lab
@@ -517,10 +541,32 @@ class Observer:
         self.admin = Admin(lab)
         self.ini_guard = ini_guard or contextlib.nullcontext()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()
+        return False
+
+    def close(self):
+        self.admin.close()
+
+    def holders(self):
+        """The nodes holding the VIP, sorted."""
+        return netns.vip_holders(self.lab, self.socks)
+
+    def read(self, key, token=None):
+        """(value, token) of a DCS key; a token makes it a blocking read."""
+        return self.dcs.read(key, token)
+
+    def leader(self):
+        return self.dcs.read(self.lab.leader_key)[0]
+
     def state(self):
+        """The end state the fault matrix checks, with the time it was taken."""
         lab, topo = self.lab, self.lab.topo
         try:
-            leader = self.dcs.read(lab.leader_key)[0]
+            leader = self.leader()
         except (OSError, http.client.HTTPException, ValueError, KeyError):
             leader = None
         # After the read: a slow Consul answers with the state of this moment.
@@ -528,7 +574,7 @@ class Observer:
         if leader not in topo.db_nodes:
             leader = None
         try:
-            holders = netns.vip_holders(lab, self.socks)
+            holders = self.holders()
         except OSError:
             holders = None
         with self.ini_guard:
@@ -548,7 +594,7 @@ def wait_state(lab, since, timeout):
     """Polls the end state (every 50 ms) until it converged or `since +
     timeout` passes; returns (the first converged state, or None; the last
     state seen; when each condition first held). Runs in the client namespace."""
-    obs = Observer(lab)
+    obs = Sampler(lab)
     first_each = {}
     try:
         while True:
@@ -562,14 +608,14 @@ def wait_state(lab, since, timeout):
                 return None, s, first_each
             time.sleep(0.05)
     finally:
-        obs.admin.close()
+        obs.close()
 
 
 class Tracer:
-    """The end state sampled every 50 ms on a thread in the client namespace,
-    for a whole episode: when it converged after the fault, and whether it
-    stayed so (pgbouncer.ini never again on a non-leader, the VIP nowhere
-    else, no pause left). `ini_guard`: see Observer."""
+    """The end state (Sampler.state) every 50 ms on a thread in the client
+    namespace, for a whole episode of the fault matrix: when it converged
+    after the fault, and whether it stayed so (pgbouncer.ini never again on a
+    non-leader, the VIP nowhere else, no pause left). `ini_guard`: see Sampler."""
 
     def __init__(self, lab, ini_guard=None):
         self.samples, self.error = [], None
@@ -581,15 +627,12 @@ class Tracer:
     def _run(self, lab, ini_guard):
         try:
             netns.setns(lab.ns("client"))
-            obs = Observer(lab, ini_guard)
-            try:
-                while not self.stop.is_set():
-                    s = obs.state()
+            with Sampler(lab, ini_guard) as sampler:
+                def tick():
+                    s = sampler.state()
                     with self.lock:
                         self.samples.append(s)
-                    self.stop.wait(0.05)
-            finally:
-                obs.admin.close()
+                every(0.05, self.stop, tick)
         except Exception as e:  # reported by the waits
             self.error = e
 
@@ -632,8 +675,5 @@ class Tracer:
 
 
 def observe_once(lab, ini_guard=None):
-    obs = Observer(lab, ini_guard)
-    try:
-        return obs.state()
-    finally:
-        obs.admin.close()
+    with Sampler(lab, ini_guard) as sampler:
+        return sampler.state()

@@ -18,7 +18,8 @@ import time
 from . import reports
 from .base import DEFAULT_ROOT, LAB_SH, LabError, PATRONICTL, REPO, alive, load_lines, signals_ignored, wait_for
 from .dcs import Consul, EtcdV2, http_json
-from .netns import db_sockets, in_netns, vip_holders
+from .measure import Sampler
+from .netns import in_netns
 from .topology import parse_env_file
 
 
@@ -248,9 +249,9 @@ def set_vip_manager_interval(lab, interval_ms):
     lead = lab.leader()
 
     def on_leader_alone():
-        socks = db_sockets(lab)
+        sampler = Sampler(lab)
         wait_for(f"the VIP on {lead} alone after restarting vip-manager", 30,
-                 lambda: vip_holders(lab, socks) == [lead], 0.02)
+                 lambda: sampler.holders() == [lead], 0.02)
     in_netns(lab.ns("client"), on_leader_alone)
 
 
@@ -268,10 +269,10 @@ def show_status(lab):
         print("patronictl list: no answer within 30 s")
 
     def dcs_view():
-        dcs = lab.dcs()
-        lead = dcs.read(lab.leader_key)[0]
-        holder = dcs.read(lab.holder_key)[0] if lab.manager == "hook" else "(not used by vip-manager)"
-        return lead, holder, vip_holders(lab, db_sockets(lab))
+        sampler = Sampler(lab)
+        lead = sampler.leader()
+        holder = sampler.read(lab.holder_key)[0] if lab.manager == "hook" else "(not used by vip-manager)"
+        return lead, holder, sampler.holders()
     try:
         lead, holder, on = in_netns(lab.ns("client"), dcs_view)
     except (OSError, http.client.HTTPException, ValueError) as e:

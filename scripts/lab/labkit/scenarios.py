@@ -12,7 +12,7 @@ import time
 from .base import LabError, say
 from .events import EVENTS, run_event
 from .reports import markdown, out_dir, summarize, with_consul, write_results
-from .runlab import Lab, lab_session, lab_sh, set_vip_manager_interval, show_status
+from .runlab import lab_session, lab_sh, set_vip_manager_interval, show_status
 
 
 def scenario_demo(topo, argv):
@@ -131,25 +131,5 @@ SCENARIOS = {
     "backup": lambda topo, argv: scenario_module("backup").scenario_backup(topo, argv),
     "adopt-single": lambda topo, argv: scenario_module("adopt").scenario_adopt_single(topo, argv),
     "adopt-cluster": lambda topo, argv: scenario_module("adopt").scenario_adopt_cluster(topo, argv),
-    "faults": lambda topo, argv: scenario_faults(topo, argv),
+    "faults": lambda topo, argv: scenario_module("faults").scenario(topo, argv),
 }
-
-
-def scenario_faults(topo, argv):
-    """The fault matrix (scripts/lab/faults.py). A faults.py that names the
-    Consuls it runs on (CONSUL_KINDS) chooses for itself; one that does not
-    acts on the Consul double's one process and address (SIGSTOP, a blackhole
-    route, the delay file), so it gets the double's lab, and a real-Consul lab
-    is refused rather than failing midway."""
-    faults = scenario_module("faults")
-    if "real" not in getattr(faults, "CONSUL_KINDS", ()):
-        if "--use-lab" in argv:
-            lab = Lab.current(topo)
-            if lab.consul_kind == "real":
-                raise LabError(f"faults: lab {lab.rid} runs on real Consul; this fault matrix acts on the "
-                               "Consul double only (bring a lab up with --consul double)")
-        elif os.environ.get("LAB_CONSUL", "double") != "double":
-            raise LabError("faults: this fault matrix acts on the Consul double only (LAB_CONSUL=double)")
-        else:
-            os.environ["LAB_CONSUL"] = "double"
-    faults.scenario(topo, argv)
