@@ -13,7 +13,8 @@
 //! OUTDIR/man/patroni-hook-<command>.1    -> /usr/local/share/man/man1/ (one per subcommand)
 //! OUTDIR/systemd/patroni-hook-reconcile.{service,timer}   (Debian package only)
 //! OUTDIR/command-line.md                 the command-line section of docs/reference.md
-//! OUTDIR/doc/README.md, OUTDIR/doc/docs/*.md   the documents as the package installs them
+//! OUTDIR/doc/README.md, OUTDIR/doc/docs/*.md, OUTDIR/doc/examples/*   the documents and the kit
+//!                                        as the package installs them in /usr/share/doc/patroni-hook/
 //! ```
 //!
 //! `cargo run --release --example gen-docs -- --reference docs/reference.md`
@@ -205,54 +206,83 @@ fn update_reference(reference: &Path) -> Result<(), String> {
     write(reference, new.as_bytes()).map(|_| ())
 }
 
-/// The documents the package installs, in /usr/share/doc/patroni-hook/ as
-/// in the repository (README.md, docs/*.md), so that their links between
-/// each other hold. What the package puts elsewhere is rewritten: the kit
-/// (patroni-conf/) is examples/; a link to a file the package does not
-/// ship (the sources, the tests, the lab) becomes its path in the source
-/// tree, as text.
+/// The documents the package installs in /usr/share/doc/patroni-hook/:
+/// README.md and docs/*.md where they are in the repository, and the kit
+/// (patroni-conf/) as examples/, so that the links between them hold. A link
+/// to the kit is rewritten to examples/; a link to a file the package does
+/// not ship (the sources, the tests, the lab, the Vagrant files) becomes its
+/// text. The kit's other files are copied as they are.
 fn package_docs(out: &Path) -> Result<Vec<PathBuf>, String> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let list = |dir: &str| -> Result<Vec<PathBuf>, String> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(repo.join(dir))
+            .map_err(|e| format!("reading {dir}/: {e}"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .filter_map(|p| p.strip_prefix(repo).ok().map(Path::to_path_buf))
+            .collect();
+        names.sort();
+        Ok(names)
+    };
     let mut docs = vec![PathBuf::from("README.md")];
-    let mut names: Vec<PathBuf> = std::fs::read_dir(repo.join("docs"))
-        .map_err(|e| format!("reading docs/: {e}"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "md"))
-        .filter_map(|p| p.strip_prefix(repo).ok().map(Path::to_path_buf))
-        .collect();
-    names.sort();
-    docs.extend(names);
+    docs.extend(
+        list("docs")?
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "md")),
+    );
+    docs.extend(list("patroni-conf")?);
     let mut written = Vec::new();
     for doc in docs {
-        let text = std::fs::read_to_string(repo.join(&doc))
+        let bytes = std::fs::read(repo.join(&doc))
             .map_err(|e| format!("reading {}: {e}", doc.display()))?;
-        let dir = doc.parent().unwrap_or(Path::new(""));
-        let text = rewrite_links(&text, |target| {
-            let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
-            let in_repo = normalize(&dir.join(file));
-            let shipped = in_repo.starts_with("docs") || in_repo == Path::new("README.md");
-            if shipped {
-                return Some(target.to_string());
-            }
-            if let Ok(rest) = in_repo.strip_prefix("patroni-conf") {
-                let to = Path::new("examples").join(rest);
-                let up = "../".repeat(dir.components().count());
+        let Some(at) = installed(&doc) else {
+            return Err(format!("{}: not a shipped document", doc.display()));
+        };
+        let bytes = if doc.extension().is_some_and(|x| x == "md") {
+            let text = String::from_utf8(bytes)
+                .map_err(|e| format!("{}: not UTF-8: {e}", doc.display()))?;
+            let dir = doc.parent().unwrap_or(Path::new(""));
+            let depth = at.parent().map_or(0, |d| d.components().count());
+            rewrite_links(&text, |target| {
+                let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+                if file.is_empty() {
+                    return Some(target.to_string());
+                }
+                let to = installed(&normalize(&dir.join(file)))?;
                 let anchor = if anchor.is_empty() {
                     String::new()
                 } else {
                     format!("#{anchor}")
                 };
-                return Some(format!("{up}{}{anchor}", to.display()));
-            }
-            None
-        });
-        let path = out.join(&doc);
+                let mut to = to.display().to_string();
+                if file.ends_with('/') && !to.ends_with('/') {
+                    to.push('/');
+                }
+                Some(format!("{}{to}{anchor}", "../".repeat(depth)))
+            })
+            .into_bytes()
+        } else {
+            bytes
+        };
+        let path = out.join(&at);
         if let Some(p) = path.parent() {
             std::fs::create_dir_all(p).map_err(|e| format!("creating {}: {e}", p.display()))?;
         }
-        written.push(write(&path, text.as_bytes())?);
+        written.push(write(&path, &bytes)?);
     }
     Ok(written)
+}
+
+/// Where a repository path is in the package's documentation directory,
+/// if the package ships it there.
+fn installed(repo_path: &Path) -> Option<PathBuf> {
+    if repo_path == Path::new("README.md") || repo_path.starts_with("docs") {
+        return Some(repo_path.to_path_buf());
+    }
+    repo_path
+        .strip_prefix("patroni-conf")
+        .ok()
+        .map(|rest| Path::new("examples").join(rest))
 }
 
 /// `a/./b/../c` -> `a/c`, without touching the file system.
