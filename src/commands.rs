@@ -88,8 +88,11 @@ pub fn main(inv: Invocation) -> i32 {
             }
             Request::CheckConfig { online } => {
                 let code = check_config(&cfg, &consul).await;
-                if online && code == 0 {
-                    Outcome::Code(check_access(&cfg, &consul).await)
+                // What the token may do is worth knowing whatever else the
+                // file lacks; only a token or CA that cannot be read stops it.
+                if online && consul.setup_error().is_none() {
+                    let access = check_access(&cfg, &consul).await;
+                    Outcome::Code(worse(code, access))
                 } else {
                     Outcome::Code(code)
                 }
@@ -128,6 +131,16 @@ pub fn main(inv: Invocation) -> i32 {
     }
     crate::debug_line!("finished in {:?} with exit code {code}", started.elapsed());
     code
+}
+
+/// The worse of two exit codes, as a run's worst kind decides its code.
+fn worse(a: i32, b: i32) -> i32 {
+    let kind = |c: i32| {
+        Kind::ALL
+            .into_iter()
+            .find(|k| crate::error::exit_code(Some(*k)) == c)
+    };
+    crate::error::exit_code(kind(a).max(kind(b)))
 }
 
 /// What a command returns: a run that converged something (with its
