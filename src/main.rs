@@ -1,4 +1,4 @@
-//! Entry point: parse the command line, run, exit with the code of docs/design.md.
+//! Entry point: parse the command line, run, exit with the code of docs/reference.md ("Exit codes").
 //!
 //! Everything else is in the library (`commands::main` loads the configuration,
 //! sets up logging, builds one current-thread runtime and runs the command).
