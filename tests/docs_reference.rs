@@ -523,7 +523,10 @@ fn the_layout_is_the_tree() {
 
 // ---- command line -----------------------------------------------------------
 
-/// target/<profile>/examples/gen-docs, built by `cargo test`.
+/// target/<profile>/examples/gen-docs, built by a plain `cargo test` and by
+/// `cargo build --all-targets` (scripts/test.sh); `cargo test --test
+/// docs_reference` alone does not rebuild it: build it first
+/// (`cargo build --release --example gen-docs`).
 fn gen_docs() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.parent()
