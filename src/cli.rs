@@ -24,6 +24,7 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Print what would be done, one line per step, and change nothing
+    /// (accepted by every command; status and check-config change nothing anyway)
     #[arg(long, global = true)]
     pub dry_run: bool,
 
@@ -78,34 +79,65 @@ impl From<RoleArg> for Role {
 pub enum Command {
     /// Patroni callback: PostgreSQL started
     #[command(name = "on_start")]
-    OnStart { role: RoleArg, scope: String },
+    OnStart {
+        /// The role Patroni passes
+        role: RoleArg,
+        /// The Patroni scope (the cluster's name)
+        scope: String,
+    },
     /// Patroni callback: PostgreSQL stopped
     #[command(name = "on_stop")]
-    OnStop { role: RoleArg, scope: String },
+    OnStop {
+        /// The role Patroni passes
+        role: RoleArg,
+        /// The Patroni scope (the cluster's name)
+        scope: String,
+    },
     /// Patroni callback: the role changed
     #[command(name = "on_role_change")]
-    OnRoleChange { role: RoleArg, scope: String },
+    OnRoleChange {
+        /// The role Patroni passes
+        role: RoleArg,
+        /// The Patroni scope (the cluster's name)
+        scope: String,
+    },
     /// Patroni callback: PostgreSQL restarted
     #[command(name = "on_restart")]
-    OnRestart { role: RoleArg, scope: String },
+    OnRestart {
+        /// The role Patroni passes
+        role: RoleArg,
+        /// The Patroni scope (the cluster's name)
+        scope: String,
+    },
     /// Patroni callback: configuration reloaded
     #[command(name = "on_reload")]
-    OnReload { role: RoleArg, scope: String },
+    OnReload {
+        /// The role Patroni passes
+        role: RoleArg,
+        /// The Patroni scope (the cluster's name)
+        scope: String,
+    },
     /// Run the role-change callback by hand, e.g. `role-change master`
     RoleChange {
+        /// The role to act as
         role: RoleArg,
+        /// The Patroni scope [default: `scope` in the configuration]
         #[arg(long)]
         scope: Option<String>,
     },
     /// Run the start callback by hand
     Start {
+        /// The role to act as
         role: RoleArg,
+        /// The Patroni scope [default: `scope` in the configuration]
         #[arg(long)]
         scope: Option<String>,
     },
     /// Run the stop callback by hand
     Stop {
+        /// The role to act as (a stop releases the VIP whatever the role)
         role: Option<RoleArg>,
+        /// The Patroni scope [default: `scope` in the configuration]
         #[arg(long)]
         scope: Option<String>,
     },
@@ -113,6 +145,7 @@ pub enum Command {
     /// pause this cluster's databases, and wait (bounded) until they have
     #[command(name = "before-stop")]
     BeforeStop {
+        /// The Patroni scope [default: `scope` in the configuration]
         #[arg(long)]
         scope: Option<String>,
     },

@@ -461,14 +461,14 @@ async fn check_access(cfg: &Config, consul: &Consul) -> i32 {
 }
 
 /// `check-config`: the configuration parsed (or main already said why not);
-/// print a summary and warnings about settings that hurt a switchover.
+/// everything any command would refuse in it, each naming the command
+/// (exit 2, as that command would); a summary and warnings about settings
+/// that hurt a switchover.
 async fn check_config(cfg: &Config, consul: &Consul) -> i32 {
-    out::line(format_args!("configuration OK: {}", cfg.path.display()));
-    out::line(format_args!("node name: {}", cfg.name));
-    out::line(format_args!(
-        "consul: {} (namespace {})",
-        cfg.consul.url, cfg.consul.namespace
-    ));
+    let mut refused: Vec<String> = config::refusals(cfg)
+        .iter()
+        .map(|r| format!("{}: {}; {}", r.key, r.why, r.commands))
+        .collect();
     let mut warnings = Vec::new();
     let share = budget::consul_share(cfg.deadline);
     if cfg.consul.timeout > share {
@@ -481,17 +481,14 @@ async fn check_config(cfg: &Config, consul: &Consul) -> i32 {
         ));
     }
     if let Some(v) = &cfg.vip {
-        out::line(format_args!(
-            "vip: {} on {}",
-            v.address
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| "from Consul floating-ip".into()),
-            v.interface
-        ));
         match crate::node::netlink::Netlink::open().await {
             Ok(nl) => {
+                // Every hold would fail on it (exit 1), and a release would
+                // have nothing to release from.
                 if let Err(e) = nl.link_index(&v.interface).await {
-                    warnings.push(format!("vip.interface: {e}"));
+                    refused.push(format!(
+                        "vip.interface: {e}: the callbacks and reconcile cannot add the VIP to it"
+                    ));
                 }
             }
             Err(e) => warnings.push(format!("vip.interface not checked: {e}")),
@@ -507,8 +504,7 @@ async fn check_config(cfg: &Config, consul: &Consul) -> i32 {
             // directory, or that this user cannot open, stops every hold.
             if let Err(e) = state::probe(&cfg.lock_file) {
                 if e.kind() != Kind::Temporary {
-                    eprintln!("patroni-hook: {}: lock_file: {e}", cfg.path.display());
-                    return 2;
+                    refused.push(format!("lock_file: {e}: every command takes it"));
                 }
             }
         }
@@ -529,13 +525,35 @@ async fn check_config(cfg: &Config, consul: &Consul) -> i32 {
             "vip.address is not set: the VIP comes from Consul's floating-ip; a node can remove it without Consul only once it has held it".to_string(),
         );
     }
+    // The token and CA files are read when Consul is first called; check them now.
+    let setup = consul.setup_error();
+    if refused.is_empty() && setup.is_none() {
+        out::line(format_args!("configuration OK: {}", cfg.path.display()));
+    }
+    out::line(format_args!("node name: {}", cfg.name));
+    out::line(format_args!(
+        "consul: {} (namespace {})",
+        cfg.consul.url, cfg.consul.namespace
+    ));
+    if let Some(v) = &cfg.vip {
+        out::line(format_args!(
+            "vip: {} on {}",
+            v.address
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "from Consul floating-ip".into()),
+            v.interface
+        ));
+    }
     for w in &warnings {
         out::line(format_args!("warning: {w}"));
     }
-    // The token and CA files are read when Consul is first called; check them now.
-    if let Some(e) = consul.setup_error() {
-        eprintln!("patroni-hook: {e}");
-        return e.exit_code();
+    for r in &refused {
+        eprintln!("patroni-hook: {}: {r}", cfg.path.display());
     }
-    0
+    let mut worst = (!refused.is_empty()).then_some(Kind::Usage);
+    if let Some(e) = setup {
+        eprintln!("patroni-hook: {e}");
+        worst = worst.max(Some(e.kind()));
+    }
+    crate::error::exit_code(worst)
 }

@@ -352,6 +352,48 @@ pub fn load(path: &Path, env: &Env) -> Result<Config> {
     Ok(cfg)
 }
 
+/// A command that would refuse a configuration the parser accepts: what
+/// each command checks only when it runs, decided on the file alone so
+/// that `check-config` can say it first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The key (or keys) at fault.
+    pub key: &'static str,
+    /// What is wrong, and which commands refuse it.
+    pub why: &'static str,
+    /// The commands that refuse it (exit 2), as an operator meets them.
+    pub commands: &'static str,
+}
+
+/// What the commands would refuse in `cfg` (pure; `check-config` reports
+/// each and exits 2, so that its advice never leads to a failing timer).
+pub fn refusals(cfg: &Config) -> Vec<Refusal> {
+    let mut r = Vec::new();
+    if cfg.vip.is_none() && cfg.pgbouncer.is_none() {
+        r.push(Refusal {
+            key: "vip, pgbouncer",
+            why: "neither section is set, so there is nothing to reconcile: add vip on a database node, pgbouncer on the PgBouncer host",
+            commands: "reconcile refuses it at every run (exit 2), and so would patroni-hook-reconcile.timer",
+        });
+    }
+    // Patroni passes the scope to the callbacks only: reconcile (the timer)
+    // and before-stop (run with no arguments) read it from the file.
+    if cfg.scope.is_none() && cfg.vip.is_some() {
+        r.push(Refusal {
+            key: "scope",
+            why: "not set: the vip section needs the Patroni scope",
+            commands: "reconcile (and patroni-hook-reconcile.timer) and before-stop refuse it (exit 2); the callbacks get it from Patroni",
+        });
+    } else if cfg.scope.is_none() && cfg.pgbouncer.is_none() {
+        r.push(Refusal {
+            key: "scope",
+            why: "not set: a database node needs the Patroni scope",
+            commands: "before-stop (run by Patroni with no arguments) refuses it (exit 2) unless given --scope",
+        });
+    }
+    r
+}
+
 /// Parses and validates configuration text. `read_token` reads `token_file`.
 pub fn from_str(
     text: &str,
@@ -1128,5 +1170,29 @@ pgbouncer:
             .unwrap_err()
             .to_string();
         assert!(e.contains("interface"), "{e}");
+    }
+
+    #[test]
+    fn refusals_name_what_each_command_needs() {
+        let lock = "lock_file: /run/patroni-hook/patroni-hook.lock\n";
+        // The package's skeleton: only consul.
+        let skeleton = parse(&format!("{lock}consul:\n  url: http://127.0.0.1:8500\n")).unwrap();
+        let keys: Vec<&str> = refusals(&skeleton).iter().map(|r| r.key).collect();
+        assert_eq!(keys, ["vip, pgbouncer", "scope"]);
+        assert!(refusals(&skeleton)[0].commands.contains("reconcile"));
+        // A vip section without scope: reconcile and before-stop refuse it.
+        let vip = parse(&format!("{lock}vip:\n  interface: eth1\n")).unwrap();
+        let r = refusals(&vip);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].key, "scope");
+        assert!(r[0].commands.contains("reconcile") && r[0].commands.contains("before-stop"));
+        let vip_scope = parse(&format!("{lock}scope: pg\nvip:\n  interface: eth1\n")).unwrap();
+        assert_eq!(refusals(&vip_scope), []);
+        // The PgBouncer host names its scopes per cluster.
+        let pgb = parse(&format!(
+            "{lock}pgbouncer:\n  ini: /etc/pgbouncer/pgbouncer.ini\n  pidfile: /run/postgresql/pgbouncer.pid\n  clusters:\n    - scope: pg\n      databases: [app]\n"
+        ))
+        .unwrap();
+        assert_eq!(refusals(&pgb), []);
     }
 }

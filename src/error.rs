@@ -2,7 +2,8 @@
 //!
 //! Every error names what was being done and on what ("interface eth1", "key
 //! service/batman/leader", "/etc/pgbouncer/pgbouncer.ini"), then the cause, as
-//! `context: cause`. The kind decides the exit code (docs/design.md).
+//! `context: cause`. The kind decides the exit code, and the worst kind of a
+//! run wins (docs/reference.md, "Exit codes").
 
 use std::fmt;
 
@@ -15,6 +16,12 @@ pub enum Kind {
     Failed,
     /// Usage or configuration error. Exit 2.
     Usage,
+}
+
+impl Kind {
+    /// Every kind, for what lists them all (tests/docs_reference.rs checks
+    /// the reference's exit-code table against it).
+    pub const ALL: [Kind; 3] = [Kind::Temporary, Kind::Failed, Kind::Usage];
 }
 
 /// A one-line error with its kind.
@@ -115,6 +122,23 @@ mod tests {
         let e = Error::failed("reading key service/x/leader", "bad\nthing\r\n");
         assert!(!e.to_string().contains('\n'));
         assert_eq!(e.to_string(), "reading key service/x/leader: bad thing  ");
+    }
+
+    #[test]
+    fn all_lists_every_kind() {
+        // A kind added to the enum and not to ALL fails to compile here.
+        for k in Kind::ALL {
+            match k {
+                Kind::Temporary | Kind::Failed | Kind::Usage => {}
+            }
+        }
+        let n = |k: Kind| match k {
+            Kind::Temporary => 0,
+            Kind::Failed => 1,
+            Kind::Usage => 2,
+        };
+        let seen: std::collections::BTreeSet<_> = Kind::ALL.iter().map(|k| n(*k)).collect();
+        assert_eq!(seen.len(), 3);
     }
 
     #[test]

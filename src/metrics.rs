@@ -98,9 +98,13 @@ const FAMILIES: &[(&str, &str, &str)] = &[
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Store(BTreeMap<Series, f64>);
 
+/// A series; a label with an empty value is left out, as Prometheus reads
+/// it anyway (a run with no scope, such as reconcile on the PgBouncer host,
+/// has no scope label rather than scope="").
 fn series(name: &str, labels: &[(&str, &str)]) -> Series {
     let mut l: Vec<(String, String)> = labels
         .iter()
+        .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     l.sort();
@@ -332,7 +336,10 @@ fn parse_line(line: &str) -> Option<(Series, f64)> {
                         c => v.push(c),
                     }
                 }
-                labels.push((key, v));
+                // Files written before empty labels were left out.
+                if !v.is_empty() {
+                    labels.push((key, v));
+                }
                 if chars.peek() == Some(&',') {
                     chars.next();
                 }
@@ -544,5 +551,38 @@ mod tests {
             text.lines().filter(|l| l.contains("target_info{")).count(),
             1
         );
+    }
+
+    /// A run with no scope (reconcile on the PgBouncer host, which follows
+    /// every configured cluster) carries no scope label, not scope="";
+    /// a file written with scope="" reads back without it.
+    #[test]
+    fn a_run_without_a_scope_has_no_scope_label() {
+        let facts = Facts::default();
+        let mut s = Store::default();
+        s.record(&Run {
+            scope: "",
+            ..run("reconcile", 0, &facts)
+        });
+        let text = s.render();
+        assert!(!text.contains("scope="), "{text}");
+        assert!(
+            text.contains("patroni_hook_runs_total{action=\"reconcile\",exit_code=\"0\"} 1"),
+            "{text}"
+        );
+        let old = "patroni_hook_runs_total{action=\"reconcile\",exit_code=\"0\",scope=\"\"} 4\n";
+        let mut back = Store::parse(old);
+        back.record(&Run {
+            scope: "",
+            ..run("reconcile", 0, &facts)
+        });
+        assert_eq!(
+            back.get(
+                "patroni_hook_runs_total",
+                &[("action", "reconcile"), ("exit_code", "0")]
+            ),
+            Some(5.0)
+        );
+        assert!(!back.render().contains("scope="), "{}", back.render());
     }
 }

@@ -303,3 +303,77 @@ fn token_never_appears_in_output() {
         .code(1)
         .stderr(predicate::str::contains("403").and(predicate::str::contains(token).not()));
 }
+
+/// check-config refuses what a command would refuse, naming the command:
+/// the package's skeleton (reconcile, and so the timer, would exit 2 at
+/// every run), a vip section without scope, an interface this host lacks.
+#[test]
+fn check_config_refuses_what_the_commands_refuse() {
+    let d = tempfile::tempdir().unwrap();
+    let lock = format!("lock_file: {}/hook.lock", d.path().display());
+    let skeleton = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("patroni-conf/config.yml"),
+    )
+    .unwrap()
+    .replace("lock_file: /run/patroni-hook/patroni-hook.lock", &lock);
+    let vip_no_scope = format!("{lock}\nvip:\n  interface: lo\n  address: 198.51.100.100/24\n");
+    let no_such_interface = format!(
+        "{lock}\nscope: batman\nvip:\n  interface: ph-none0\n  address: 198.51.100.100/24\n"
+    );
+    for (name, text, needles) in [
+        (
+            "skeleton",
+            skeleton,
+            &["nothing to reconcile", "reconcile", "scope"][..],
+        ),
+        (
+            "vip without scope",
+            vip_no_scope,
+            &["scope", "reconcile", "before-stop"][..],
+        ),
+        (
+            "no such interface",
+            no_such_interface,
+            &["vip.interface", "ph-none0"][..],
+        ),
+    ] {
+        let p = write(d.path(), "c.yml", &text);
+        let out = hook()
+            .arg("--config")
+            .arg(&p)
+            .arg("check-config")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(2), "{name}: {stdout}{stderr}");
+        assert!(!stdout.contains("configuration OK"), "{name}: {stdout}");
+        for n in needles {
+            assert!(stderr.contains(n), "{name}: no {n:?} in {stderr}");
+        }
+    }
+    // What check-config refuses, reconcile refuses too.
+    let p = write(d.path(), "c.yml", &format!("{lock}\n"));
+    hook()
+        .arg("--config")
+        .arg(&p)
+        .arg("reconcile")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nothing to reconcile"));
+    // And the same file, completed, passes.
+    let p = write(
+        d.path(),
+        "c.yml",
+        &format!("{lock}\nscope: batman\nvip:\n  interface: lo\n  address: 198.51.100.100/24\n"),
+    );
+    hook()
+        .arg("--config")
+        .arg(&p)
+        .arg("check-config")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("configuration OK"));
+}

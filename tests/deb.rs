@@ -5,10 +5,16 @@
 //!
 //! - `dpkg -i`: the binary 0750 root:postgres with its file capabilities, no
 //!   other user can run it, /run/patroni-hook owned by postgres, nothing
-//!   enabled; the shipped configuration passes `check-config` as postgres;
-//! - the operator edits the conffile, and a callback run as postgres through
-//!   the installed binary, in a network namespace against the Consul double,
-//!   adds the VIP (checked with `ip -j addr`);
+//!   enabled; every relative link of every installed document leads to a
+//!   file the package installed; `check-config` as postgres refuses the
+//!   shipped skeleton, naming reconcile (what the timer runs), as postinst
+//!   says it will;
+//! - the operator edits the conffile as the installed docs say; then
+//!   `check-config` says "configuration OK", the timer's service command
+//!   (its ExecStart, as its User) ends in a code the unit counts as success,
+//!   and a callback run as postgres through the installed binary, in a
+//!   network namespace against the Consul double, adds the VIP (checked with
+//!   `ip -j addr`);
 //! - another Patroni user through /etc/default/patroni-hook and
 //!   `dpkg-reconfigure`, and back;
 //! - an upgrade to a higher version keeps the edited conffile, and puts the
@@ -353,6 +359,79 @@ fn prerequisites() -> bool {
     )])
 }
 
+/// Where the package puts its documents.
+const DOC: &str = "/usr/share/doc/patroni-hook";
+
+/// The relative links of the Markdown documents under `root` that lead to
+/// no file under `root`, as `document: target`.
+fn broken_doc_links(root: &Path) -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "md") {
+                out.push(p);
+            }
+        }
+    }
+    let mut docs = Vec::new();
+    walk(root, &mut docs);
+    assert!(!docs.is_empty(), "no documents in {}", root.display());
+    let mut bad = Vec::new();
+    for doc in docs {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let mut fenced = false;
+        for line in text.lines() {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+            }
+            if fenced {
+                continue;
+            }
+            let mut rest = line;
+            while let Some(i) = rest.find("](") {
+                let after = &rest[i + 2..];
+                let Some(j) = after.find(')') else { break };
+                let target = &after[..j];
+                rest = &after[j + 1..];
+                let file = target.split('#').next().unwrap();
+                if target.contains("://") || file.is_empty() {
+                    continue;
+                }
+                let path = doc.parent().unwrap().join(file);
+                let inside = path.canonicalize().is_ok_and(|p| p.starts_with(root));
+                if !inside {
+                    bad.push(format!("{}: {target}", doc.display()));
+                }
+            }
+        }
+    }
+    bad
+}
+
+/// The reconcile service as the timer starts it: its User, its ExecStart
+/// split into words, and the exit codes it counts as success.
+fn service(unit: &str) -> (String, Vec<String>, Vec<i32>) {
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_string)
+    };
+    let user = value("User").unwrap_or_else(|| "root".into());
+    let exec = value("ExecStart")
+        .expect("ExecStart")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let success = value("SuccessExitStatus")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    (user, exec, success)
+}
+
 #[test]
 fn package_installs_runs_upgrades_and_purges_cleanly() {
     if !prerequisites() {
@@ -381,7 +460,9 @@ fn package_installs_runs_upgrades_and_purges_cleanly() {
         "/usr/share/zsh/vendor-completions/_patroni-hook",
         "/usr/share/fish/vendor_completions.d/patroni-hook.fish",
         "/usr/share/doc/patroni-hook/README.md",
-        "/usr/share/doc/patroni-hook/operations.md",
+        "/usr/share/doc/patroni-hook/docs/operations.md",
+        "/usr/share/doc/patroni-hook/docs/reference.md",
+        "/usr/share/doc/patroni-hook/docs/design.md",
         "/usr/share/doc/patroni-hook/README.Debian",
         "/usr/share/doc/patroni-hook/examples/patroni.yml",
         "/usr/share/doc/patroni-hook/copyright",
@@ -458,15 +539,25 @@ fn package_installs_runs_upgrades_and_purges_cleanly() {
         shipped,
         std::fs::read(Path::new(REPO).join("patroni-conf/config.yml")).unwrap()
     );
-    let o = run_ok(Command::new("runuser").current_dir("/").args([
+    // Every document the package installs links only to what it installs.
+    let bad = broken_doc_links(Path::new(DOC));
+    assert!(bad.is_empty(), "installed documents: {bad:#?}");
+    // The skeleton is a start: check-config says what reconcile (the timer)
+    // would refuse in it, so that nobody enables a timer that fails.
+    let o = run(Command::new("runuser").current_dir("/").args([
         "-u",
         "postgres",
         "--",
         BIN,
         "check-config",
     ]));
-    assert!(stdout(&o).contains("configuration OK"), "{}", text(&o));
-    assert!(!stdout(&o).contains("warning"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!stdout(&o).contains("configuration OK"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("reconcile refuses it"),
+        "{}",
+        text(&o)
+    );
 
     // The operator edits the conffile; Patroni runs the callback as postgres.
     let ns = Netns::new("deb");
@@ -483,6 +574,29 @@ fn package_installs_runs_upgrades_and_purges_cleanly() {
         consul.url()
     );
     std::fs::write(CONFIG, &edited).unwrap();
+    // As postinst says: check it until it says so, then enable the timer.
+    let o = hook_as(&ns, "postgres", &["check-config"]);
+    assert_eq!(o.status.code(), Some(0), "check-config: {}", text(&o));
+    assert!(stdout(&o).contains("configuration OK"), "{}", text(&o));
+    assert!(!stdout(&o).contains("warning"), "{}", text(&o));
+    let timer_run = || {
+        let (user, exec, success) = service(&unit);
+        let o = run(Command::new("ip")
+            .current_dir("/")
+            .args(["netns", "exec", ns.name(), "runuser", "-u", &user, "--"])
+            .args(&exec)
+            .env("PATRONI_HOOK_LOG_STDERR", "1")
+            .env_remove("PATRONI_HOOK_CONFIG")
+            .env_remove("CONSUL_HTTP_TOKEN"));
+        let code = o.status.code().unwrap_or(-1);
+        assert!(
+            code == 0 || success.contains(&code),
+            "the timer's run {exec:?} as {user} exits {code}, a unit failure: {}",
+            text(&o)
+        );
+        o
+    };
+    timer_run();
     let o = hook_as(&ns, "postgres", &["on_role_change", "primary", SCOPE]);
     assert_eq!(
         o.status.code(),

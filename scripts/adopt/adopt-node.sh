@@ -4,7 +4,7 @@
 # dump, no restore, no re-clone), and the floating IP already on the primary
 # is taken over by patroni-hook where it is. One step of the runbooks in
 # docs/operations.md ("Adopting an existing PostgreSQL"); the lab's adopt
-# scenarios run this very script on their nodes (scripts/lab/adopt.py).
+# scenarios run this very script on their nodes (scripts/lab/labkit/adopt.py).
 #
 #   adopt-node.sh --role primary|replica|new [options]
 #

@@ -56,41 +56,19 @@ pub async fn run(
     let started = Instant::now();
     let until = (started + cfg.before_stop.wait).min(budget.end);
     consul.set_deadline(until);
-    let stops_anyway = "not asking PgBouncer to pause; PostgreSQL stops all the same";
     let view = match consul.list_scope(&keys.prefix, &keys.leader, false).await {
         Ok(es) => ScopeView::read(&es, &keys),
         Err(e) => {
-            report.fail(e.context(stops_anyway));
+            report.fail(e.context(STOPS_ANYWAY));
             return report;
         }
     };
-    // Only the leader's stop moves clients: a replica's (a restart) or one
-    // under a scope that does not lead here asks for nothing.
-    match &view.leader {
-        LeaderKey::Name(n) if *n == cfg.name => {}
-        other => {
-            let who = match other {
-                LeaderKey::Name(n) => format!("{} leads it", shown(n)),
-                LeaderKey::Absent if view.empty => format!("nothing is under {}", keys.prefix),
-                _ => "it has no leader".to_string(),
-            };
-            note!(
-                "{} does not lead scope {scope} ({who}): nothing to pause",
-                shown(&cfg.name)
-            );
-            return report;
-        }
+    if !leads(cfg, &keys, &view, scope) {
+        return report;
     }
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let request = PauseRequest {
-        member: cfg.name.clone(),
-        id: format!("{}-{}", cfg.name, since.as_nanos()),
-        since: since.as_secs(),
-    };
-    let wait = humantime::format_duration(cfg.before_stop.wait);
+    let request = pause_request(cfg);
     if dry_run {
+        let wait = humantime::format_duration(cfg.before_stop.wait);
         out::line(format_args!(
             "would write {} = {} and wait up to {wait} for {} confirmation(s)",
             keys.pause_request, request.id, cfg.before_stop.confirmations
@@ -99,13 +77,70 @@ pub async fn run(
     }
     let body = serde_json::to_vec(&request).unwrap_or_default();
     if let Err(e) = consul.put(&keys.pause_request, &body).await {
-        report.fail(e.context(stops_anyway));
+        report.fail(e.context(STOPS_ANYWAY));
         return report;
     }
     note!(
         "asked PgBouncer to pause scope {scope} (request {})",
         request.id
     );
+    let wait = Wait {
+        keys: &keys,
+        request: &request,
+        started,
+        until,
+    };
+    wait_for_pause(cfg, consul, &wait, &mut report).await;
+    report
+}
+
+/// The context of a failure that keeps PgBouncer from being asked.
+const STOPS_ANYWAY: &str = "not asking PgBouncer to pause; PostgreSQL stops all the same";
+
+/// Whether this node leads `scope`, by the leader key; if not, says so.
+/// Only the leader's stop moves clients: a replica's (a restart) or one
+/// under a scope that does not lead here asks for nothing.
+fn leads(cfg: &Config, keys: &ScopeKeys, view: &ScopeView, scope: &str) -> bool {
+    let who = match &view.leader {
+        LeaderKey::Name(n) if *n == cfg.name => return true,
+        LeaderKey::Name(n) => format!("{} leads it", shown(n)),
+        LeaderKey::Absent if view.empty => format!("nothing is under {}", keys.prefix),
+        _ => "it has no leader".to_string(),
+    };
+    note!(
+        "{} does not lead scope {scope} ({who}): nothing to pause",
+        shown(&cfg.name)
+    );
+    false
+}
+
+/// A new pause request from this node, with an id of its own.
+fn pause_request(cfg: &Config) -> PauseRequest {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    PauseRequest {
+        member: cfg.name.clone(),
+        id: format!("{}-{}", cfg.name, since.as_nanos()),
+        since: since.as_secs(),
+    }
+}
+
+/// A pause request written, awaiting its confirmations.
+struct Wait<'a> {
+    keys: &'a ScopeKeys,
+    request: &'a PauseRequest,
+    started: Instant,
+    until: Instant,
+}
+
+/// Polls the PgBouncer hosts' confirmations of `w.request` until
+/// `before_stop.confirmations` of them have come or `w.until` has passed;
+/// either way PostgreSQL stops after, and a short count is a temporary
+/// outcome in `report`.
+async fn wait_for_pause(cfg: &Config, consul: &Consul, w: &Wait<'_>, report: &mut Report) {
+    let keys = w.keys;
+    let wait = humantime::format_duration(cfg.before_stop.wait);
     let mut confirmed: Vec<String> = Vec::new();
     let mut probed = false;
     loop {
@@ -123,44 +158,44 @@ pub async fn run(
                             "{} reads as empty, which Consul 1.8 also answers when the token may not read it; PostgreSQL stops all the same",
                             keys.pause_acks
                         )));
-                        return report;
+                        return;
                     }
                 }
             }
             Ok(es) => {
-                confirmed = ScopeView::read(&es, &keys)
+                confirmed = ScopeView::read(&es, keys)
                     .pause_acks
                     .into_iter()
-                    .filter(|(_, id)| *id == request.id)
+                    .filter(|(_, id)| *id == w.request.id)
                     .map(|(host, _)| host)
                     .collect();
             }
             // The wait ran out during the read: that is the wait's end,
             // not a Consul failure.
-            Err(_) if Instant::now() + Duration::from_millis(5) >= until => {}
+            Err(_) if Instant::now() + Duration::from_millis(5) >= w.until => {}
             Err(e) => {
                 report.fail(
                     e.context("waiting for PgBouncer's pause; PostgreSQL stops all the same"),
                 );
-                return report;
+                return;
             }
         }
         if confirmed.len() >= cfg.before_stop.confirmations as usize {
             note!(
                 "paused by {} in {:?}",
                 confirmed.join(", "),
-                started.elapsed()
+                w.started.elapsed()
             );
-            return report;
+            return;
         }
-        if Instant::now() + Duration::from_millis(5) >= until {
+        if Instant::now() + Duration::from_millis(5) >= w.until {
             crate::warn_line!(
                 "{} of {} PgBouncer host(s) confirmed a pause within {wait} (before_stop.wait); PostgreSQL stops all the same",
                 confirmed.len(),
                 cfg.before_stop.confirmations,
             );
             report.set(Kind::Temporary);
-            return report;
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

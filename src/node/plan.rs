@@ -534,7 +534,10 @@ pub fn record_step(
     }
 }
 
-/// Decides the steps.
+/// Decides the steps. The rows of the decision table, in order: the intent
+/// and its verdict (`intent`, which holds the fence); a hold or a reconcile
+/// without Consul's answer asks first; then, by intent, the VIP steps and
+/// the record step (`hold`, `release`).
 pub fn plan(o: &Observed) -> Plan {
     let view = match &o.consul {
         ConsulView::Answered(v) => Some(v.as_ref()),
@@ -554,14 +557,37 @@ pub fn plan(o: &Observed) -> Plan {
         p.ask_consul = true;
         return p;
     }
-    let present = |x: &Owned| {
-        o.present
-            .iter()
-            .any(|p| p.net.addr() == x.net.addr() && p.interface == x.interface)
-    };
-    let remembered = |x: &Owned| o.remembered.iter().any(|r| r.same(x));
-    // What this scope owns: what it remembers, and what carries the hook's
-    // mark unless another scope on this host remembers it.
+    let owned = owned_by_scope(o);
+    match intent {
+        Intent::Keep => {}
+        Intent::Hold => hold(o, view, &owned, &mut p),
+        Intent::Release => release(o, view, &owned, &mut p),
+    }
+    p
+}
+
+/// The address is on the host, on the interface named with it.
+fn is_present(o: &Observed, x: &Owned) -> bool {
+    o.present
+        .iter()
+        .any(|p| p.net.addr() == x.net.addr() && p.interface == x.interface)
+}
+
+/// This host remembers owning the address for this scope.
+fn is_remembered(o: &Observed, x: &Owned) -> bool {
+    o.remembered.iter().any(|r| r.same(x))
+}
+
+/// The address is on the host and carries the hook's mark.
+fn is_marked(o: &Observed, x: &Owned) -> bool {
+    o.present
+        .iter()
+        .any(|p| p.marked && p.net.addr() == x.net.addr() && p.interface == x.interface)
+}
+
+/// What this scope owns: what it remembers, and what carries the hook's
+/// mark unless another scope on this host remembers it.
+fn owned_by_scope(o: &Observed) -> Vec<Owned> {
     let mut owned: Vec<Owned> = o.remembered.clone();
     for p in o.present.iter().filter(|p| p.marked) {
         let x = Owned {
@@ -573,174 +599,198 @@ pub fn plan(o: &Observed) -> Plan {
             owned.push(x);
         }
     }
-    let marked = |x: &Owned| {
-        o.present
-            .iter()
-            .any(|p| p.marked && p.net.addr() == x.net.addr() && p.interface == x.interface)
-    };
-    // Removes an owned address and forgets it. One the hook added (or
-    // marked) goes; one it only adopted goes when it is claimable, else it
-    // stays and is kept in memory until Consul can tell (or forgotten, when
-    // a member uses it now).
-    let drop_owned = |steps: &mut Vec<VipStep>, verdicts: &mut Vec<Verdict>, x: &Owned| {
-        if present(x) {
-            if x.added || marked(x) {
-                steps.push(VipStep::Remove(x.clone()));
-            } else if let Err(why) = claimable(o, x.net, &x.interface) {
-                if o.member_ips.contains(&x.net.addr()) {
-                    steps.push(VipStep::Forget(x.clone()));
-                } else if view.is_some() {
-                    verdicts.push(Verdict::Failed(format!(
-                        "{x} was found in place, not added by patroni-hook, and is not removed: {why}"
-                    )));
-                }
-                return;
-            } else {
-                steps.push(VipStep::Remove(x.clone()));
-            }
-        }
-        if remembered(x) {
-            steps.push(VipStep::Forget(x.clone()));
-        }
-    };
+    owned
+}
 
-    match intent {
-        Intent::Keep => {}
-        Intent::Hold => {
-            let (vip, known) = match current_vip(o, view, &Intent::Hold) {
-                Err(v) => {
-                    p.intent = Intent::Keep;
-                    p.verdicts.push(v);
-                    return p;
-                }
-                Ok(Some(net)) => (net, true),
-                // Consul unreachable and no address configured: the
-                // floating-ip last read here (every run that reads Consul
-                // keeps it, so it is at least as new as any address held),
-                // else the newest address this scope held; others are left
-                // alone, since which one is the VIP now is not known.
-                Ok(None) => match o
-                    .seen_vip
-                    .map(|net| Owned {
-                        net,
-                        interface: o.interface.clone(),
-                        added: true,
-                    })
-                    .as_ref()
-                    .or(o.remembered.last())
-                {
-                    Some(r) if elsewhere(o, r.net).is_some() => {
-                        p.intent = Intent::Keep;
-                        p.verdicts.push(Verdict::Failed(format!(
-                            "{r} is remembered, but interface {} of this host has that address now; not added",
-                            elsewhere(o, r.net).unwrap_or_default()
-                        )));
-                        return p;
-                    }
-                    Some(r) => (r.net, false),
-                    None => {
-                        p.intent = Intent::Keep;
-                        p.verdicts.push(Verdict::Temporary(
-                            "vip.address is not set, Consul is unreachable, and this host has never read a floating-ip nor held an address for this scope".into(),
-                        ));
-                        return p;
-                    }
-                },
-            };
-            let target = Owned {
-                net: vip,
-                interface: o.interface.clone(),
-                added: true,
-            };
-            let record = match (view, known) {
-                (Some(v), true) => record_step(&Intent::Hold, Some(&target), &o.me, &v.holder),
-                _ => None,
-            };
-            if present(&target) {
-                let ours = owned.iter().any(|x| x.same(&target));
-                if !ours {
-                    // A VIP already in place (left by older tooling) is
-                    // adopted when it can be told from a host address.
-                    match claimable(o, vip, &o.interface) {
-                        Ok(()) => p.steps.push(VipStep::Remember(Owned {
-                            added: false,
-                            ..target.clone()
-                        })),
-                        Err(why) if view.is_some() => p.verdicts.push(Verdict::Failed(format!(
-                            "{target} is in place but not patroni-hook's, and is not taken over: {why}"
-                        ))),
-                        Err(_) => {}
-                    }
-                }
-                // A record not naming this node yet: the run that added the
-                // VIP stopped before its record step, maybe before it
-                // announced (add, announce, record is the order).
-                if o.reannounce || matches!(record, Some(RecordStep::Write { .. })) {
-                    p.steps.push(VipStep::Announce(target.clone()));
-                }
-            } else {
-                if !remembered(&target) {
-                    p.steps.push(VipStep::Remember(target.clone()));
-                }
-                p.steps.push(VipStep::Add(target.clone()));
-                p.steps.push(VipStep::Announce(target.clone()));
+/// Removes an owned address and forgets it. One the hook added (or
+/// marked) goes; one it only adopted goes when it is claimable, else it
+/// stays and is kept in memory until Consul can tell (or forgotten, when
+/// a member uses it now).
+fn drop_owned(o: &Observed, view: Option<&ScopeView>, x: &Owned, p: &mut Plan) {
+    if is_present(o, x) {
+        if x.added || is_marked(o, x) {
+            p.steps.push(VipStep::Remove(x.clone()));
+        } else if let Err(why) = claimable(o, x.net, &x.interface) {
+            if o.member_ips.contains(&x.net.addr()) {
+                p.steps.push(VipStep::Forget(x.clone()));
+            } else if view.is_some() {
+                p.verdicts.push(Verdict::Failed(format!(
+                    "{x} was found in place, not added by patroni-hook, and is not removed: {why}"
+                )));
             }
-            if known {
-                let mut verdicts = Vec::new();
-                for x in owned.iter().filter(|x| !x.same(&target)) {
-                    drop_owned(&mut p.steps, &mut verdicts, x);
-                }
-                p.verdicts.extend(verdicts);
-            }
-            p.record = record;
-            p.vip = Some(target);
-        }
-        Intent::Release => {
-            let mut verdicts = Vec::new();
-            for x in &owned {
-                drop_owned(&mut p.steps, &mut verdicts, x);
-            }
-            p.verdicts.extend(verdicts);
-            match current_vip(o, view, &Intent::Release) {
-                // A VIP not ours but in place (older tooling) goes when it
-                // can be told from a host address.
-                Ok(Some(net)) if view.is_some() => {
-                    let x = Owned {
-                        net,
-                        interface: o.interface.clone(),
-                        added: false,
-                    };
-                    if present(&x) && !owned.iter().any(|y| y.same(&x)) {
-                        match claimable(o, net, &o.interface) {
-                            Ok(()) => p.steps.push(VipStep::Remove(x)),
-                            Err(why) => p.verdicts.push(Verdict::Failed(format!(
-                                "{x} is in place but not patroni-hook's, and is not removed: {why}"
-                            ))),
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(v) => p.verdicts.push(v),
-            }
-            match (&o.consul, view) {
-                (_, Some(v)) => {
-                    p.record = record_step(&Intent::Release, None, &o.me, &v.holder);
-                }
-                (ConsulView::NotAsked, _) => p.ask_consul = true,
-                (ConsulView::Unreachable(why), _) => p
-                    .verdicts
-                    .push(Verdict::Temporary(format!("{why}; vip-holder not updated"))),
-                (ConsulView::Unusable(why), _) => p
-                    .verdicts
-                    .push(Verdict::Failed(format!("{why}; vip-holder not updated"))),
-                (ConsulView::Misconfigured(why), _) => p
-                    .verdicts
-                    .push(Verdict::Config(format!("{why}; vip-holder not updated"))),
-                (ConsulView::Answered(_), None) => {}
-            }
+            return;
+        } else {
+            p.steps.push(VipStep::Remove(x.clone()));
         }
     }
-    p
+    if is_remembered(o, x) {
+        p.steps.push(VipStep::Forget(x.clone()));
+    }
+}
+
+/// Hold: the VIP to hold, its steps, the other owned addresses dropped (only
+/// when the VIP is known, not guessed), and the record. A VIP that cannot be
+/// held turns the intent into Keep, with its verdict and no steps.
+fn hold(o: &Observed, view: Option<&ScopeView>, owned: &[Owned], p: &mut Plan) {
+    let (target, known) = match hold_target(o, view) {
+        Ok(t) => t,
+        Err(v) => {
+            p.intent = Intent::Keep;
+            p.verdicts.push(v);
+            return;
+        }
+    };
+    let record = match (view, known) {
+        (Some(v), true) => record_step(&Intent::Hold, Some(&target), &o.me, &v.holder),
+        _ => None,
+    };
+    hold_vip_steps(o, view, owned, &target, record.as_ref(), p);
+    if known {
+        for x in owned.iter().filter(|x| !x.same(&target)) {
+            drop_owned(o, view, x, p);
+        }
+    }
+    p.record = record;
+    p.vip = Some(target);
+}
+
+/// The address a hold puts on `vip.interface`, and whether it is known
+/// (named by the configuration or by Consul) rather than guessed.
+fn hold_target(o: &Observed, view: Option<&ScopeView>) -> Result<(Owned, bool), Verdict> {
+    let (vip, known) = match current_vip(o, view, &Intent::Hold)? {
+        Some(net) => (net, true),
+        // Consul unreachable and no address configured: the
+        // floating-ip last read here (every run that reads Consul
+        // keeps it, so it is at least as new as any address held),
+        // else the newest address this scope held; others are left
+        // alone, since which one is the VIP now is not known.
+        None => match o
+            .seen_vip
+            .map(|net| Owned {
+                net,
+                interface: o.interface.clone(),
+                added: true,
+            })
+            .as_ref()
+            .or(o.remembered.last())
+        {
+            Some(r) if elsewhere(o, r.net).is_some() => {
+                return Err(Verdict::Failed(format!(
+                    "{r} is remembered, but interface {} of this host has that address now; not added",
+                    elsewhere(o, r.net).unwrap_or_default()
+                )));
+            }
+            Some(r) => (r.net, false),
+            None => {
+                return Err(Verdict::Temporary(
+                    "vip.address is not set, Consul is unreachable, and this host has never read a floating-ip nor held an address for this scope".into(),
+                ));
+            }
+        },
+    };
+    let target = Owned {
+        net: vip,
+        interface: o.interface.clone(),
+        added: true,
+    };
+    Ok((target, known))
+}
+
+/// The VIP steps of a hold for `target`: adopt or announce it when it is in
+/// place, else remember, add and announce it.
+fn hold_vip_steps(
+    o: &Observed,
+    view: Option<&ScopeView>,
+    owned: &[Owned],
+    target: &Owned,
+    record: Option<&RecordStep>,
+    p: &mut Plan,
+) {
+    if is_present(o, target) {
+        let ours = owned.iter().any(|x| x.same(target));
+        if !ours {
+            // A VIP already in place (left by older tooling) is
+            // adopted when it can be told from a host address.
+            match claimable(o, target.net, &o.interface) {
+                Ok(()) => p.steps.push(VipStep::Remember(Owned {
+                    added: false,
+                    ..target.clone()
+                })),
+                Err(why) if view.is_some() => p.verdicts.push(Verdict::Failed(format!(
+                    "{target} is in place but not patroni-hook's, and is not taken over: {why}"
+                ))),
+                Err(_) => {}
+            }
+        }
+        // A record not naming this node yet: the run that added the
+        // VIP stopped before its record step, maybe before it
+        // announced (add, announce, record is the order).
+        if o.reannounce || matches!(record, Some(RecordStep::Write { .. })) {
+            p.steps.push(VipStep::Announce(target.clone()));
+        }
+    } else {
+        if !is_remembered(o, target) {
+            p.steps.push(VipStep::Remember(target.clone()));
+        }
+        p.steps.push(VipStep::Add(target.clone()));
+        p.steps.push(VipStep::Announce(target.clone()));
+    }
+}
+
+/// Release: every owned address dropped, then a VIP found in place that is
+/// not ours, then the record.
+fn release(o: &Observed, view: Option<&ScopeView>, owned: &[Owned], p: &mut Plan) {
+    for x in owned {
+        drop_owned(o, view, x, p);
+    }
+    release_found_vip(o, view, owned, p);
+    release_record(o, view, p);
+}
+
+/// A VIP not ours but in place (older tooling) goes when it can be told
+/// from a host address.
+fn release_found_vip(o: &Observed, view: Option<&ScopeView>, owned: &[Owned], p: &mut Plan) {
+    match current_vip(o, view, &Intent::Release) {
+        Ok(Some(net)) if view.is_some() => {
+            let x = Owned {
+                net,
+                interface: o.interface.clone(),
+                added: false,
+            };
+            if is_present(o, &x) && !owned.iter().any(|y| y.same(&x)) {
+                match claimable(o, net, &o.interface) {
+                    Ok(()) => p.steps.push(VipStep::Remove(x)),
+                    Err(why) => p.verdicts.push(Verdict::Failed(format!(
+                        "{x} is in place but not patroni-hook's, and is not removed: {why}"
+                    ))),
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(v) => p.verdicts.push(v),
+    }
+}
+
+/// A release's record step: deleted when Consul answered and names this
+/// node; asked for when Consul was not asked; else the verdict says why the
+/// record stays.
+fn release_record(o: &Observed, view: Option<&ScopeView>, p: &mut Plan) {
+    match (&o.consul, view) {
+        (_, Some(v)) => {
+            p.record = record_step(&Intent::Release, None, &o.me, &v.holder);
+        }
+        (ConsulView::NotAsked, _) => p.ask_consul = true,
+        (ConsulView::Unreachable(why), _) => p
+            .verdicts
+            .push(Verdict::Temporary(format!("{why}; vip-holder not updated"))),
+        (ConsulView::Unusable(why), _) => p
+            .verdicts
+            .push(Verdict::Failed(format!("{why}; vip-holder not updated"))),
+        (ConsulView::Misconfigured(why), _) => p
+            .verdicts
+            .push(Verdict::Config(format!("{why}; vip-holder not updated"))),
+        (ConsulView::Answered(_), None) => {}
+    }
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use crate::dcs::consul::Consul;
 use crate::dcs::keys::{ScopeKeys, ScopeView};
 use crate::error::{Error, Kind};
 use crate::node::apply::{self, Local, Report};
-use crate::node::plan::{self, ConsulView, Intent, Observed, Plan, Trigger, VipStep, Want};
-use crate::state::{self, Ticket};
+use crate::node::plan::{self, ConsulView, Intent, Observed, Owned, Plan, Trigger, VipStep, Want};
+use crate::state::{self, HostLock, Ticket};
 use crate::{debug_line, note, out, warn_line};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -199,13 +199,58 @@ async fn round(
     ticket: Ticket,
     report: &mut Report,
 ) -> Option<Plan> {
+    let subject = format!("vip-{}", run.scope);
+    let (local, lock, observed) =
+        observe(run, keys, trigger, seen, ticket, &subject, report).await?;
+    let p = decide(run, &observed);
+    if run.dry_run {
+        print_plan(run, &p, &keys.vip_holder);
+        for v in &p.verdicts {
+            report.verdict(v);
+        }
+        return Some(p);
+    }
+    let applied = apply_local(run, &local, &p, &subject, ticket, report).await?;
+    drop(lock);
+    if applied {
+        announce(run, &local, &p, &subject, ticket, report).await;
+    }
+    for v in &p.verdicts {
+        report.verdict(v);
+    }
+    if applied {
+        if let Some(step) = &p.record {
+            record(run, keys, &p, step.clone(), &subject, ticket, report).await;
+        }
+    }
+    Some(p)
+}
+
+/// A run that started after `ticket` and has decided since, if any.
+fn newer(run: &Run<'_>, subject: &str, ticket: Ticket) -> Option<Ticket> {
+    state::last_decided(&run.cfg.lock_file, subject).filter(|last| *last > ticket)
+}
+
+/// The observe part of a round: opens netlink, takes the host lock, stands
+/// down when a newer run has decided, and reads what this host has and
+/// remembers. `None` when the round ends here (an error is in `report`, or
+/// a newer run's decision stands); else the local effects, the lock (none
+/// in a dry run, or for a release that could not have it) and what was seen.
+async fn observe<'a>(
+    run: &Run<'a>,
+    keys: &ScopeKeys,
+    trigger: Trigger,
+    seen: Seen,
+    ticket: Ticket,
+    subject: &str,
+    report: &mut Report,
+) -> Option<(Local<'a>, Option<HostLock>, Observed)> {
     let cfg = run.cfg;
     let Seen {
         consul,
         members: (member_ips, members_known),
         local_primary,
     } = seen;
-    let subject = format!("vip-{}", run.scope);
     let local = match Local::open(run.vip, &cfg.lock_file, run.scope).await {
         Ok(l) => l,
         Err(e) => {
@@ -224,33 +269,15 @@ async fn round(
         }
         report.fail(e);
     }
-    let lock = if run.dry_run {
-        None
-    } else if release {
-        match state::acquire(&cfg.lock_file, Instant::now() + RELEASE_LOCK_WAIT) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                // A release goes on: removing the VIP is never the unsafe
-                // direction, and waiting could leave it on a demoted node.
-                warn_line!("{e}; releasing without the lock");
-                if e.kind() != Kind::Temporary {
-                    report.set(e.kind());
-                }
-                None
-            }
-        }
-    } else {
-        match state::acquire(&cfg.lock_file, run.budget.end) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                report.fail(e);
-                return None;
-            }
+    let lock = match take_lock(run, release, report) {
+        Ok(l) => l,
+        Err(e) => {
+            report.fail(e);
+            return None;
         }
     };
-    let newer = || state::last_decided(&cfg.lock_file, &subject).filter(|last| *last > ticket);
     if !run.dry_run {
-        if let Some(last) = newer() {
+        if let Some(last) = newer(run, subject, ticket) {
             note!(
                 "a run that started {:?} after this one decided meanwhile; its decision stands",
                 last.since(ticket)
@@ -289,7 +316,37 @@ async fn round(
         reannounce: matches!(trigger, Trigger::Callback(_)),
         seen_vip,
     };
-    let p = plan::plan(&observed);
+    Some((local, lock, observed))
+}
+
+/// The host lock for a round's local work (none in a dry run). A hold or a
+/// reconcile waits for it until the run's end, and cannot go on without it
+/// (`Err`); a release waits briefly, and goes on without it.
+fn take_lock(run: &Run<'_>, release: bool, report: &mut Report) -> Result<Option<HostLock>, Error> {
+    if run.dry_run {
+        return Ok(None);
+    }
+    if !release {
+        return state::acquire(&run.cfg.lock_file, run.budget.end).map(Some);
+    }
+    match state::acquire(&run.cfg.lock_file, Instant::now() + RELEASE_LOCK_WAIT) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) => {
+            // A release goes on: removing the VIP is never the unsafe
+            // direction, and waiting could leave it on a demoted node.
+            warn_line!("{e}; releasing without the lock");
+            if e.kind() != Kind::Temporary {
+                report.set(e.kind());
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The decide part of a round: the plan, and one line saying what was
+/// decided and from what.
+fn decide(run: &Run<'_>, observed: &Observed) -> Plan {
+    let p = plan::plan(observed);
     note!(
         "decision: {} (Consul: {}); steps: {}",
         match p.intent {
@@ -297,21 +354,30 @@ async fn round(
             Intent::Release => "release",
             Intent::Keep => "keep",
         },
-        consul_text(&observed.consul, &cfg.name),
+        consul_text(&observed.consul, &run.cfg.name),
         steps_text(&p)
     );
-    if run.dry_run {
-        print_plan(run, &p, &keys.vip_holder);
-        for v in &p.verdicts {
-            report.verdict(v);
-        }
-        return Some(p);
-    }
+    p
+}
+
+/// The apply part of a round, under the lock: stamps the decision, applies
+/// the VIP steps but the announcements (they go out after the lock), and
+/// counts them in the run's facts. Returns whether every step succeeded;
+/// `None` when a newer run decided while this one was adding, and what this
+/// one added has been undone.
+async fn apply_local(
+    run: &Run<'_>,
+    local: &Local<'_>,
+    p: &Plan,
+    subject: &str,
+    ticket: Ticket,
+    report: &mut Report,
+) -> Option<bool> {
     // A decision (not "keep") is stamped before its steps, so that a run
     // that observed earlier and comes late stands down, with or without the
     // lock; a stamp never goes back.
     if p.intent != Intent::Keep {
-        if let Err(e) = state::set_decided(&cfg.lock_file, &subject, ticket) {
+        if let Err(e) = state::set_decided(&run.cfg.lock_file, subject, ticket) {
             warn_line!("{e}");
         }
     }
@@ -339,9 +405,6 @@ async fn round(
             }
         }
     }
-    // A release that could not wait for the lock may have run while this
-    // hold was adding: then its decision is the newer one, and what this
-    // run added goes again.
     let facts = report
         .facts
         .vip
@@ -358,59 +421,68 @@ async fn round(
             Intent::Keep => {}
         }
     }
-    if let Some(last) = newer().filter(|_| !added.is_empty()) {
+    // A release that could not wait for the lock may have run while this
+    // hold was adding: then its decision is the newer one, and what this
+    // run added goes again.
+    if let Some(last) = newer(run, subject, ticket).filter(|_| !added.is_empty()) {
         note!(
             "a run that started {:?} after this one decided while it was adding; undoing",
             last.since(ticket)
         );
         facts.held = Some(None);
-        let mut undone = 0;
-        let mut errors = Vec::new();
-        for o in &added {
-            for step in [VipStep::Remove(o.clone()), VipStep::Forget(o.clone())] {
-                match local.apply(&step).await {
-                    Ok(()) if matches!(step, VipStep::Remove(_)) => undone += 1,
-                    Ok(()) => {}
-                    Err(e) => errors.push(e),
-                }
-            }
-        }
+        let (undone, errors) = undo(local, &added).await;
         facts.removed += undone;
         for e in errors {
             report.fail(e);
         }
         return None;
     }
-    drop(lock);
-    // Announcements go out without the lock (they take a millisecond per
-    // packet), and only while this run's decision is still the newest and
-    // the address is still there: an announcement for an address gone would
-    // pull its clients to the wrong node.
-    if applied {
-        for step in &p.steps {
-            if let VipStep::Announce(o) = step {
-                if newer().is_some() || !local.has(o).await {
-                    note!(
-                        "{} is no longer this run's to announce; not announced",
-                        o.net
-                    );
-                    continue;
-                }
-                if let Err(e) = local.announce(o).await {
-                    report.fail(e);
-                }
+    Some(applied)
+}
+
+/// Removes and forgets what this run added. Returns how many addresses were
+/// removed, and the errors, for the caller to report.
+async fn undo(local: &Local<'_>, added: &[Owned]) -> (u32, Vec<Error>) {
+    let mut undone = 0;
+    let mut errors = Vec::new();
+    for o in added {
+        for step in [VipStep::Remove(o.clone()), VipStep::Forget(o.clone())] {
+            match local.apply(&step).await {
+                Ok(()) if matches!(step, VipStep::Remove(_)) => undone += 1,
+                Ok(()) => {}
+                Err(e) => errors.push(e),
             }
         }
     }
-    for v in &p.verdicts {
-        report.verdict(v);
-    }
-    if applied {
-        if let Some(step) = &p.record {
-            record(run, keys, &p, step.clone(), &subject, ticket, report).await;
+    (undone, errors)
+}
+
+/// Announcements go out without the lock (they take a millisecond per
+/// packet), and only while this run's decision is still the newest and
+/// the address is still there: an announcement for an address gone would
+/// pull its clients to the wrong node.
+async fn announce(
+    run: &Run<'_>,
+    local: &Local<'_>,
+    p: &Plan,
+    subject: &str,
+    ticket: Ticket,
+    report: &mut Report,
+) {
+    for step in &p.steps {
+        if let VipStep::Announce(o) = step {
+            if newer(run, subject, ticket).is_some() || !local.has(o).await {
+                note!(
+                    "{} is no longer this run's to announce; not announced",
+                    o.net
+                );
+                continue;
+            }
+            if let Err(e) = local.announce(o).await {
+                report.fail(e);
+            }
         }
     }
-    Some(p)
 }
 
 /// Keeps the scope's floating-ip as Consul names it now, for a later
