@@ -221,10 +221,13 @@ async fn callback(
         role,
         cfg.vip.as_ref().is_some_and(|v| v.standby_leader),
     );
+    // A leader's callback ends the pause its before-stop asked for (a
+    // restart, a cancelled switchover); the VIP's hold does it in
+    // vip::converge, and a leader whose VIP is released (a standby leader
+    // without vip.standby_leader) or that has none does it here.
+    let leads = plan::leads(action, role);
     let Some(v) = &cfg.vip else {
-        // Without a VIP, a primary's callback still ends the pause its
-        // before-stop asked for (a restart, a cancelled switchover).
-        if want == plan::Want::Hold && !dry_run {
+        if leads && !dry_run {
             before_stop::withdraw(cfg, consul, scope, budget).await;
         } else {
             note!("no vip section in {}; nothing to do", cfg.path.display());
@@ -240,6 +243,9 @@ async fn callback(
         dry_run,
     };
     vip::converge(&run, Trigger::Callback(want), &mut report).await;
+    if leads && want != plan::Want::Hold && !dry_run {
+        before_stop::withdraw(cfg, consul, scope, budget).await;
+    }
     report
 }
 

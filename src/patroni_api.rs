@@ -41,6 +41,12 @@ impl Api {
     /// Asks once: `Ok` when the member's status says role primary and state
     /// running by `until`, else why not.
     pub async fn writable(&self, url: &str, until: Instant) -> Result<(), String> {
+        self.ready(url, until, &["primary"]).await.map(|_| ())
+    }
+
+    /// Asks once: `Ok(role)` when the member's status says state running
+    /// and one of `roles` by `until`, else why not.
+    pub async fn ready(&self, url: &str, until: Instant, roles: &[&str]) -> Result<String, String> {
         let left = until.saturating_duration_since(Instant::now());
         let send = self
             .client
@@ -64,8 +70,8 @@ impl Api {
         };
         let field = |k: &str| v.get(k).and_then(|r| r.as_str()).unwrap_or("?").to_string();
         let (role, state) = (field("role"), field("state"));
-        if role == "primary" && state == "running" {
-            Ok(())
+        if roles.contains(&role.as_str()) && state == "running" {
+            Ok(role)
         } else {
             Err(format!("role {role}, state {state}"))
         }
@@ -75,10 +81,20 @@ impl Api {
     /// passes; why it was not, when it did not become one: its last answer
     /// (or connection error), not the time-out of a try cut short by the end.
     pub async fn wait_writable(&self, url: &str, until: Instant) -> Result<(), String> {
+        self.wait_ready(url, until, &["primary"]).await.map(|_| ())
+    }
+
+    /// [`Api::wait_writable`] for any of `roles`; `Ok(role)` answered.
+    pub async fn wait_ready(
+        &self,
+        url: &str,
+        until: Instant,
+        roles: &[&str],
+    ) -> Result<String, String> {
         let mut said: Option<String> = None;
         loop {
-            let why = match self.writable(url, until).await {
-                Ok(()) => return Ok(()),
+            let why = match self.ready(url, until, roles).await {
+                Ok(role) => return Ok(role),
                 Err(why) => why,
             };
             let left = until.saturating_duration_since(Instant::now());

@@ -266,6 +266,28 @@ fn a_primary_back_from_a_restart_withdraws_its_request_without_a_vip_section() {
     assert!(!lab.paused(), "{}", text(&out));
 }
 
+/// A standby cluster's leader back from a restart (role standby_leader,
+/// no `vip.standby_leader`, so its callback releases any VIP) still leads:
+/// it withdraws its request as a primary does, so the pause ends now, not
+/// at pause_timeout.
+#[test]
+fn a_standby_leader_back_from_a_restart_withdraws_its_request() {
+    let Some(lab) = Lab::start("10s") else { return };
+    lab.pause_for_a_switchover();
+    let out = lab
+        .hook(&lab.db_config, &["on_restart", "standby_leader", SCOPE])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        lab.consul.kv_get(&lab.key("pause-request")).is_none(),
+        "request left: {}",
+        text(&out)
+    );
+    let out = lab.reconcile();
+    assert!(!lab.paused(), "{}", text(&out));
+}
+
 /// An operator's PAUSE is theirs: the hook neither claims nor ends it; a
 /// PAUSE that PgBouncer refuses (an operator's global PAUSE) is said as such.
 #[test]
@@ -674,4 +696,196 @@ fn concurrent_runs_at_the_new_leader_resume_once() {
     let all: String = outs.iter().map(text).collect::<Vec<_>>().join("\n");
     assert!(!lab.paused(), "{all}");
     assert_eq!(all.matches("resumed appdb").count(), 1, "{all}");
+}
+
+/// A fake Patroni REST API whose `/patroni` answers `role` (running).
+fn api_with_role(role: &'static str) -> FakeConsul {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    FakeConsul::start(listener, move |r| match r.path.as_str() {
+        "/patroni" => Reply::Respond(
+            200,
+            vec![],
+            format!(r#"{{"state":"running","role":"{role}"}}"#).into_bytes(),
+        ),
+        _ => Reply::Respond(404, vec![], vec![]),
+    })
+}
+
+/// A second cluster, robin, on the same PgBouncer: its database appdb2,
+/// its leader pg1 (the lab's first PostgreSQL, its API the lab's first).
+fn add_robin(lab: &Lab) {
+    lab.edit_pgb_config(|s| {
+        s.replace(
+            "      databases: [appdb]\n",
+            "      databases: [appdb]\n    - scope: robin\n      databases: [appdb2]\n",
+        )
+    });
+    lab.consul.kv_put(
+        "service/robin/members/pg1",
+        format!(
+            r#"{{"conn_url":"postgres://127.0.0.1:{}/postgres","api_url":"{}/patroni"}}"#,
+            lab.a.port,
+            lab.api_a.server.url()
+        )
+        .as_bytes(),
+    );
+    lab.consul.kv_put("service/robin/leader", b"pg1");
+}
+
+/// Clusters do not wait on each other: while one cluster's new leader is
+/// not yet writable (the run waits for it, up to the pause's end), another
+/// cluster's switchover gets its pause at once, not after that wait.
+#[test]
+fn a_cluster_waiting_for_its_new_leader_does_not_hold_up_another() {
+    let Some(lab) = Lab::start("10s") else { return };
+    add_robin(&lab);
+    // robin is paused for a switchover to pg3, which stays a replica.
+    lab.consul.kv_put(
+        "service/robin/pause-request",
+        format!(r#"{{"member":"pg1","id":"rr","since":{}}}"#, unix_now()).as_bytes(),
+    );
+    let out = lab.reconcile();
+    assert!(lab.paused_db("appdb2"), "{}", text(&out));
+    let replica = api_with_role("replica");
+    lab.consul.kv_put(
+        "service/robin/members/pg3",
+        format!(
+            r#"{{"conn_url":"postgres://127.0.0.1:{}/postgres","api_url":"{}/patroni"}}"#,
+            lab.b.port,
+            replica.url()
+        )
+        .as_bytes(),
+    );
+    lab.consul.kv_put("service/robin/leader", b"pg3");
+    lab.consul.kv_delete("service/robin/pause-request");
+    // batman's old primary asks for its pause meanwhile.
+    request(&lab, "pg1", "bb", unix_now());
+    let out = lab.reconcile();
+    let err = stderr(&out);
+    let paused_at = err.find("paused appdb (cluster batman)");
+    let waited_at = err.find("is not a writable primary yet");
+    assert!(paused_at.is_some() && waited_at.is_some(), "{}", text(&out));
+    assert!(
+        paused_at < waited_at,
+        "batman's pause waited for robin's new leader: {}",
+        text(&out)
+    );
+    assert!(lab.paused(), "{}", text(&out));
+}
+
+/// A standby cluster's new standby leader answers role standby_leader, not
+/// primary: that ends the pause, as a writable primary does in a primary
+/// cluster (it is all a standby cluster's leader ever becomes).
+#[test]
+fn a_standby_clusters_new_standby_leader_ends_the_pause() {
+    let Some(lab) = Lab::start("10s") else { return };
+    lab.pause_for_a_switchover();
+    let standby = api_with_role("standby_leader");
+    lab.consul.kv_put(
+        &lab.key("members/pg2"),
+        format!(
+            r#"{{"conn_url":"postgres://127.0.0.1:{}/postgres","api_url":"{}/patroni","role":"standby_leader"}}"#,
+            lab.b.port,
+            standby.url()
+        )
+        .as_bytes(),
+    );
+    lab.set_leader("pg2");
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!lab.paused(), "still paused: {}", text(&out));
+    assert_eq!(lab.ini_port(), lab.b.port.to_string());
+}
+
+/// `patronictl switchover --scheduled` writes the failover key at once,
+/// with scheduled_at in the future: until then no switchover is under way,
+/// and a restart's pause ends when the primary is back.
+#[test]
+fn a_scheduled_switchover_does_not_hold_a_restarts_pause() {
+    let Some(lab) = Lab::start("10s") else { return };
+    lab.consul.kv_put(
+        &lab.key("failover"),
+        br#"{"leader":"pg1","member":"pg2","scheduled_at":"2999-01-01T00:00:00+00:00"}"#,
+    );
+    lab.pause_for_a_switchover();
+    // pg1 is back from its restart: its on_start withdraws its request.
+    lab.consul.kv_delete(&lab.key("pause-request"));
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !lab.paused(),
+        "held for a scheduled switchover: {}",
+        text(&out)
+    );
+}
+
+/// A run that read Consul before a switchover ended must not PAUSE on that
+/// old view once it is over: the view is read again right before PAUSE.
+#[test]
+fn a_pause_decided_on_a_stale_view_is_not_made() {
+    if !require_all(&[("strace", Command::new("strace").arg("-V").output().is_ok())]) {
+        return;
+    }
+    let Some(lab) = Lab::start("10s") else { return };
+    request(&lab, "pg1", "old", unix_now());
+    // A reads the request, then is held for a second.
+    let a = reconcile_with_record_read_delayed(&lab, 1_000_000);
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile the stop is over: pg2 leads, the request is gone, and a
+    // run has followed the new leader.
+    lab.consul.kv_delete(&lab.key("pause-request"));
+    new_leader_pg2(&lab);
+    let b = lab.reconcile();
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    let a = a.wait_with_output().unwrap();
+    assert!(
+        !lab.paused(),
+        "paused after the switchover was over:\nA: {}\nB: {}",
+        text(&a),
+        text(&b)
+    );
+}
+
+/// Without pgbouncer.admin a pause this host holds cannot be ended: every
+/// run says so and fails, rather than leaving PgBouncer paused in silence.
+#[test]
+fn a_pause_held_without_an_admin_console_fails_every_run() {
+    let Some(lab) = Lab::start("10s") else { return };
+    lab.pause_for_a_switchover();
+    lab.edit_pgb_config(|s| {
+        let start = s.find("  admin:\n").unwrap();
+        let end = s[start..].find("  pause_timeout").unwrap() + start;
+        format!("{}{}", &s[..start], &s[end..])
+    });
+    for _ in 0..2 {
+        let out = lab.reconcile();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(stderr(&out).contains("pgbouncer.admin"), "{}", text(&out));
+    }
+    assert!(lab.paused());
+}
+
+/// A managed database dropped from pgbouncer.ini while paused: PgBouncer
+/// answers RESUME with "no such database"; there is nothing paused left,
+/// so the record goes and the cluster's next switchover gets its pause.
+#[test]
+fn a_database_dropped_while_paused_does_not_wedge_its_record() {
+    let Some(lab) = Lab::start("2s") else { return };
+    lab.pause_for_a_switchover();
+    lab.edit_ini(|s| {
+        s.lines()
+            .filter(|l| !l.starts_with("appdb ="))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    });
+    lab.pgb.admin("RELOAD");
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = lab.reconcile();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lab.pause_record(SCOPE)).unwrap()).unwrap();
+    assert!(
+        record["paused"].is_null(),
+        "the record stays: {record}\n{}",
+        text(&out)
+    );
 }

@@ -281,8 +281,13 @@ pub struct ScopeView {
     pub floating_ip: Option<Result<IpNet, String>>,
     /// `vip-holder`.
     pub holder: Holder,
-    /// `failover` is present (a switchover or manual failover is under way).
+    /// `failover` is present (a switchover or manual failover is under way,
+    /// or scheduled: see `failover_at`).
     pub failover: bool,
+    /// The `scheduled_at` of a scheduled switchover (`patronictl switchover
+    /// --scheduled` writes the key at once), in seconds since the epoch;
+    /// until then no switchover is under way.
+    pub failover_at: Option<i64>,
     /// Nothing at all under the scope's prefix: not a cluster mid-failover
     /// but a wrong namespace or scope (or a cluster never started).
     pub empty: bool,
@@ -348,6 +353,7 @@ impl ScopeView {
             floating_ip,
             holder,
             failover: find(&keys.failover).is_some(),
+            failover_at: find(&keys.failover).and_then(|e| scheduled_at(&e.value)),
             leader_index: find(&keys.leader).map(|e| e.modify_index),
             empty: !entries.iter().any(|e| e.key.starts_with(&keys.prefix)),
             pause_request: find(&keys.pause_request).and_then(|e| {
@@ -423,6 +429,60 @@ pub fn is_member_name(s: &str) -> bool {
         && !s
             .chars()
             .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+}
+
+/// The `scheduled_at` of a failover key's JSON (Patroni writes
+/// `datetime.isoformat()`: `2026-12-05T03:00:00+00:00`, maybe with
+/// fractions of a second), in seconds since the epoch.
+pub fn scheduled_at(value: &[u8]) -> Option<i64> {
+    let v: serde_json::Value = serde_json::from_slice(value).ok()?;
+    rfc3339_seconds(v.get("scheduled_at")?.as_str()?)
+}
+
+/// PURE: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` in seconds since the epoch.
+fn rfc3339_seconds(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
+            let (oh, om): (i64, i64) = (rest[1..3].parse().ok()?, rest[4..6].parse().ok()?);
+            let o = oh * 3600 + om * 60;
+            if rest.starts_with('-') {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + se - offset)
 }
 
 /// Parses a VIP `address/prefix` (from the configuration or from Consul's
@@ -591,6 +651,30 @@ pub fn shown(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scheduled_at_reads_patronis_isoformat() {
+        assert_eq!(rfc3339_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            rfc3339_seconds("1970-01-12T13:46:40+00:00"),
+            Some(1_000_000)
+        );
+        assert_eq!(
+            rfc3339_seconds("2026-12-05T04:00:00.123456+01:00"),
+            Some(1_796_439_600)
+        );
+        assert_eq!(
+            rfc3339_seconds("2000-02-29T00:00:00-02:00"),
+            Some(951_782_400 + 7200)
+        );
+        assert_eq!(rfc3339_seconds("2026-13-01T00:00:00Z"), None);
+        assert_eq!(rfc3339_seconds("soon"), None);
+        assert_eq!(
+            scheduled_at(br#"{"leader":"a","scheduled_at":"1970-01-01T00:01:00+00:00"}"#),
+            Some(60)
+        );
+        assert_eq!(scheduled_at(br#"{"leader":"a"}"#), None);
+    }
 
     #[test]
     fn needed_access_lists_each_role_s_keys_once() {

@@ -102,6 +102,17 @@ pub fn want(action: Action, role: Role, standby_leader_holds: bool) -> Want {
     }
 }
 
+/// Whether a callback says this node leads its cluster (a primary, or a
+/// standby cluster's standby leader), whatever it wants done with the VIP:
+/// a leader ends the pause request its before-stop left (a restart).
+pub fn leads(action: Action, role: Role) -> bool {
+    action != Action::Stop
+        && matches!(
+            role,
+            Role::Primary | Role::Master | Role::Promoted | Role::StandbyLeader
+        )
+}
+
 /// Why a run decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {

@@ -219,9 +219,13 @@ impl Admin {
                 "no answer in time",
             )),
             Ok(Ok(_)) => Ok(()),
+            // PgBouncer no longer has the database (dropped from the file
+            // while paused): nothing of it is paused any more either.
             Ok(Err(e))
                 if e.as_db_error().is_some_and(|d| {
-                    d.code().code() == "08P01" && d.message().contains("not paused")
+                    d.code().code() == "08P01"
+                        && (d.message().contains("not paused")
+                            || d.message().contains("no such database"))
                 }) =>
             {
                 Ok(())

@@ -174,6 +174,31 @@ pub fn edit(input: &[u8], targets: &[(&str, &Target)]) -> Result<Edited, Error> 
     })
 }
 
+/// PURE: where the file's `[databases]` entry `name` points (its first
+/// one, as PgBouncer takes it): `None` when there is no such entry, or it
+/// names no host or no valid port (a Unix socket, PgBouncer's default port).
+pub fn entry_target(input: &[u8], name: &str) -> Option<Target> {
+    let pairs = scan(input).ok()?;
+    let pair = pairs
+        .iter()
+        .find(|p| p.in_section(input, DATABASES) && &input[p.key.clone()] == name.as_bytes())?;
+    let params = connstring(input, pair.value.clone()).ok()?;
+    let value = |key: &[u8]| {
+        params
+            .iter()
+            .find(|p| &input[p.key.clone()] == key)
+            .map(|p| {
+                String::from_utf8_lossy(&input[p.raw.clone()])
+                    .trim_matches('\'')
+                    .to_string()
+            })
+    };
+    Some(Target {
+        host: value(b"host")?,
+        port: value(b"port")?.parse().ok()?,
+    })
+}
+
 /// Checks a host from an untrusted source: an IPv4 or IPv6 literal, or a DNS
 /// name per RFC 1123 (labels of `[A-Za-z0-9-]`, 1-63 bytes, no leading or
 /// trailing `-`, at most 253 bytes in all, no trailing dot).
@@ -778,5 +803,24 @@ mod tests {
         assert_eq!(retry(&with("soon")), 15.0);
         assert_eq!(retry(&with("-1")), 15.0);
         assert_eq!(retry(&with("100ms")), 15.0);
+    }
+
+    #[test]
+    fn entry_target_reads_what_the_file_holds() {
+        let f = b"[databases]\nappdb = host=198.51.100.1 port=5433 dbname=x\nq = host='198.51.100.2' port='6000'\nsock = dbname=x\n[pgbouncer]\nappdb = host=bad\n";
+        assert_eq!(
+            entry_target(f, "appdb"),
+            Some(Target {
+                host: "198.51.100.1".into(),
+                port: 5433
+            })
+        );
+        assert_eq!(entry_target(f, "q").map(|t| t.port), Some(6000));
+        assert_eq!(
+            entry_target(f, "q").map(|t| t.host),
+            Some("198.51.100.2".into())
+        );
+        assert_eq!(entry_target(f, "sock"), None);
+        assert_eq!(entry_target(f, "none"), None);
     }
 }

@@ -166,7 +166,7 @@ pub fn decide(
                 }
                 if asked {
                     Decision::Hold(format!("{l} is stopping"))
-                } else if view.failover {
+                } else if view.failover && view.failover_at.is_none_or(|t| t <= now.unix as i64) {
                     Decision::Hold("a switchover is under way".into())
                 } else {
                     Decision::Resume(format!(

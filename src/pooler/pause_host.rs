@@ -2,19 +2,21 @@
 //! RESUME (of what the record names), the check that a new leader is
 //! writable, and the pauses nobody else will end (scopes no longer
 //! configured) or that are not this host's (an operator's, a lost record).
-//! `pause` decides; `host::reconcile` calls these in order.
+//! `pause` decides, `plan` makes the steps; `apply` calls these.
 
 use crate::budget::Budget;
 use crate::config::{Cluster, Config, PgbouncerConfig};
 use crate::dcs::consul::Consul;
-use crate::dcs::keys::{shown, LeaderKey, PauseRequest, ScopeKeys, ScopeView};
+use crate::dcs::keys::{shown, PauseRequest, ScopeKeys};
 use crate::error::Error;
 use crate::node::apply::Report;
+use crate::note;
 use crate::patroni_api::Api;
 use crate::pooler::admin::{self, Admin};
-use crate::pooler::pause::{self, Local, Now, Paused};
+use crate::pooler::apply::Run;
+use crate::pooler::pause::{self, Now, Paused};
+use crate::pooler::plan::Resume;
 use crate::state::{self, Ticket};
-use crate::{note, out};
 use std::time::{Duration, Instant};
 
 /// Seconds since the Unix epoch.
@@ -44,109 +46,22 @@ fn lock_until(budget: &Budget) -> Instant {
     (Instant::now() + Duration::from_millis(500)).min(budget.end)
 }
 
-/// A pause to end, and why.
-pub struct ToResume {
-    /// The scope it was made for.
-    pub scope: String,
-    /// The databases to resume: the record's (what was paused), whatever
-    /// the configuration names now.
-    pub databases: Vec<String>,
-    /// Why, for the log.
-    pub why: String,
-    /// The scope's keys (the request and this host's confirmation are tidied).
-    pub keys: ScopeKeys,
-    /// What Consul said this run, when it answered.
-    pub view: Option<ScopeView>,
-    /// False for a scope no longer configured.
-    pub configured: bool,
-    /// Resume only while the record still names a pause (false: a late
-    /// PAUSE of this run that the record no longer covers).
-    pub recorded: bool,
-}
-
-impl ToResume {
-    /// The pause of configured cluster `c`, as `local` records it.
-    pub fn of(
-        cfg: &Config,
-        c: &Cluster,
-        local: &Local,
-        why: String,
-        view: Option<&ScopeView>,
-    ) -> ToResume {
-        let recorded = local
-            .paused
-            .as_ref()
-            .map(|p| p.databases.clone())
-            .unwrap_or_default();
-        ToResume {
-            scope: c.scope.clone(),
-            databases: if recorded.is_empty() {
-                c.databases.clone()
-            } else {
-                recorded
-            },
-            why,
-            keys: ScopeKeys::new(&cfg.consul.namespace, &c.scope),
-            view: view.cloned(),
-            configured: true,
-            recorded: true,
-        }
-    }
-}
-
-/// Pauses of scopes no longer configured: nothing will ever resolve them
-/// here, so they end now. Their records stay (with the requests they
-/// served), so a scope configured again does not serve a request twice.
-pub fn unconfigured(cfg: &Config, p: &PgbouncerConfig, dry_run: bool) -> Vec<ToResume> {
-    let mut out = Vec::new();
-    for scope in state::pause_scopes(&cfg.lock_file) {
-        if p.clusters.iter().any(|c| c.scope == scope) {
-            continue;
-        }
-        let mut local = state::read_pause(&cfg.lock_file, &scope);
-        match local.paused.take() {
-            None => {}
-            Some(made) if !made.databases.is_empty() => out.push(ToResume {
-                keys: ScopeKeys::new(&cfg.consul.namespace, &scope),
-                why: format!("scope {} is no longer configured", shown(&scope)),
-                scope,
-                databases: made.databases,
-                view: None,
-                configured: false,
-                recorded: true,
-            }),
-            Some(_) => {
-                // A record of an older version, which did not name them.
-                crate::warn_line!(
-                    "a pause record of scope {} (no longer configured) does not say which databases it paused; forgetting it (a database still paused is reported below)",
-                    shown(&scope)
-                );
-                if !dry_run {
-                    if let Err(e) = state::write_pause(&cfg.lock_file, &scope, &local) {
-                        crate::warn_line!("{e}");
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Waits (bounded by the pause's end and the run's) until the new leader's
-/// REST API says it is a writable primary. `Some(why)` when the pause may
-/// end, for the log.
-pub async fn wait_writable(
-    view: &ScopeView,
+/// Waits (bounded by the pause's end, `left`, and the run's) until the new
+/// leader's REST API (`url`) says it runs as a writable primary, or as the
+/// standby leader of a standby cluster (all its leader ever becomes).
+/// `Ok(why)` when the pause may end; `Err(Some)`: a failure to report;
+/// `Err(None)`: not yet (said already).
+pub async fn wait_ready(
     leader: &str,
-    local: &Local,
+    url: Option<&str>,
+    left: Duration,
     p: &PgbouncerConfig,
     budget: &Budget,
-    report: &mut Report,
-) -> Option<String> {
-    let Some(url) = view.member(leader).and_then(|m| m.status_url()) else {
+) -> Result<String, Option<Error>> {
+    let Some(url) = url else {
         // Patroni always publishes api_url; a member without one leaves the
         // leader key as all there is to go by.
-        return Some(format!(
+        return Ok(format!(
             "the new leader {} holds the leader key (it publishes no api_url to ask)",
             shown(leader)
         ));
@@ -157,41 +72,35 @@ pub async fn wait_writable(
             "leader {}'s REST API is https and pgbouncer.patroni_ca_file is not set: its promotion cannot be checked, so the pause ends at pgbouncer.pause_timeout",
             shown(leader)
         );
-        return None;
+        return Err(None);
     }
     // The CA is for https only: an http API is asked whatever it says.
     let ca = p.patroni_ca_file.as_deref().filter(|_| https);
-    let api = match Api::new(ca, "pgbouncer.patroni_ca_file") {
-        Ok(a) => a,
-        Err(e) => {
-            report.fail(e);
-            return None;
-        }
-    };
-    let now = now();
-    let left_in_pause = local
-        .paused
-        .as_ref()
-        .and_then(|x| x.at.as_ref())
-        .and_then(|at| pause::age(at, &now))
-        .map(|age| p.pause_timeout.saturating_sub(age))
-        .unwrap_or_default();
+    let api = Api::new(ca, "pgbouncer.patroni_ca_file").map_err(Some)?;
     let run_end = budget
         .end
         .checked_sub(Duration::from_millis(200))
         .unwrap_or(budget.end);
-    let until = (Instant::now() + left_in_pause).min(run_end);
-    match api.wait_writable(&url, until).await {
-        Ok(()) => Some(format!(
-            "the new leader {} answers as a writable primary",
-            shown(leader)
+    let until = (Instant::now() + left).min(run_end);
+    match api
+        .wait_ready(url, until, &["primary", "standby_leader"])
+        .await
+    {
+        Ok(role) => Ok(format!(
+            "the new leader {} answers as a writable {}",
+            shown(leader),
+            if role == "primary" {
+                "primary"
+            } else {
+                "standby leader"
+            }
         )),
         Err(why) => {
             crate::warn_line!(
                 "new leader {} is not a writable primary yet ({url}: {why}); still paused",
                 shown(leader)
             );
-            None
+            Err(None)
         }
     }
 }
@@ -201,18 +110,14 @@ pub async fn wait_writable(
 /// (so a killed run leaves a pause the next run undoes, and a concurrent
 /// run finds it), sends PAUSE, confirms the request. A PAUSE that does not
 /// complete by `pause_timeout`, or that PgBouncer refuses, is undone at once.
-#[allow(clippy::too_many_arguments)]
 pub async fn pause_cluster(
-    cfg: &Config,
-    p: &PgbouncerConfig,
-    consul: &Consul,
-    budget: &Budget,
+    run: &Run<'_>,
     c: &Cluster,
     request: Option<String>,
-    view: &ScopeView,
-    ticket: Ticket,
+    leader: Option<String>,
     report: &mut Report,
 ) {
+    let (cfg, p, consul, budget, ticket) = (run.cfg, run.p, run.consul, run.budget, run.ticket);
     let Some(admin_cfg) = &p.admin else { return };
     let keys = ScopeKeys::new(&cfg.consul.namespace, &c.scope);
     let started = Instant::now();
@@ -256,10 +161,7 @@ pub async fn pause_cluster(
         local.handled = request.clone();
         local.paused = (!ours.is_empty()).then(|| Paused {
             request: request.clone(),
-            leader: match &view.leader {
-                LeaderKey::Name(n) => Some(n.clone()),
-                _ => None,
-            },
+            leader,
             at: Some(state::stamp_now()),
             databases: ours.clone(),
         });
@@ -304,14 +206,13 @@ pub async fn pause_cluster(
         }
     }
     drop(admin);
-    let undo = |why: String| ToResume {
+    let undo = |why: String, decided: Option<Paused>| Resume {
         scope: c.scope.clone(),
         databases: ours.clone(),
         why,
-        keys: keys.clone(),
-        view: Some(view.clone()),
-        configured: true,
-        recorded: true,
+        decided,
+        request: None,
+        leaderless: false,
     };
     if let Some(why) = failed {
         crate::warn_line!(
@@ -319,8 +220,8 @@ pub async fn pause_cluster(
             c.scope,
             ours.join(", ")
         );
-        let r = undo("the pause was not made".into());
-        resume(cfg, p, consul, budget, std::slice::from_ref(&r), report).await;
+        let r = undo("the pause was not made".into(), Some(made.clone()));
+        resume(run, std::slice::from_ref(&r), report).await;
         return;
     }
     // While PAUSE waited, a newer run may have ended this pause (the
@@ -333,9 +234,8 @@ pub async fn pause_cluster(
                 "cluster {}: another run ended this pause while PAUSE waited",
                 c.scope
             );
-            let mut r = undo("ended while PAUSE waited".into());
-            r.recorded = false;
-            resume(cfg, p, consul, budget, std::slice::from_ref(&r), report).await;
+            let r = undo("ended while PAUSE waited".into(), None);
+            resume(run, std::slice::from_ref(&r), report).await;
         }
         return;
     }
@@ -358,8 +258,8 @@ pub async fn adopt(
     cfg: &Config,
     consul: &Consul,
     budget: &Budget,
-    c: &Cluster,
-    request: String,
+    scope: &str,
+    request: &str,
     report: &mut Report,
 ) {
     {
@@ -367,24 +267,32 @@ pub async fn adopt(
             Ok(l) => l,
             Err(e) => return report.fail(e),
         };
-        let mut local = state::read_pause(&cfg.lock_file, &c.scope);
+        let mut local = state::read_pause(&cfg.lock_file, scope);
         let Some(p) = local.paused.as_mut() else {
             return;
         };
-        p.request = Some(request.clone());
+        p.request = Some(request.to_string());
         p.at = Some(state::stamp_now());
-        local.handled = Some(request.clone());
-        if let Err(e) = state::write_pause(&cfg.lock_file, &c.scope, &local) {
+        local.handled = Some(request.to_string());
+        if let Err(e) = state::write_pause(&cfg.lock_file, scope, &local) {
             return report.fail(e);
         }
     }
     note!(
         "cluster {}: already paused; the leader stops again, confirming its request {}",
-        c.scope,
-        shown(&request)
+        scope,
+        shown(request)
     );
-    let keys = ScopeKeys::new(&cfg.consul.namespace, &c.scope);
-    confirm(cfg, consul, budget, &keys, Some(request), report).await;
+    let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
+    confirm(
+        cfg,
+        consul,
+        budget,
+        &keys,
+        Some(request.to_string()),
+        report,
+    )
+    .await;
 }
 
 /// Confirms `request` under this host's name (`pause-ack/<name>`).
@@ -413,17 +321,13 @@ async fn confirm(
 }
 
 /// Resumes pauses this host made and forgets them, each under the host
-/// lock with its record re-read (a concurrent run that resumed it already
-/// leaves nothing to do), then clears the request and this host's
-/// confirmation in Consul. RESUME of a database that is not paused is done.
-pub async fn resume(
-    cfg: &Config,
-    p: &PgbouncerConfig,
-    consul: &Consul,
-    budget: &Budget,
-    pauses: &[ToResume],
-    report: &mut Report,
-) {
+/// lock with its record re-read: the record must still hold the very pause
+/// the plan decided on (a concurrent run that resumed it, or paused anew,
+/// leaves nothing to do here); then clears the request and this host's
+/// confirmation in Consul. RESUME of a database that is not paused, or that
+/// PgBouncer no longer has, is done.
+pub async fn resume(run: &Run<'_>, pauses: &[Resume], report: &mut Report) {
+    let (cfg, p, consul, budget) = (run.cfg, run.p, run.consul, run.budget);
     if pauses.is_empty() {
         return;
     }
@@ -443,8 +347,11 @@ pub async fn resume(
                 }
             };
             let mut local = state::read_pause(&cfg.lock_file, &r.scope);
-            if r.recorded && local.paused.is_none() {
-                crate::debug_line!("cluster {}: another run resumed it", r.scope);
+            if r.decided.is_some() && local.paused != r.decided {
+                crate::debug_line!(
+                    "cluster {}: another run resumed it, or paused anew, meanwhile",
+                    r.scope
+                );
                 continue;
             }
             // RESUME answers at once; the lock keeps a concurrent run from
@@ -466,17 +373,12 @@ pub async fn resume(
                 r.scope,
                 r.why
             );
-            let made = if r.recorded {
+            let made = if r.decided.is_some() {
                 local.paused.take()
             } else {
                 None
             };
-            // Ended while the cluster had no leader (or Consul did not say):
-            // with `pause_on: always` this leaderless period had its pause.
-            local.leaderless_served = r
-                .view
-                .as_ref()
-                .is_none_or(|v| !matches!(v.leader, LeaderKey::Name(_)));
+            local.leaderless_served = r.leaderless;
             if let Err(e) = state::write_pause(&cfg.lock_file, &r.scope, &local).and_then(|()| {
                 state::set_decided(&cfg.lock_file, &subject(&r.scope), Ticket::now())
             }) {
@@ -493,23 +395,29 @@ pub async fn resume(
         }
         // Consul's part is tidying: the request is one this host served, and
         // its confirmation is done with.
+        let keys = ScopeKeys::new(&cfg.consul.namespace, &r.scope);
         consul.set_deadline(budget.end);
         if let Err(e) = consul
-            .delete(&format!("{}{}", r.keys.pause_acks, cfg.name))
+            .delete(&format!("{}{}", keys.pause_acks, cfg.name))
             .await
         {
             crate::debug_line!("{e}");
         }
-        let request = made.and_then(|x| x.request);
-        if let (Some(id), Some(view)) = (request, &r.view) {
-            if let Some((req, index)) = &view.pause_request {
-                if req.id == id {
-                    if let Err(e) = consul.delete_cas(&r.keys.pause_request, *index).await {
-                        crate::debug_line!("{e}");
-                    }
-                }
+        if let Some((_, index)) = &r.request {
+            if let Err(e) = consul.delete_cas(&keys.pause_request, *index).await {
+                crate::debug_line!("{e}");
             }
         }
+    }
+}
+
+/// Forgets the pause record of a scope no longer configured that does not
+/// say which databases it paused (an older version's).
+pub fn forget(cfg: &Config, scope: &str) {
+    let mut local = state::read_pause(&cfg.lock_file, scope);
+    local.paused = None;
+    if let Err(e) = state::write_pause(&cfg.lock_file, scope, &local) {
+        crate::warn_line!("{e}");
     }
 }
 
@@ -531,16 +439,17 @@ pub fn leader_seen(cfg: &Config, budget: &Budget, scope: &str) {
 /// here of pausing them: an operator's PAUSE, or a record lost. They are
 /// left paused (the hook resumes only what it paused), and counted for the
 /// metrics (an alert fires on them); asked only when the run has time left.
+/// Returns what PgBouncer has paused, when it was asked.
 pub async fn report_foreign_pauses(
     cfg: &Config,
     p: &PgbouncerConfig,
     budget: &Budget,
     report: &mut Report,
-) {
-    let Some(admin_cfg) = &p.admin else { return };
+) -> Option<Vec<String>> {
+    let admin_cfg = p.admin.as_ref()?;
     let until = (Instant::now() + Duration::from_millis(500)).min(budget.end);
     if until.saturating_duration_since(Instant::now()) < Duration::from_millis(50) {
-        return;
+        return None;
     }
     let paused = match Admin::connect(admin_cfg, until).await {
         Ok(a) => a.paused_databases(until).await,
@@ -548,7 +457,10 @@ pub async fn report_foreign_pauses(
     };
     let paused = match paused {
         Ok(d) => d,
-        Err(e) => return crate::debug_line!("{e}"),
+        Err(e) => {
+            crate::debug_line!("{e}");
+            return None;
+        }
     };
     let mut counts = Vec::new();
     for c in &p.clusters {
@@ -569,29 +481,32 @@ pub async fn report_foreign_pauses(
     if let Some(f) = report.facts.pgbouncer.as_mut() {
         f.unrecorded = counts;
     }
+    Some(paused)
 }
 
-/// For the metrics: which clusters this host has paused after the run.
-pub fn paused_now(cfg: &Config, p: &PgbouncerConfig, report: &mut Report) {
+/// For the metrics: which clusters this host has paused after the run: a
+/// record, and (when PgBouncer was asked) a database of it that PgBouncer
+/// holds paused. A PgBouncer restarted while paused holds nothing; its
+/// record stays until the pause is resolved (RESUME then finds nothing
+/// paused, which is done).
+pub fn paused_now(
+    cfg: &Config,
+    p: &PgbouncerConfig,
+    paused: Option<&[String]>,
+    report: &mut Report,
+) {
     let now: Vec<String> = p
         .clusters
         .iter()
-        .filter(|c| state::read_pause(&cfg.lock_file, &c.scope).paused.is_some())
+        .filter(|c| {
+            let made = state::read_pause(&cfg.lock_file, &c.scope).paused;
+            made.is_some_and(|m| {
+                paused.is_none_or(|held| m.databases.iter().any(|d| held.contains(d)))
+            })
+        })
         .map(|c| c.scope.clone())
         .collect();
     if let Some(f) = report.facts.pgbouncer.as_mut() {
         f.paused_now = now;
-    }
-}
-
-/// For a dry run: what would be resumed.
-pub fn show_resumes(pauses: &[ToResume]) {
-    for r in pauses {
-        out::line(format_args!(
-            "would resume {} (cluster {}: {})",
-            r.databases.join(", "),
-            r.scope,
-            r.why
-        ));
     }
 }
