@@ -7,8 +7,8 @@ use crate::config::{self, Config};
 use crate::dcs::consul::Consul;
 use crate::dcs::keys::{LeaderKey, ScopeKeys, ScopeView};
 use crate::error::{Error, Kind};
-use crate::node::apply::Report;
 use crate::node::plan::{self, Action, Role, Trigger};
+use crate::report::Report;
 use crate::{
     log, metrics, node::before_stop, node::vip, note, out, pooler::host, reconcile, state,
 };

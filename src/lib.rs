@@ -24,5 +24,6 @@ pub mod out;
 pub mod patroni_api;
 pub mod pooler;
 pub mod reconcile;
+pub mod report;
 pub mod state;
 pub mod tls;

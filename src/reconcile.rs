@@ -9,8 +9,8 @@ use crate::budget::Budget;
 use crate::config::Config;
 use crate::dcs::consul::Consul;
 use crate::error::Error;
-use crate::node::apply::Report;
 use crate::node::plan::Trigger;
+use crate::report::Report;
 use crate::{node::vip, pooler::host};
 
 /// Runs reconcile; returns how it ended and what it did.

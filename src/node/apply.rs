@@ -7,55 +7,21 @@
 use crate::config::VipConfig;
 use crate::dcs::consul::Consul;
 use crate::dcs::keys::HolderRecord;
-use crate::error::{exit_code, Error, Kind};
+use crate::error::{Error, Kind};
 use crate::node::announce;
 use crate::node::netlink::Netlink;
 use crate::node::plan::{Owned, Present, RecordStep, Verdict, VipStep};
+use crate::note;
+use crate::report::Report;
 use crate::state;
-use crate::{error_line, note, warn_line};
 use std::path::Path;
 
-/// How a run is ending: the worst kind seen so far, and what it did (for
-/// the metrics).
-#[derive(Debug, Default)]
-pub struct Report {
-    worst: Option<Kind>,
-    /// What the run did.
-    pub facts: crate::metrics::Facts,
-}
-
-impl Report {
-    /// Logs an error and remembers its kind.
-    pub fn fail(&mut self, e: Error) {
-        match e.kind() {
-            Kind::Temporary => warn_line!("{e}"),
-            _ => error_line!("{e}"),
-        }
-        self.set(e.kind());
-    }
-
-    /// Remembers a kind without logging.
-    pub fn set(&mut self, k: Kind) {
-        self.worst = Some(self.worst.map_or(k, |w| w.max(k)));
-    }
-
-    /// Logs a plan's verdict and remembers its kind.
-    pub fn verdict(&mut self, v: &Verdict) {
-        match v {
-            Verdict::Temporary(why) => self.fail(Error::new(Kind::Temporary, why.clone())),
-            Verdict::Failed(why) => self.fail(Error::new(Kind::Failed, why.clone())),
-            Verdict::Config(why) => self.fail(Error::new(Kind::Usage, why.clone())),
-        }
-    }
-
-    /// The worst kind seen.
-    pub fn worst(&self) -> Option<Kind> {
-        self.worst
-    }
-
-    /// The process exit code.
-    pub fn exit_code(&self) -> i32 {
-        exit_code(self.worst)
+/// Logs a plan's verdict and remembers its kind.
+pub fn verdict(report: &mut Report, v: &Verdict) {
+    match v {
+        Verdict::Temporary(why) => report.fail(Error::new(Kind::Temporary, why.clone())),
+        Verdict::Failed(why) => report.fail(Error::new(Kind::Failed, why.clone())),
+        Verdict::Config(why) => report.fail(Error::new(Kind::Usage, why.clone())),
     }
 }
 

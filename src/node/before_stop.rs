@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::dcs::consul::Consul;
 use crate::dcs::keys::{shown, LeaderKey, PauseRequest, ScopeKeys, ScopeView};
 use crate::error::{Error, Kind};
-use crate::node::apply::Report;
+use crate::report::Report;
 use crate::{node::vip, note, out};
 use std::time::{Duration, Instant};
 

@@ -14,8 +14,9 @@ use crate::config::{Config, VipConfig};
 use crate::dcs::consul::Consul;
 use crate::dcs::keys::{ScopeKeys, ScopeView};
 use crate::error::{Error, Kind};
-use crate::node::apply::{self, Local, Report};
+use crate::node::apply::{self, Local};
 use crate::node::plan::{self, ConsulView, Intent, Observed, Owned, Plan, Trigger, VipStep, Want};
+use crate::report::Report;
 use crate::state::{self, HostLock, Ticket};
 use crate::{debug_line, note, out, warn_line};
 use std::collections::BTreeSet;
@@ -206,7 +207,7 @@ async fn round(
     if run.dry_run {
         print_plan(run, &p, &keys.vip_holder);
         for v in &p.verdicts {
-            report.verdict(v);
+            apply::verdict(report, v);
         }
         return Some(p);
     }
@@ -216,7 +217,7 @@ async fn round(
         announce(run, &local, &p, &subject, ticket, report).await;
     }
     for v in &p.verdicts {
-        report.verdict(v);
+        apply::verdict(report, v);
     }
     if applied {
         if let Some(step) = &p.record {

@@ -12,11 +12,11 @@ use crate::budget::Budget;
 use crate::config::{Config, PgbouncerConfig};
 use crate::dcs::consul::Consul;
 use crate::error::Error;
-use crate::node::apply::Report;
 use crate::pooler::apply::{self, Run};
 use crate::pooler::ini::{self, Target};
 use crate::pooler::observe;
 use crate::pooler::plan::{self, Resolved};
+use crate::report::Report;
 use crate::state::Ticket;
 
 /// Reconciles pgbouncer.ini once.
@@ -56,10 +56,11 @@ fn held(p: &PgbouncerConfig) -> Vec<(String, String, String, u16)> {
     let Ok(file) = std::fs::read(&p.ini) else {
         return Vec::new();
     };
+    let held = ini::entry_targets(&file);
     let mut out = Vec::new();
     for c in &p.clusters {
         for db in &c.databases {
-            if let Some(t) = ini::entry_target(&file, db) {
+            if let Some(t) = held.get(db).cloned() {
                 out.push((c.scope.clone(), db.clone(), t.host, t.port));
             }
         }

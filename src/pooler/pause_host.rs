@@ -9,13 +9,13 @@ use crate::config::{Cluster, Config, PgbouncerConfig};
 use crate::dcs::consul::Consul;
 use crate::dcs::keys::{shown, PauseRequest, ScopeKeys};
 use crate::error::Error;
-use crate::node::apply::Report;
 use crate::note;
 use crate::patroni_api::Api;
 use crate::pooler::admin::{self, Admin};
 use crate::pooler::apply::Run;
 use crate::pooler::pause::{self, Now, Paused};
 use crate::pooler::plan::Resume;
+use crate::report::Report;
 use crate::state::{self, Ticket};
 use std::time::{Duration, Instant};
 

@@ -9,10 +9,10 @@
 use crate::budget::Budget;
 use crate::config::{Config, PgbouncerConfig};
 use crate::error::Error;
-use crate::node::apply::Report;
 use crate::pooler::admin::{self, Admin};
 use crate::pooler::apply::Run;
 use crate::pooler::ini::{self, Target};
+use crate::report::Report;
 use crate::state::{self, Ticket};
 use crate::{note, out, pooler::file};
 use std::time::{Duration, Instant};
