@@ -174,29 +174,43 @@ pub fn edit(input: &[u8], targets: &[(&str, &Target)]) -> Result<Edited, Error> 
     })
 }
 
-/// PURE: where the file's `[databases]` entry `name` points (its first
-/// one, as PgBouncer takes it): `None` when there is no such entry, or it
-/// names no host or no valid port (a Unix socket, PgBouncer's default port).
-pub fn entry_target(input: &[u8], name: &str) -> Option<Target> {
-    let pairs = scan(input).ok()?;
-    let pair = pairs
-        .iter()
-        .find(|p| p.in_section(input, DATABASES) && &input[p.key.clone()] == name.as_bytes())?;
-    let params = connstring(input, pair.value.clone()).ok()?;
-    let value = |key: &[u8]| {
-        params
-            .iter()
-            .find(|p| &input[p.key.clone()] == key)
-            .map(|p| {
-                String::from_utf8_lossy(&input[p.raw.clone()])
-                    .trim_matches('\'')
-                    .to_string()
-            })
+/// PURE: where the file's `[databases]` entries point, entry by entry (the
+/// first of a name, as PgBouncer takes it), in one pass over the file. An
+/// entry that names no host or no valid port (a Unix socket, PgBouncer's
+/// default port) is absent.
+pub fn entry_targets(input: &[u8]) -> std::collections::HashMap<String, Target> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(pairs) = scan(input) else {
+        return out;
     };
-    Some(Target {
-        host: value(b"host")?,
-        port: value(b"port")?.parse().ok()?,
-    })
+    for pair in pairs.iter().filter(|p| p.in_section(input, DATABASES)) {
+        let name = String::from_utf8_lossy(&input[pair.key.clone()]).into_owned();
+        if out.contains_key(&name) {
+            continue;
+        }
+        let Ok(params) = connstring(input, pair.value.clone()) else {
+            continue;
+        };
+        let value = |key: &[u8]| {
+            params
+                .iter()
+                .find(|p| &input[p.key.clone()] == key)
+                .map(|p| {
+                    String::from_utf8_lossy(&input[p.raw.clone()])
+                        .trim_matches('\'')
+                        .to_string()
+                })
+        };
+        if let (Some(host), Some(Ok(port))) = (value(b"host"), value(b"port").map(|p| p.parse())) {
+            out.insert(name, Target { host, port });
+        }
+    }
+    out
+}
+
+/// PURE: where the file's `[databases]` entry `name` points ([`entry_targets`]).
+pub fn entry_target(input: &[u8], name: &str) -> Option<Target> {
+    entry_targets(input).remove(name)
 }
 
 /// Checks a host from an untrusted source: an IPv4 or IPv6 literal, or a DNS

@@ -165,10 +165,15 @@ pub struct Plan {
 impl Plan {
     /// The targets of the `Point` steps, database by database.
     pub fn points(&self, p: &PgbouncerConfig) -> Vec<(String, Target)> {
+        let by_scope: std::collections::HashMap<&str, &[String]> = p
+            .clusters
+            .iter()
+            .map(|c| (c.scope.as_str(), c.databases.as_slice()))
+            .collect();
         let mut out = Vec::new();
         for s in &self.steps {
             if let Step::Point { scope, target, .. } = s {
-                for db in databases_of(p, scope) {
+                for db in by_scope.get(scope.as_str()).copied().unwrap_or_default() {
                     out.push((db.clone(), target.clone()));
                 }
             }
