@@ -17,7 +17,7 @@
 //! The vip-manager lab (Patroni on etcd, Debian's vip-manager moving the VIP)
 //! gets one switchover with the same end-state checks, so the bench's
 //! comparison rows cannot rot. A third lab runs the fault matrix
-//! (`scripts/lab.sh faults`, scripts/lab/faults.py) but for its killed-runs
+//! (`scripts/lab.sh faults`, scripts/lab/labkit/faults.py) but for its killed-runs
 //! fault, with fewer repeats (slow-consul, the double's delay file, on the
 //! double only; the faults of Raft, agents and tokens on real Consul only),
 //! and this test checks every row it writes. Outages are printed, never asserted (timing
@@ -582,8 +582,8 @@ fn failover_events_on_a_real_patroni_cluster() {
 /// switchovers the repeated one gets (the full matrix, `scripts/lab.sh
 /// faults`, runs three). Every fault but killed-runs: its bound on the VIP's
 /// time on two nodes fails when every release of the old primary is killed
-/// before its removal, one switchover in sixty here (docs/lab.md,
-/// "The fault matrix"), which would make this test fail at random; the full
+/// before its removal, one switchover in sixty here (docs/faults.md),
+/// which would make this test fail at random; the full
 /// matrix runs it.
 const FAULTS: &str = "isolation,consul-cut,consul-down,pgbouncer-cut,slow-consul,ini-edits,\
 consul-leader-loss,consul-quorum-loss,agent-restart,token-revoked";
@@ -598,7 +598,7 @@ const REAL_ONLY: [&str; 4] = [
 ];
 const FAULT_REPEATS: &str = "3";
 
-/// The fault matrix (scripts/lab/faults.py) on the hook's lab: an isolated
+/// The fault matrix (scripts/lab/labkit/faults.py) on the hook's lab: an isolated
 /// primary, a primary cut from Consul and Consul frozen (each with and
 /// without failsafe_mode), the PgBouncer host cut from Consul during a
 /// switchover, an operator editing pgbouncer.ini during switchovers, and on
