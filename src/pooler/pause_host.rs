@@ -117,7 +117,7 @@ pub async fn pause_cluster(
     leader: Option<String>,
     report: &mut Report,
 ) {
-    let (cfg, p, consul, budget, ticket) = (run.cfg, run.p, run.consul, run.budget, run.ticket);
+    let (cfg, p, consul, budget) = (run.cfg, run.p, run.consul, run.budget);
     let Some(admin_cfg) = &p.admin else { return };
     let keys = ScopeKeys::new(&cfg.consul.namespace, &c.scope);
     let started = Instant::now();
@@ -140,37 +140,10 @@ pub async fn pause_cluster(
         .filter(|d| !already.contains(d))
         .cloned()
         .collect();
-    let made = {
-        let _lock = match state::acquire(&cfg.lock_file, lock_until(budget)) {
-            Ok(l) => l,
-            Err(e) => return report.fail(not_paused(e)),
-        };
-        let mut local = state::read_pause(&cfg.lock_file, &c.scope);
-        let served = request.is_some() && local.handled == request;
-        if local.paused.is_some() || served {
-            crate::debug_line!("cluster {}: another run paused for this already", c.scope);
-            return;
-        }
-        if state::last_decided(&cfg.lock_file, &subject(&c.scope)).is_some_and(|l| l > ticket) {
-            note!(
-                "cluster {}: a newer run decided its pause meanwhile",
-                c.scope
-            );
-            return;
-        }
-        local.handled = request.clone();
-        local.paused = (!ours.is_empty()).then(|| Paused {
-            request: request.clone(),
-            leader,
-            at: Some(state::stamp_now()),
-            databases: ours.clone(),
-        });
-        if let Err(e) = state::write_pause(&cfg.lock_file, &c.scope, &local)
-            .and_then(|()| state::set_decided(&cfg.lock_file, &subject(&c.scope), ticket))
-        {
-            return report.fail(not_paused(e));
-        }
-        local.paused
+    let made = match record(run, c, &request, leader, &ours) {
+        Ok(Recorded::Made(m)) => m,
+        Ok(Recorded::Another) => return,
+        Err(e) => return report.fail(not_paused(e)),
     };
     let Some(made) = made else {
         note!(
@@ -181,30 +154,7 @@ pub async fn pause_cluster(
         confirm(cfg, consul, budget, &keys, request, report).await;
         return;
     };
-    let mut failed = None;
-    for db in &ours {
-        match admin.pause(db, until).await {
-            Ok(admin::Pause::Done) => {}
-            Ok(admin::Pause::TimedOut) => {
-                // PAUSE waits for every server connection to be released; a
-                // long transaction (or session pooling) keeps it waiting.
-                // Clients must not wait longer than that.
-                failed = Some(format!(
-                    "PAUSE {db} did not complete within {:.1} s",
-                    until.saturating_duration_since(started).as_secs_f64()
-                ));
-                break;
-            }
-            Ok(admin::Pause::Refused(why)) => {
-                failed = Some(format!("PgBouncer refused PAUSE {db}: {why}"));
-                break;
-            }
-            Err(e) => {
-                failed = Some(e.to_string());
-                break;
-            }
-        }
-    }
+    let failed = send_pauses(&admin, &ours, started, until).await;
     drop(admin);
     let undo = |why: String, decided: Option<Paused>| Resume {
         scope: c.scope.clone(),
@@ -249,6 +199,84 @@ pub async fn pause_cluster(
         f.paused.push(c.scope.clone());
     }
     confirm(cfg, consul, budget, &keys, request, report).await;
+}
+
+/// How recording a pause ended.
+enum Recorded {
+    /// Recorded: this pause (`None`: every database was paused already,
+    /// not by this host: nothing of it is this host's).
+    Made(Option<Paused>),
+    /// Another run paused for this already, or decided newer: nothing to do.
+    Another,
+}
+
+/// Records the pause under the host lock, before PAUSE is sent (so a
+/// killed run leaves a pause the next run undoes, and a concurrent run
+/// finds it): unless the record, re-read under the lock, shows a pause or
+/// this request served already, or a newer run decided this cluster's pause.
+fn record(
+    run: &Run<'_>,
+    c: &Cluster,
+    request: &Option<String>,
+    leader: Option<String>,
+    ours: &[String],
+) -> Result<Recorded, Error> {
+    let cfg = run.cfg;
+    let _lock = state::acquire(&cfg.lock_file, lock_until(run.budget))?;
+    let mut local = state::read_pause(&cfg.lock_file, &c.scope);
+    let served = request.is_some() && local.handled == *request;
+    if local.paused.is_some() || served {
+        crate::debug_line!("cluster {}: another run paused for this already", c.scope);
+        return Ok(Recorded::Another);
+    }
+    if state::last_decided(&cfg.lock_file, &subject(&c.scope)).is_some_and(|l| l > run.ticket) {
+        note!(
+            "cluster {}: a newer run decided its pause meanwhile",
+            c.scope
+        );
+        return Ok(Recorded::Another);
+    }
+    local.handled = request.clone();
+    local.paused = (!ours.is_empty()).then(|| Paused {
+        request: request.clone(),
+        leader,
+        at: Some(state::stamp_now()),
+        databases: ours.to_vec(),
+    });
+    state::write_pause(&cfg.lock_file, &c.scope, &local)
+        .and_then(|()| state::set_decided(&cfg.lock_file, &subject(&c.scope), run.ticket))?;
+    Ok(Recorded::Made(local.paused))
+}
+
+/// PAUSE of each database in turn, bounded by `until`; why it failed, if it
+/// did (the first failure ends it).
+async fn send_pauses(
+    admin: &Admin,
+    ours: &[String],
+    started: Instant,
+    until: Instant,
+) -> Option<String> {
+    for db in ours {
+        match admin.pause(db, until).await {
+            Ok(admin::Pause::Done) => {}
+            Ok(admin::Pause::TimedOut) => {
+                // PAUSE waits for every server connection to be released; a
+                // long transaction (or session pooling) keeps it waiting.
+                // Clients must not wait longer than that.
+                return Some(format!(
+                    "PAUSE {db} did not complete within {:.1} s",
+                    until.saturating_duration_since(started).as_secs_f64()
+                ));
+            }
+            Ok(admin::Pause::Refused(why)) => {
+                return Some(format!("PgBouncer refused PAUSE {db}: {why}"));
+            }
+            Err(e) => {
+                return Some(e.to_string());
+            }
+        }
+    }
+    None
 }
 
 /// The leader asks again while its earlier pause is held: the pause stays,

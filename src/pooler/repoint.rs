@@ -45,80 +45,17 @@ pub async fn follow_leaders(
     rows: Option<&[admin::Database]>,
     report: &mut Report,
 ) -> Followed {
-    let (cfg, p, ticket, budget, dry_run) = (run.cfg, run.p, run.ticket, run.budget, run.dry_run);
+    let (cfg, p, ticket, budget) = (run.cfg, run.p, run.ticket, run.budget);
     let mut done = Followed::default();
-    let lock = if dry_run {
-        None
-    } else {
-        let until = (Instant::now() + Duration::from_secs(1)).min(budget.end);
-        match state::acquire(&cfg.lock_file, until) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                report.fail(e);
-                return done;
-            }
-        }
-    };
-    if !dry_run {
-        if let Some(last) = state::last_decided(&cfg.lock_file, SUBJECT) {
-            if last > ticket {
-                note!(
-                    "a run that started {:?} after this one rewrote pgbouncer.ini meanwhile; its version stands",
-                    last.since(ticket)
-                );
-                return done;
-            }
-        }
-    }
-    let input = match std::fs::read(&p.ini) {
-        Ok(b) => b,
-        Err(e) => {
-            report.fail(Error::failed(format!("reading {}", p.ini.display()), e));
-            return done;
-        }
+    let Ok(lock) = lock_in_order(run, report) else {
+        return done;
     };
     let pairs: Vec<(&str, &Target)> = targets.iter().map(|(d, t)| (d.as_str(), t)).collect();
-    let edited = match ini::edit(&input, &pairs) {
-        Ok(e) => e,
-        Err(e) => {
-            report.fail(e.context(format!("{} kept as it is", p.ini.display())));
-            return done;
-        }
-    };
-    if !edited.missing.is_empty() {
-        report.fail(Error::failed(
-            format!("{}", p.ini.display()),
-            format!("no [databases] entry named {}", edited.missing.join(", ")),
-        ));
-        done.missing = edited.missing.clone();
-    }
-    // A file without any of the managed entries gives nothing to follow the
-    // leaders in: most likely an operator's editor caught between its
-    // truncate and its write (O_TRUNC, then write). Nothing is written, and
-    // PgBouncer is not reloaded onto it: 1.18 refuses an empty file ("main
-    // section missing from config file") and a reload still owed to an
-    // earlier run's write would be spent on it, cleared as done. A pending
-    // reload stays pending for a run that finds the entries again.
-    if none_found(&edited, &pairs) {
+    let Some((input, edited)) = read_and_edit(p, &pairs, report, &mut done) else {
         return done;
-    }
-    if dry_run {
-        if edited.output == input {
-            out::line(format_args!("pgbouncer.ini: nothing to do"));
-        } else {
-            out::line(format_args!(
-                "would rewrite {}: {}",
-                p.ini.display(),
-                summary(targets, &edited.changed)
-            ));
-            out::line(format_args!(
-                "would reload pgbouncer ({})",
-                match &p.admin {
-                    Some(_) => "RELOAD on the admin console".to_string(),
-                    None => format!("SIGHUP to the pid in {}", p.pidfile.display()),
-                }
-            ));
-        }
+    };
+    if run.dry_run {
+        show(p, &input, &edited, targets);
         return done;
     }
     // The pending mark is set from the moment a new file is about to be
@@ -146,62 +83,22 @@ pub async fn follow_leaders(
         crate::warn_line!("{e}; a failed reload would not be retried");
     }
     let seen = state::reload_pending(&cfg.lock_file).unwrap_or_default();
-    // An operator's edit made since the read is never overwritten
-    // (file::write_atomic): the file is read and edited again.
-    let (mut input, mut edited) = (input, edited);
-    for attempt in 1.. {
-        match file::write_atomic(&p.ini, &input, &edited.output) {
-            Ok(true) => break,
-            Ok(false) if attempt < 3 => {
-                note!(
-                    "{} changed while it was being rewritten; editing it again",
-                    p.ini.display()
-                );
-                let again = std::fs::read(&p.ini)
-                    .map_err(|e| Error::failed(format!("reading {}", p.ini.display()), e))
-                    .and_then(|i| ini::edit(&i, &pairs).map(|e| (i, e)));
-                match again {
-                    Ok((_, e)) if none_found(&e, &pairs) => {
-                        report.fail(Error::failed(
-                            format!("{}", p.ini.display()),
-                            format!("no [databases] entry named {}", e.missing.join(", ")),
-                        ));
-                        done.missing = e.missing;
-                        return done;
-                    }
-                    Ok((i, e)) if e.output == i => {
-                        // The edit points at the leaders itself; PgBouncer
-                        // has not loaded it yet.
-                        note!(
-                            "{} changed while it was being rewritten, and points at the leaders now; reloading",
-                            p.ini.display()
-                        );
-                        drop(lock);
-                        let present = present(&pairs, &e);
-                        done.current =
-                            reload(cfg, p, &present, Some(&seen), ticket, budget, report).await;
-                        return done;
-                    }
-                    Ok((i, e)) => (input, edited) = (i, e),
-                    Err(e) => {
-                        report.fail(e.context(format!("{} kept as it is", p.ini.display())));
-                        return done;
-                    }
-                }
-            }
-            Ok(false) => {
-                report.fail(Error::temporary(
-                    format!("{}", p.ini.display()),
-                    "changed under every rewrite; left to the next run",
-                ));
-                return done;
-            }
-            Err(e) => {
-                report.fail(e);
-                return done;
-            }
+    let edited = match write(p, &pairs, input, edited, report, &mut done) {
+        Written::Done(edited) => edited,
+        Written::PointsAlready(edited) => {
+            // The edit points at the leaders itself; PgBouncer has not
+            // loaded it yet.
+            note!(
+                "{} changed while it was being rewritten, and points at the leaders now; reloading",
+                p.ini.display()
+            );
+            drop(lock);
+            let present = present(&pairs, &edited);
+            done.current = reload(cfg, p, &present, Some(&seen), ticket, budget, report).await;
+            return done;
         }
-    }
+        Written::Not => return done,
+    };
     if let Err(e) = state::set_decided(&cfg.lock_file, SUBJECT, ticket) {
         crate::warn_line!("{e}");
     }
@@ -218,6 +115,154 @@ pub async fn follow_leaders(
     let present = present(&pairs, &edited);
     done.current = reload(cfg, p, &present, Some(&seen), ticket, budget, report).await;
     done
+}
+
+/// The host lock for the rewrite (none in a dry run), unless a run that
+/// started after this one rewrote the file meanwhile: its version stands.
+fn lock_in_order(run: &Run<'_>, report: &mut Report) -> Result<Option<state::HostLock>, ()> {
+    if run.dry_run {
+        return Ok(None);
+    }
+    let until = (Instant::now() + Duration::from_secs(1)).min(run.budget.end);
+    let lock = state::acquire(&run.cfg.lock_file, until).map_err(|e| report.fail(e))?;
+    if let Some(last) = state::last_decided(&run.cfg.lock_file, SUBJECT) {
+        if last > run.ticket {
+            note!(
+                "a run that started {:?} after this one rewrote pgbouncer.ini meanwhile; its version stands",
+                last.since(run.ticket)
+            );
+            return Err(());
+        }
+    }
+    Ok(Some(lock))
+}
+
+/// Reads the file and points the managed entries at the targets; `None`
+/// when there is nothing to write (reported).
+fn read_and_edit(
+    p: &PgbouncerConfig,
+    pairs: &[(&str, &Target)],
+    report: &mut Report,
+    done: &mut Followed,
+) -> Option<(Vec<u8>, ini::Edited)> {
+    let input = match std::fs::read(&p.ini) {
+        Ok(b) => b,
+        Err(e) => {
+            report.fail(Error::failed(format!("reading {}", p.ini.display()), e));
+            return None;
+        }
+    };
+    let edited = match ini::edit(&input, pairs) {
+        Ok(e) => e,
+        Err(e) => {
+            report.fail(e.context(format!("{} kept as it is", p.ini.display())));
+            return None;
+        }
+    };
+    if !edited.missing.is_empty() {
+        report.fail(Error::failed(
+            format!("{}", p.ini.display()),
+            format!("no [databases] entry named {}", edited.missing.join(", ")),
+        ));
+        done.missing = edited.missing.clone();
+    }
+    // A file without any of the managed entries gives nothing to follow the
+    // leaders in: most likely an operator's editor caught between its
+    // truncate and its write (O_TRUNC, then write). Nothing is written, and
+    // PgBouncer is not reloaded onto it: 1.18 refuses an empty file ("main
+    // section missing from config file") and a reload still owed to an
+    // earlier run's write would be spent on it, cleared as done. A pending
+    // reload stays pending for a run that finds the entries again.
+    if none_found(&edited, pairs) {
+        return None;
+    }
+    Some((input, edited))
+}
+
+/// A dry run's account of the rewrite and the reload.
+fn show(p: &PgbouncerConfig, input: &[u8], edited: &ini::Edited, targets: &[(String, Target)]) {
+    if edited.output == input {
+        out::line(format_args!("pgbouncer.ini: nothing to do"));
+        return;
+    }
+    out::line(format_args!(
+        "would rewrite {}: {}",
+        p.ini.display(),
+        summary(targets, &edited.changed)
+    ));
+    out::line(format_args!(
+        "would reload pgbouncer ({})",
+        match &p.admin {
+            Some(_) => "RELOAD on the admin console".to_string(),
+            None => format!("SIGHUP to the pid in {}", p.pidfile.display()),
+        }
+    ));
+}
+
+/// How [`write`] ended.
+enum Written {
+    /// The file now holds this edit.
+    Done(ini::Edited),
+    /// An edit landed meanwhile that points at the leaders itself.
+    PointsAlready(ini::Edited),
+    /// Nothing written (reported).
+    Not,
+}
+
+/// Replaces the file with the edit, under the caller's lock. An operator's
+/// edit made since the read is never overwritten (file::write_atomic): the
+/// file is read and edited again, three times at most.
+fn write(
+    p: &PgbouncerConfig,
+    pairs: &[(&str, &Target)],
+    input: Vec<u8>,
+    edited: ini::Edited,
+    report: &mut Report,
+    done: &mut Followed,
+) -> Written {
+    let (mut input, mut edited) = (input, edited);
+    for attempt in 1.. {
+        match file::write_atomic(&p.ini, &input, &edited.output) {
+            Ok(true) => break,
+            Ok(false) if attempt < 3 => {
+                note!(
+                    "{} changed while it was being rewritten; editing it again",
+                    p.ini.display()
+                );
+                let again = std::fs::read(&p.ini)
+                    .map_err(|e| Error::failed(format!("reading {}", p.ini.display()), e))
+                    .and_then(|i| ini::edit(&i, pairs).map(|e| (i, e)));
+                match again {
+                    Ok((_, e)) if none_found(&e, pairs) => {
+                        report.fail(Error::failed(
+                            format!("{}", p.ini.display()),
+                            format!("no [databases] entry named {}", e.missing.join(", ")),
+                        ));
+                        done.missing = e.missing;
+                        return Written::Not;
+                    }
+                    Ok((i, e)) if e.output == i => return Written::PointsAlready(e),
+                    Ok((i, e)) => (input, edited) = (i, e),
+                    Err(e) => {
+                        report.fail(e.context(format!("{} kept as it is", p.ini.display())));
+                        return Written::Not;
+                    }
+                }
+            }
+            Ok(false) => {
+                report.fail(Error::temporary(
+                    format!("{}", p.ini.display()),
+                    "changed under every rewrite; left to the next run",
+                ));
+                return Written::Not;
+            }
+            Err(e) => {
+                report.fail(e);
+                return Written::Not;
+            }
+        }
+    }
+    Written::Done(edited)
 }
 
 /// The managed entries the file holds (a missing one is reported apart):
