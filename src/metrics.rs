@@ -44,8 +44,14 @@ pub struct VipFacts {
 pub struct PgbouncerFacts {
     /// pgbouncer.ini was rewritten.
     pub rewrote: bool,
-    /// Where the managed entries point after the run: scope, database, host, port.
+    /// Where the managed entries point after the run, as the file holds
+    /// them: scope, database, host, port.
     pub targets: Vec<(String, String, String, u16)>,
+    /// Where each cluster's entries should point by its leader key, when
+    /// the run could tell: scope, host, port. A file that does not (a
+    /// rewrite refused, a cluster paused for its new leader) shows in
+    /// `targets` beside it.
+    pub wanted: Vec<(String, String, u16)>,
     /// Clusters this host paused in this run.
     pub paused: Vec<String>,
     /// Clusters this host resumed in this run, and how long they were paused.
@@ -88,6 +94,7 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ("patroni_hook_pgbouncer_rewrites_total", "counter", "Rewrites of pgbouncer.ini."),
     ("patroni_hook_pgbouncer_last_rewrite_timestamp_seconds", "gauge", "When pgbouncer.ini was last rewritten."),
     ("patroni_hook_pgbouncer_target_info", "gauge", "Where a managed [databases] entry points, as labels."),
+    ("patroni_hook_pgbouncer_wanted_info", "gauge", "Where a cluster's entries should point by its leader key, as labels."),
     ("patroni_hook_pgbouncer_paused", "gauge", "1 while this host has the cluster's databases paused."),
     ("patroni_hook_pgbouncer_pauses_total", "counter", "Pauses this host made for the cluster."),
     ("patroni_hook_pgbouncer_last_pause_duration_seconds", "gauge", "How long the last pause of the cluster lasted."),
@@ -236,6 +243,15 @@ impl Store {
                         ("host", host),
                         ("port", &port),
                     ],
+                    1.0,
+                );
+            }
+            for (scope, host, port) in &p.wanted {
+                self.clear("patroni_hook_pgbouncer_wanted_info", &[("scope", scope)]);
+                let port = port.to_string();
+                self.set(
+                    "patroni_hook_pgbouncer_wanted_info",
+                    &[("scope", scope), ("host", host), ("port", &port)],
                     1.0,
                 );
             }

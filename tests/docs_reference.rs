@@ -301,6 +301,7 @@ fn written_metrics() -> BTreeMap<String, BTreeSet<String>> {
         pgbouncer: Some(PgbouncerFacts {
             rewrote: true,
             targets: vec![("s".into(), "app".into(), "198.51.100.11".into(), 5432)],
+            wanted: vec![("s".into(), "198.51.100.11".into(), 5432)],
             paused: vec!["s".into()],
             resumed: vec![("s".into(), Duration::from_secs(1))],
             paused_now: vec!["s".into()],

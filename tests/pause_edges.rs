@@ -889,3 +889,51 @@ fn a_database_dropped_while_paused_does_not_wedge_its_record() {
         text(&out)
     );
 }
+
+/// The metrics say where the file points, not where the run meant it to:
+/// a rewrite refused (an entry of the cluster that does not parse) leaves
+/// target_info on the old leader's port, and wanted_info names the new one.
+#[test]
+fn target_info_says_what_the_file_holds() {
+    let Some(lab) = Lab::start("10s") else { return };
+    let prom = lab.dir.path().join("m.prom");
+    lab.edit_pgb_config(|s| {
+        s.replace("databases: [appdb]", "databases: [appdb, appdb2]")
+            + &format!("metrics:\n  textfile: {}\n", prom.display())
+    });
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    lab.edit_ini(|s| {
+        s.lines()
+            .map(|l| {
+                if l.starts_with("appdb2 =") {
+                    format!("{l} application_name='unterminated\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect()
+    });
+    new_leader_pg2(&lab);
+    let out = lab.reconcile();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let metrics = std::fs::read_to_string(&prom).unwrap();
+    let line = |name: &str, with: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(with))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let target = line("patroni_hook_pgbouncer_target_info{", "database=\"appdb\"");
+    assert!(
+        target.contains(&format!("port=\"{}\"", lab.a.port)),
+        "target_info names where the run meant to point, not the file: {target}\n{metrics}\n{}",
+        text(&out)
+    );
+    let wanted = line("patroni_hook_pgbouncer_wanted_info{", "");
+    assert!(
+        wanted.contains(&format!("port=\"{}\"", lab.b.port)),
+        "{wanted}\n{metrics}"
+    );
+}

@@ -80,6 +80,19 @@ pub async fn apply(run: &Run<'_>, o: &Observed, plan: &Plan, report: &mut Report
             Step::PointOnceWritable { .. } => waits.push(step),
         }
     }
+    if let Some(f) = report.facts.pgbouncer.as_mut() {
+        f.wanted = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Point { scope, target, .. }
+                | Step::PointOnceWritable { scope, target, .. } => {
+                    Some((scope.clone(), target.host.clone(), target.port))
+                }
+                _ => None,
+            })
+            .collect();
+    }
     let points = plan.points(run.p);
     let followed = if points.is_empty() {
         Followed::default()
