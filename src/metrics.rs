@@ -217,72 +217,77 @@ impl Store {
             }
         }
         if let Some(p) = &run.facts.pgbouncer {
-            self.add(
-                "patroni_hook_pgbouncer_rewrites_total",
+            self.record_pgbouncer(p, run.ended);
+        }
+    }
+
+    /// The PgBouncer host's part of a run.
+    fn record_pgbouncer(&mut self, p: &PgbouncerFacts, ended: f64) {
+        self.add(
+            "patroni_hook_pgbouncer_rewrites_total",
+            &[],
+            f64::from(u8::from(p.rewrote)),
+        );
+        if p.rewrote {
+            self.set(
+                "patroni_hook_pgbouncer_last_rewrite_timestamp_seconds",
                 &[],
-                f64::from(u8::from(p.rewrote)),
+                ended,
             );
-            if p.rewrote {
-                self.set(
-                    "patroni_hook_pgbouncer_last_rewrite_timestamp_seconds",
-                    &[],
-                    run.ended,
-                );
-            }
-            for (scope, db, host, port) in &p.targets {
-                self.clear(
-                    "patroni_hook_pgbouncer_target_info",
-                    &[("scope", scope), ("database", db)],
-                );
-                let port = port.to_string();
-                self.set(
-                    "patroni_hook_pgbouncer_target_info",
-                    &[
-                        ("scope", scope),
-                        ("database", db),
-                        ("host", host),
-                        ("port", &port),
-                    ],
-                    1.0,
-                );
-            }
-            for (scope, host, port) in &p.wanted {
-                self.clear("patroni_hook_pgbouncer_wanted_info", &[("scope", scope)]);
-                let port = port.to_string();
-                self.set(
-                    "patroni_hook_pgbouncer_wanted_info",
-                    &[("scope", scope), ("host", host), ("port", &port)],
-                    1.0,
-                );
-            }
-            for scope in &p.scopes {
-                let s = [("scope", scope.as_str())];
-                let paused = p.paused_now.contains(scope);
-                self.set(
-                    "patroni_hook_pgbouncer_paused",
-                    &s,
-                    f64::from(u8::from(paused)),
-                );
-                self.add(
-                    "patroni_hook_pgbouncer_pauses_total",
-                    &s,
-                    f64::from(u8::from(p.paused.contains(scope))),
-                );
-            }
-            for (scope, n) in &p.unrecorded {
-                self.set(
-                    "patroni_hook_pgbouncer_unrecorded_pauses",
-                    &[("scope", scope.as_str())],
-                    *n as f64,
-                );
-            }
-            for (scope, lasted) in &p.resumed {
-                self.set(
-                    "patroni_hook_pgbouncer_last_pause_duration_seconds",
-                    &[("scope", scope)],
-                    lasted.as_secs_f64(),
-                );
-            }
+        }
+        for (scope, db, host, port) in &p.targets {
+            self.clear(
+                "patroni_hook_pgbouncer_target_info",
+                &[("scope", scope), ("database", db)],
+            );
+            let port = port.to_string();
+            self.set(
+                "patroni_hook_pgbouncer_target_info",
+                &[
+                    ("scope", scope),
+                    ("database", db),
+                    ("host", host),
+                    ("port", &port),
+                ],
+                1.0,
+            );
+        }
+        for (scope, host, port) in &p.wanted {
+            self.clear("patroni_hook_pgbouncer_wanted_info", &[("scope", scope)]);
+            let port = port.to_string();
+            self.set(
+                "patroni_hook_pgbouncer_wanted_info",
+                &[("scope", scope), ("host", host), ("port", &port)],
+                1.0,
+            );
+        }
+        for scope in &p.scopes {
+            let s = [("scope", scope.as_str())];
+            let paused = p.paused_now.contains(scope);
+            self.set(
+                "patroni_hook_pgbouncer_paused",
+                &s,
+                f64::from(u8::from(paused)),
+            );
+            self.add(
+                "patroni_hook_pgbouncer_pauses_total",
+                &s,
+                f64::from(u8::from(p.paused.contains(scope))),
+            );
+        }
+        for (scope, n) in &p.unrecorded {
+            self.set(
+                "patroni_hook_pgbouncer_unrecorded_pauses",
+                &[("scope", scope.as_str())],
+                *n as f64,
+            );
+        }
+        for (scope, lasted) in &p.resumed {
+            self.set(
+                "patroni_hook_pgbouncer_last_pause_duration_seconds",
+                &[("scope", scope)],
+                lasted.as_secs_f64(),
+            );
         }
     }
 

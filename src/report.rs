@@ -37,4 +37,28 @@ impl Report {
     pub fn exit_code(&self) -> i32 {
         exit_code(self.worst)
     }
+
+    /// A report for one of a run's steps taken side by side with others
+    /// (the PgBouncer host's): merged into the run's with [`Report::merge`].
+    pub fn part() -> Report {
+        Report {
+            worst: None,
+            facts: crate::metrics::Facts {
+                vip: None,
+                pgbouncer: Some(Default::default()),
+            },
+        }
+    }
+
+    /// Takes in what a part of the run met and did.
+    pub fn merge(&mut self, part: Report) {
+        if let Some(k) = part.worst {
+            self.set(k);
+        }
+        if let (Some(f), Some(p)) = (self.facts.pgbouncer.as_mut(), part.facts.pgbouncer) {
+            f.rewrote |= p.rewrote;
+            f.paused.extend(p.paused);
+            f.resumed.extend(p.resumed);
+        }
+    }
 }

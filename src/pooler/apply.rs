@@ -11,17 +11,20 @@
 use crate::budget::Budget;
 use crate::config::{Config, PgbouncerConfig};
 use crate::dcs::consul::Consul;
+use crate::dcs::keys::LeaderKey;
 use crate::error::Kind;
 use crate::pooler::ini::Target;
 use crate::pooler::observe::{self, Observed};
 use crate::pooler::pause::{self, Decision};
-use crate::pooler::pause_host;
+use crate::pooler::pause_host::{self, Ready};
 use crate::pooler::plan::{databases_of, Plan, Resume, Step};
-use crate::pooler::repoint::{self, Followed};
+use crate::pooler::repoint;
 use crate::report::Report;
 use crate::state::{self, Ticket};
 use crate::{note, out};
+use futures::lock::Mutex;
 use futures::stream::{FuturesUnordered, StreamExt};
+use std::cell::RefCell;
 
 /// One run's context.
 pub struct Run<'a> {
@@ -37,12 +40,20 @@ pub struct Run<'a> {
     pub dry_run: bool,
     /// This run's place in the order of decisions.
     pub ticket: Ticket,
+    /// Taken before the host lock by each of this run's steps that run
+    /// side by side: the host lock is a flock, waited for by blocking, and
+    /// a step of this very run holding it across an await must not be
+    /// waited for that way.
+    pub local: Mutex<()>,
 }
 
-/// Runs the plan.
+/// Runs the plan: what to say first; then the entries and the resumes that
+/// are due now (milliseconds); then, side by side, each PAUSE (it waits for
+/// the cluster's databases to be idle, up to pause_timeout), each Adopt, and
+/// each wait for a new leader, so that no cluster waits on another's.
 pub async fn apply(run: &Run<'_>, o: &Observed, plan: &Plan, report: &mut Report) {
     let mut resumes: Vec<Resume> = Vec::new();
-    let mut waits = Vec::new();
+    let mut slow: Vec<&Step> = Vec::new();
     for step in &plan.steps {
         match step {
             Step::Problem(e) => report.fail(e.clone()),
@@ -64,20 +75,11 @@ pub async fn apply(run: &Run<'_>, o: &Observed, plan: &Plan, report: &mut Report
                     pause_host::forget(run.cfg, scope);
                 }
             }
-            Step::Pause {
-                scope,
-                request,
-                leader,
-            } => pause(run, scope, request, leader, report).await,
-            Step::Adopt { scope, request } if run.dry_run => out::line(format_args!(
-                "would confirm request {request} (cluster {scope}, paused already)"
-            )),
-            Step::Adopt { scope, request } => {
-                pause_host::adopt(run.cfg, run.consul, run.budget, scope, request, report).await
-            }
             Step::Point { .. } => {}
             Step::Resume(r) => resumes.push(r.clone()),
-            Step::PointOnceWritable { .. } => waits.push(step),
+            Step::Pause { .. } | Step::Adopt { .. } | Step::PointOnceWritable { .. } => {
+                slow.push(step)
+            }
         }
     }
     if let Some(f) = report.facts.pgbouncer.as_mut() {
@@ -94,20 +96,56 @@ pub async fn apply(run: &Run<'_>, o: &Observed, plan: &Plan, report: &mut Report
             .collect();
     }
     let points = plan.points(run.p);
-    let followed = if points.is_empty() {
-        Followed::default()
-    } else {
-        repoint::follow_leaders(run, &points, o.pgbouncer.as_deref(), report).await
-    };
-    if let Some(f) = report.facts.pgbouncer.as_mut() {
-        f.rewrote = followed.rewrote;
+    if !points.is_empty() {
+        let followed = repoint::follow_leaders(run, &points, o.pgbouncer.as_deref(), report).await;
+        if let Some(f) = report.facts.pgbouncer.as_mut() {
+            f.rewrote = followed.rewrote;
+        }
     }
     resume(run, &resumes, report).await;
-    once_writable(run, &points, &waits, report).await;
+    // What the new leaders' steps point at, with the entries above: each
+    // rewrite keeps the others' targets.
+    let pointed = RefCell::new(points);
+    let mut side_by_side: FuturesUnordered<_> = slow
+        .into_iter()
+        .map(|step| {
+            let pointed = &pointed;
+            async move {
+                let mut part = Report::part();
+                match step {
+                    Step::Pause {
+                        scope,
+                        request,
+                        leader,
+                    } => pause(run, scope, request, leader, &mut part).await,
+                    Step::Adopt { scope, request } => adopt(run, scope, request, &mut part).await,
+                    Step::PointOnceWritable { .. } => {
+                        once_writable(run, pointed, step, &mut part).await
+                    }
+                    _ => {}
+                }
+                part
+            }
+        })
+        .collect();
+    while let Some(part) = side_by_side.next().await {
+        report.merge(part);
+    }
     if !run.dry_run {
         let paused = pause_host::report_foreign_pauses(run.cfg, run.p, run.budget, report).await;
         pause_host::paused_now(run.cfg, run.p, paused.as_deref(), report);
     }
+}
+
+/// Confirms a new request of the leader while its pause is held.
+async fn adopt(run: &Run<'_>, scope: &str, request: &str, report: &mut Report) {
+    if run.dry_run {
+        out::line(format_args!(
+            "would confirm request {request} (cluster {scope}, paused already)"
+        ));
+        return;
+    }
+    pause_host::adopt(run, scope, request, report).await
 }
 
 /// PAUSE, once the scope's view is read again and still asks for it: the
@@ -173,86 +211,87 @@ async fn resume(run: &Run<'_>, resumes: &[Resume], report: &mut Report) {
     pause_host::resume(run, resumes, report).await;
 }
 
-/// The clusters whose new leader must answer as writable first: all asked
-/// at once; as each answers, its entries are pointed at it (with the other
-/// clusters' targets, which the file already holds), and once PgBouncer
-/// serves them from there, it is resumed. A resume sends the queued clients
-/// wherever the entries point.
+/// A cluster whose new leader must answer as writable first: once it does,
+/// and the leader key still names it (read again: the wait may have taken
+/// seconds), its entries are pointed at it with the others' targets, and
+/// once PgBouncer serves them from there it is resumed; a resume sends the
+/// queued clients wherever the entries point. A pause whose time runs out
+/// meanwhile ends then, as any pause does at pause_timeout.
 async fn once_writable(
     run: &Run<'_>,
-    points: &[(String, Target)],
-    waits: &[&Step],
+    pointed: &RefCell<Vec<(String, Target)>>,
+    step: &Step,
     report: &mut Report,
 ) {
-    let mut pending: FuturesUnordered<_> = waits
-        .iter()
-        .filter_map(|s| match s {
-            Step::PointOnceWritable {
-                scope,
-                leader,
-                target,
-                api_url,
-                left,
-                resume,
-            } => Some(async move {
-                let ready = if run.dry_run {
-                    Ok(format!(
-                        "once {} answers as writable",
-                        crate::dcs::keys::shown(leader)
-                    ))
-                } else {
-                    pause_host::wait_ready(leader, api_url.as_deref(), *left, run.p, run.budget)
-                        .await
+    let Step::PointOnceWritable {
+        scope,
+        leader,
+        target,
+        api_url,
+        left,
+        resume,
+    } = step
+    else {
+        return;
+    };
+    let dbs = databases_of(run.p, scope);
+    if run.dry_run {
+        out::line(format_args!(
+            "would point {} at {}:{} and resume them (cluster {scope}), once {} answers as writable",
+            dbs.join(", "),
+            target.host,
+            target.port,
+            crate::dcs::keys::shown(leader)
+        ));
+        return;
+    }
+    let why =
+        match pause_host::wait_ready(leader, api_url.as_deref(), *left, run.p, run.budget).await {
+            Ok(Ready::Writable(why)) => why,
+            Ok(Ready::Expired(why)) => {
+                let r = Resume {
+                    why,
+                    ..resume.clone()
                 };
-                (scope, target, resume, ready)
-            }),
-            _ => None,
-        })
-        .collect();
-    let mut pointed: Vec<(String, Target)> = points.to_vec();
-    while let Some((scope, target, resume, ready)) = pending.next().await {
-        if run.dry_run {
-            out::line(format_args!(
-                "would point {} at {}:{} and resume them (cluster {scope}), {}",
-                databases_of(run.p, scope).join(", "),
-                target.host,
-                target.port,
-                ready.unwrap_or_default()
-            ));
-            continue;
-        }
-        let why = match ready {
-            Ok(why) => why,
-            Err(Some(e)) => {
-                report.fail(e);
-                continue;
+                return self::resume(run, std::slice::from_ref(&r), report).await;
             }
-            Err(None) => {
-                report.set(Kind::Temporary);
-                continue;
-            }
+            Err(Some(e)) => return report.fail(e),
+            Err(None) => return report.set(Kind::Temporary),
         };
-        let dbs = databases_of(run.p, scope);
-        for db in dbs {
-            pointed.push((db.clone(), target.clone()));
-        }
-        let followed = repoint::follow_leaders(run, &pointed, None, report).await;
-        if let Some(f) = report.facts.pgbouncer.as_mut() {
-            f.rewrote |= followed.rewrote;
-        }
-        let r = Resume {
-            why,
-            ..resume.clone()
-        };
-        if followed.current && !r.databases.iter().any(|d| followed.missing.contains(d)) {
-            self::resume(run, std::slice::from_ref(&r), report).await;
-        } else if !run.dry_run {
+    match observe::read_again(&run.cfg.consul.namespace, scope, run.consul).await {
+        Ok(view) if view.leader == LeaderKey::Name(leader.clone()) => {}
+        Ok(view) => {
             note!(
-                "cluster {}: {}, but PgBouncer does not point at it yet; still paused",
-                r.scope,
-                r.why
+                "cluster {scope}: {why}, but the leader key now says {:?}; left to the next run",
+                view.leader
             );
-            report.set(Kind::Temporary);
+            return report.set(Kind::Temporary);
         }
+        Err(e) => return report.fail(e.context(format!("cluster {scope}: still paused"))),
+    }
+    let targets = {
+        let mut p = pointed.borrow_mut();
+        for db in dbs {
+            p.push((db.clone(), target.clone()));
+        }
+        p.clone()
+    };
+    let followed = repoint::follow_leaders(run, &targets, None, report).await;
+    if let Some(f) = report.facts.pgbouncer.as_mut() {
+        f.rewrote |= followed.rewrote;
+    }
+    let r = Resume {
+        why,
+        ..resume.clone()
+    };
+    if followed.current && !r.databases.iter().any(|d| followed.missing.contains(d)) {
+        self::resume(run, std::slice::from_ref(&r), report).await;
+    } else {
+        note!(
+            "cluster {}: {}, but PgBouncer does not point at it yet; still paused",
+            r.scope,
+            r.why
+        );
+        report.set(Kind::Temporary);
     }
 }

@@ -43,6 +43,7 @@ pub async fn reconcile(
         budget,
         dry_run,
         ticket,
+        local: futures::lock::Mutex::new(()),
     };
     apply::apply(&run, &observed, &plan, report).await;
     if let Some(f) = report.facts.pgbouncer.as_mut() {

@@ -35,6 +35,10 @@ pub fn now() -> Now {
     }
 }
 
+/// Kept back from the run for undoing a PAUSE that did not complete
+/// (connect, RESUME, the record).
+const UNDO_RESERVE: Duration = Duration::from_millis(500);
+
 /// The ordering subject of a scope's pause decisions.
 fn subject(scope: &str) -> String {
     format!("pgbouncer-pause-{scope}")
@@ -46,10 +50,18 @@ fn lock_until(budget: &Budget) -> Instant {
     (Instant::now() + Duration::from_millis(500)).min(budget.end)
 }
 
+/// Why a pause waiting for its new leader may end.
+pub enum Ready {
+    /// The new leader answers as writable: point the entries, then resume.
+    Writable(String),
+    /// The pause reached pause_timeout first: resume now.
+    Expired(String),
+}
+
 /// Waits (bounded by the pause's end, `left`, and the run's) until the new
 /// leader's REST API (`url`) says it runs as a writable primary, or as the
 /// standby leader of a standby cluster (all its leader ever becomes).
-/// `Ok(why)` when the pause may end; `Err(Some)`: a failure to report;
+/// `Ok` when the pause may end (why); `Err(Some)`: a failure to report;
 /// `Err(None)`: not yet (said already).
 pub async fn wait_ready(
     leader: &str,
@@ -57,14 +69,14 @@ pub async fn wait_ready(
     left: Duration,
     p: &PgbouncerConfig,
     budget: &Budget,
-) -> Result<String, Option<Error>> {
+) -> Result<Ready, Option<Error>> {
     let Some(url) = url else {
         // Patroni always publishes api_url; a member without one leaves the
         // leader key as all there is to go by.
-        return Ok(format!(
+        return Ok(Ready::Writable(format!(
             "the new leader {} holds the leader key (it publishes no api_url to ask)",
             shown(leader)
-        ));
+        )));
     };
     let https = url.starts_with("https:");
     if https && p.patroni_ca_file.is_none() {
@@ -81,12 +93,13 @@ pub async fn wait_ready(
         .end
         .checked_sub(Duration::from_millis(200))
         .unwrap_or(budget.end);
-    let until = (Instant::now() + left).min(run_end);
+    let pause_end = Instant::now() + left;
+    let until = pause_end.min(run_end);
     match api
         .wait_ready(url, until, &["primary", "standby_leader"])
         .await
     {
-        Ok(role) => Ok(format!(
+        Ok(role) => Ok(Ready::Writable(format!(
             "the new leader {} answers as a writable {}",
             shown(leader),
             if role == "primary" {
@@ -94,7 +107,13 @@ pub async fn wait_ready(
             } else {
                 "standby leader"
             }
-        )),
+        ))),
+        // The pause's own end came first: it ends now, as any pause does at
+        // pause_timeout, rather than at the next run.
+        Err(why) if until == pause_end => Ok(Ready::Expired(format!(
+            "past pgbouncer.pause_timeout, and the new leader {} is not a writable primary yet ({url}: {why})",
+            shown(leader)
+        ))),
         Err(why) => {
             crate::warn_line!(
                 "new leader {} is not a writable primary yet ({url}: {why}); still paused",
@@ -121,7 +140,10 @@ pub async fn pause_cluster(
     let Some(admin_cfg) = &p.admin else { return };
     let keys = ScopeKeys::new(&cfg.consul.namespace, &c.scope);
     let started = Instant::now();
-    let until = admin::pause_until(started, p.pause_timeout, budget.end);
+    // PAUSE never takes the whole run: one that does not complete is undone
+    // on a fresh connection, and that needs time of its own.
+    let undo_by = budget.end.checked_sub(UNDO_RESERVE).unwrap_or(budget.end);
+    let until = admin::pause_until(started, p.pause_timeout, undo_by);
     let not_paused = |e: Error| e.context(format!("cluster {}: not paused", c.scope));
     let admin = match Admin::connect(admin_cfg, until).await {
         Ok(a) => a,
@@ -140,7 +162,11 @@ pub async fn pause_cluster(
         .filter(|d| !already.contains(d))
         .cloned()
         .collect();
-    let made = match record(run, c, &request, leader, &ours) {
+    let recorded = {
+        let _local = run.local.lock().await;
+        record(run, c, &request, leader, &ours)
+    };
+    let made = match recorded {
         Ok(Recorded::Made(m)) => m,
         Ok(Recorded::Another) => return,
         Err(e) => return report.fail(not_paused(e)),
@@ -282,15 +308,10 @@ async fn send_pauses(
 /// The leader asks again while its earlier pause is held: the pause stays,
 /// now for this request (its clock starts again: a new stop), and the
 /// request is confirmed.
-pub async fn adopt(
-    cfg: &Config,
-    consul: &Consul,
-    budget: &Budget,
-    scope: &str,
-    request: &str,
-    report: &mut Report,
-) {
+pub async fn adopt(run: &Run<'_>, scope: &str, request: &str, report: &mut Report) {
+    let (cfg, consul, budget) = (run.cfg, run.consul, run.budget);
     {
+        let _local = run.local.lock().await;
         let _lock = match state::acquire(&cfg.lock_file, lock_until(budget)) {
             Ok(l) => l,
             Err(e) => return report.fail(e),
@@ -366,6 +387,7 @@ pub async fn resume(run: &Run<'_>, pauses: &[Resume], report: &mut Report) {
     };
     for r in pauses {
         let made = {
+            let _local = run.local.lock().await;
             let _lock = match state::acquire(&cfg.lock_file, lock_until(budget)) {
                 Ok(l) => l,
                 // The record stays: the next run resumes.

@@ -233,7 +233,7 @@ pub fn plan(namespace: &str, p: &PgbouncerConfig, o: &Observed) -> Plan {
     if let Some(e) = &o.unread {
         steps.push(Step::Problem(e.clone()));
     }
-    unconfigured(o, &mut steps);
+    unconfigured(p, o, &mut steps);
     for (c, seen) in p.clusters.iter().zip(&o.clusters) {
         cluster(namespace, p, o, c, seen, &mut steps);
     }
@@ -256,10 +256,19 @@ pub fn plan(namespace: &str, p: &PgbouncerConfig, o: &Observed) -> Plan {
 /// Pauses of scopes no longer configured: nothing will ever resolve them
 /// here, so they end now. Their records stay (with the requests they
 /// served), so a scope configured again does not serve a request twice.
-fn unconfigured(o: &Observed, steps: &mut Vec<Step>) {
+fn unconfigured(p: &PgbouncerConfig, o: &Observed, steps: &mut Vec<Step>) {
     for (scope, local) in &o.unconfigured {
         match &local.paused {
             None => {}
+            Some(made) if p.admin.is_none() && !made.databases.is_empty() => {
+                steps.push(Step::Problem(Error::failed(
+                    format!("scope {} (no longer configured)", shown(scope)),
+                    format!(
+                        "this host paused {} and pgbouncer.admin is no longer configured, so it cannot RESUME them: restore pgbouncer.admin, or RESUME them on PgBouncer's admin console",
+                        made.databases.join(", ")
+                    ),
+                )))
+            }
             Some(made) if !made.databases.is_empty() => steps.push(Step::Resume(Resume {
                 scope: scope.clone(),
                 databases: made.databases.clone(),

@@ -47,9 +47,13 @@ pub async fn follow_leaders(
 ) -> Followed {
     let (cfg, p, ticket, budget) = (run.cfg, run.p, run.ticket, run.budget);
     let mut done = Followed::default();
+    let local = run.local.lock().await;
     let Ok(lock) = lock_in_order(run, report) else {
         return done;
     };
+    // Both go together: this run's other steps wait for `local`, other
+    // runs for the flock.
+    let lock = (lock, local);
     let pairs: Vec<(&str, &Target)> = targets.iter().map(|(d, t)| (d.as_str(), t)).collect();
     let Some((input, edited)) = read_and_edit(p, &pairs, report, &mut done) else {
         return done;
