@@ -796,7 +796,7 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
         .arg(&rules));
     assert!(out.status.success(), "promtool check rules: {}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 5 rules found"),
+        String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 6 rules found"),
         "{}",
         text(&out)
     );
