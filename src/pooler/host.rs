@@ -46,7 +46,9 @@ pub async fn reconcile(
         local: futures::lock::Mutex::new(()),
     };
     apply::apply(&run, &observed, &plan, report).await;
-    if let Some(f) = report.facts.pgbouncer.as_mut() {
+    // Read back for the metrics only: a second parse of the file, which
+    // runs without metrics do not pay.
+    if let (Some(f), Some(_)) = (report.facts.pgbouncer.as_mut(), &cfg.metrics) {
         f.targets = held(p);
     }
 }
