@@ -7,31 +7,10 @@
 mod common;
 
 use common::fake_consul::{FakeConsul, Reply};
-use common::pause_lab::{Lab, SCOPE};
+use common::pause_lab::{add_robin, new_leader_pg2, request, stderr, unix_now, Lab, SCOPE};
 use common::{require_all, text, tls, wait_for};
 use std::process::{Command, Output};
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A pause request as a database node's before-stop writes it, with the
-/// given time stamp (its own clock).
-fn request(lab: &Lab, member: &str, id: &str, since: u64) {
-    lab.consul.kv_put(
-        &lab.key("pause-request"),
-        format!(r#"{{"member":"{member}","id":"{id}","since":{since}}}"#).as_bytes(),
-    );
-}
+use std::time::{Duration, Instant};
 
 /// Takes the PgBouncer host's lock, as another run would.
 fn hold_pgb_lock(lab: &Lab) -> nix::fcntl::Flock<std::fs::File> {
@@ -44,12 +23,6 @@ fn hold_pgb_lock(lab: &Lab) -> nix::fcntl::Flock<std::fs::File> {
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|(_, e)| e)
         .unwrap()
-}
-
-/// The new leader takes over and answers as a writable primary.
-fn new_leader_pg2(lab: &Lab) {
-    lab.set_leader("pg2");
-    lab.api_b.primary.store(true, Ordering::SeqCst);
 }
 
 /// A resume sends the queued clients to wherever the entries point: with
@@ -709,27 +682,6 @@ fn api_with_role(role: &'static str) -> FakeConsul {
         ),
         _ => Reply::Respond(404, vec![], vec![]),
     })
-}
-
-/// A second cluster, robin, on the same PgBouncer: its database appdb2,
-/// its leader pg1 (the lab's first PostgreSQL, its API the lab's first).
-fn add_robin(lab: &Lab) {
-    lab.edit_pgb_config(|s| {
-        s.replace(
-            "      databases: [appdb]\n",
-            "      databases: [appdb]\n    - scope: robin\n      databases: [appdb2]\n",
-        )
-    });
-    lab.consul.kv_put(
-        "service/robin/members/pg1",
-        format!(
-            r#"{{"conn_url":"postgres://127.0.0.1:{}/postgres","api_url":"{}/patroni"}}"#,
-            lab.a.port,
-            lab.api_a.server.url()
-        )
-        .as_bytes(),
-    );
-    lab.consul.kv_put("service/robin/leader", b"pg1");
 }
 
 /// Clusters do not wait on each other: while one cluster's new leader is

@@ -8,57 +8,13 @@
 mod common;
 
 use common::fake_consul::{FakeConsul, Reply};
-use common::pause_lab::{Lab, SCOPE};
+use common::pause_lab::{add_robin, new_leader_pg2, request, stderr, unix_now, Lab, SCOPE};
 use common::pg::Client;
 use common::{require_all, text, wait_for};
 use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn request(lab: &Lab, member: &str, id: &str, since: u64) {
-    lab.consul.kv_put(
-        &lab.key("pause-request"),
-        format!(r#"{{"member":"{member}","id":"{id}","since":{since}}}"#).as_bytes(),
-    );
-}
-
-fn new_leader_pg2(lab: &Lab) {
-    lab.set_leader("pg2");
-    lab.api_b.primary.store(true, Ordering::SeqCst);
-}
-
-/// A second cluster, robin, on the same PgBouncer: its database appdb2,
-/// its leader pg1.
-fn add_robin(lab: &Lab) {
-    lab.edit_pgb_config(|s| {
-        s.replace(
-            "      databases: [appdb]\n",
-            "      databases: [appdb]\n    - scope: robin\n      databases: [appdb2]\n",
-        )
-    });
-    lab.consul.kv_put(
-        "service/robin/members/pg1",
-        format!(
-            r#"{{"conn_url":"postgres://127.0.0.1:{}/postgres","api_url":"{}/patroni"}}"#,
-            lab.a.port,
-            lab.api_a.server.url()
-        )
-        .as_bytes(),
-    );
-    lab.consul.kv_put("service/robin/leader", b"pg1");
-}
+use std::time::{Duration, Instant};
 
 fn record(lab: &Lab) -> serde_json::Value {
     std::fs::read(lab.pause_record(SCOPE))

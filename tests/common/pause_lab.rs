@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const SCOPE: &str = "batman";
 
@@ -345,4 +345,55 @@ impl Load {
         let ports = self.ports.lock().unwrap().clone();
         (self.ok.load(Ordering::SeqCst), errors, ports)
     }
+}
+
+// ---- what the pause tests share ----------------------------------------
+
+/// Seconds since the epoch, as a database node's clock stamps a request.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A run's stderr (its log).
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A pause request as a database node's before-stop writes it, with the
+/// given time stamp (its own clock).
+pub fn request(lab: &Lab, member: &str, id: &str, since: u64) {
+    lab.consul.kv_put(
+        &lab.key("pause-request"),
+        format!(r#"{{"member":"{member}","id":"{id}","since":{since}}}"#).as_bytes(),
+    );
+}
+
+/// The new leader takes over and answers as a writable primary.
+pub fn new_leader_pg2(lab: &Lab) {
+    lab.set_leader("pg2");
+    lab.api_b.primary.store(true, Ordering::SeqCst);
+}
+
+/// A second cluster, robin, on the same PgBouncer: its database appdb2,
+/// its leader pg1.
+pub fn add_robin(lab: &Lab) {
+    lab.edit_pgb_config(|s| {
+        s.replace(
+            "      databases: [appdb]\n",
+            "      databases: [appdb]\n    - scope: robin\n      databases: [appdb2]\n",
+        )
+    });
+    lab.consul.kv_put(
+        "service/robin/members/pg1",
+        format!(
+            r#"{{"conn_url":"postgres://127.0.0.1:{}/postgres","api_url":"{}/patroni"}}"#,
+            lab.a.port,
+            lab.api_a.server.url()
+        )
+        .as_bytes(),
+    );
+    lab.consul.kv_put("service/robin/leader", b"pg1");
 }
