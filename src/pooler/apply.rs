@@ -4,9 +4,10 @@
 //! a RESUME (`pause_host`), the file and the decision tickets before a
 //! rewrite (`repoint`). In `--dry-run` it says what it would do instead.
 //!
-//! Clusters do not wait on each other: the waits for new leaders to answer
-//! as writable run side by side, after every other step, and each cluster
-//! is pointed and resumed as soon as its own leader answers.
+//! Clusters do not wait on each other: the steps that can take seconds (a
+//! PAUSE waiting for idle databases, a new leader not yet writable) run side
+//! by side, after the entries and the resumes due now, and each cluster is
+//! pointed and resumed as soon as its own leader answers.
 
 use crate::budget::Budget;
 use crate::config::{Config, PgbouncerConfig};

@@ -237,8 +237,9 @@ pub fn plan(namespace: &str, p: &PgbouncerConfig, o: &Observed) -> Plan {
     for (c, seen) in p.clusters.iter().zip(&o.clusters) {
         cluster(namespace, p, o, c, seen, &mut steps);
     }
-    // apply takes them in this order: what to say, pauses (a stop waits
-    // for them), the entries, resumes, then the new leaders' waits.
+    // In the order apply says and takes them: what to say, then pauses and
+    // adopts, the entries, resumes, new leaders (apply runs the entries and
+    // the resumes first, and the rest side by side).
     steps.sort_by_key(|s| match s {
         Step::Problem(_)
         | Step::Note(_)
