@@ -77,14 +77,10 @@ impl Api {
         }
     }
 
-    /// Polls `url` until the member is a writable primary or `until`
-    /// passes; why it was not, when it did not become one: its last answer
-    /// (or connection error), not the time-out of a try cut short by the end.
-    pub async fn wait_writable(&self, url: &str, until: Instant) -> Result<(), String> {
-        self.wait_ready(url, until, &["primary"]).await.map(|_| ())
-    }
-
-    /// [`Api::wait_writable`] for any of `roles`; `Ok(role)` answered.
+    /// Polls `url` until the member runs as one of `roles` or `until`
+    /// passes; `Ok(role)` answered, or why it did not become one: its last
+    /// answer (or connection error), not the time-out of a try cut short by
+    /// the end.
     pub async fn wait_ready(
         &self,
         url: &str,

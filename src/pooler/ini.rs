@@ -208,11 +208,6 @@ pub fn entry_targets(input: &[u8]) -> std::collections::HashMap<String, Target> 
     out
 }
 
-/// PURE: where the file's `[databases]` entry `name` points ([`entry_targets`]).
-pub fn entry_target(input: &[u8], name: &str) -> Option<Target> {
-    entry_targets(input).remove(name)
-}
-
 /// Checks a host from an untrusted source: an IPv4 or IPv6 literal, or a DNS
 /// name per RFC 1123 (labels of `[A-Za-z0-9-]`, 1-63 bytes, no leading or
 /// trailing `-`, at most 253 bytes in all, no trailing dot).
@@ -823,18 +818,18 @@ mod tests {
     fn entry_target_reads_what_the_file_holds() {
         let f = b"[databases]\nappdb = host=198.51.100.1 port=5433 dbname=x\nq = host='198.51.100.2' port='6000'\nsock = dbname=x\n[pgbouncer]\nappdb = host=bad\n";
         assert_eq!(
-            entry_target(f, "appdb"),
+            entry_targets(f).remove("appdb"),
             Some(Target {
                 host: "198.51.100.1".into(),
                 port: 5433
             })
         );
-        assert_eq!(entry_target(f, "q").map(|t| t.port), Some(6000));
+        assert_eq!(entry_targets(f).remove("q").map(|t| t.port), Some(6000));
         assert_eq!(
-            entry_target(f, "q").map(|t| t.host),
+            entry_targets(f).remove("q").map(|t| t.host),
             Some("198.51.100.2".into())
         );
-        assert_eq!(entry_target(f, "sock"), None);
-        assert_eq!(entry_target(f, "none"), None);
+        assert_eq!(entry_targets(f).remove("sock"), None);
+        assert_eq!(entry_targets(f).remove("none"), None);
     }
 }
