@@ -222,43 +222,25 @@ fn a_pause_without_a_record_is_reported_and_left() {
 /// withdraws its request in its on_restart callback, also on a node with no
 /// vip section (PgBouncer pointed at the leader).
 #[test]
-fn a_primary_back_from_a_restart_withdraws_its_request_without_a_vip_section() {
+fn a_leader_back_from_a_restart_withdraws_its_request_without_a_vip_section() {
     let Some(lab) = Lab::start("10s") else { return };
-    lab.pause_for_a_switchover();
-    let out = lab
-        .hook(&lab.db_config, &["on_restart", "primary", SCOPE])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        lab.consul.kv_get(&lab.key("pause-request")).is_none(),
-        "request left: {}",
-        text(&out)
-    );
-    let out = lab.reconcile();
-    assert!(!lab.paused(), "{}", text(&out));
-}
-
-/// A standby cluster's leader back from a restart (role standby_leader,
-/// no `vip.standby_leader`, so its callback releases any VIP) still leads:
-/// it withdraws its request as a primary does, so the pause ends now, not
-/// at pause_timeout.
-#[test]
-fn a_standby_leader_back_from_a_restart_withdraws_its_request() {
-    let Some(lab) = Lab::start("10s") else { return };
-    lab.pause_for_a_switchover();
-    let out = lab
-        .hook(&lab.db_config, &["on_restart", "standby_leader", SCOPE])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        lab.consul.kv_get(&lab.key("pause-request")).is_none(),
-        "request left: {}",
-        text(&out)
-    );
-    let out = lab.reconcile();
-    assert!(!lab.paused(), "{}", text(&out));
+    // A standby cluster's leader (role standby_leader, no vip.standby_leader,
+    // so its callback releases any VIP) still leads: it withdraws too.
+    for role in ["primary", "standby_leader"] {
+        lab.pause_for_a_switchover();
+        let out = lab
+            .hook(&lab.db_config, &["on_restart", role, SCOPE])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{role}: {}", text(&out));
+        assert!(
+            lab.consul.kv_get(&lab.key("pause-request")).is_none(),
+            "{role}: request left: {}",
+            text(&out)
+        );
+        let out = lab.reconcile();
+        assert!(!lab.paused(), "{role}: {}", text(&out));
+    }
 }
 
 /// An operator's PAUSE is theirs: the hook neither claims nor ends it; a

@@ -92,6 +92,33 @@ fn a_pause_ends_at_pause_timeout_while_the_run_waits_for_the_new_leader() {
     );
 }
 
+/// A client of robin holds a transaction open (PAUSE appdb2 cannot
+/// complete) while robin's old primary asks for a pause; a reconcile runs.
+/// How long after its start batman's appdb was seen resumed (MAX: not within
+/// 8 s), and the run's output.
+fn resumed_beside_a_stuck_pause_of_robin(lab: &Lab) -> (Duration, Output) {
+    let mut client = Client::connect(lab.pgb.port, "appdb2");
+    assert_eq!(client.query_line("BEGIN; SELECT 1;"), "1");
+    lab.consul.kv_put(
+        "service/robin/pause-request",
+        format!(r#"{{"member":"pg1","id":"rr","since":{}}}"#, unix_now()).as_bytes(),
+    );
+    let started = Instant::now();
+    let run = spawn_reconcile(lab, &[]);
+    let mut resumed_after = None;
+    while started.elapsed() < Duration::from_secs(8) {
+        if !lab.paused() {
+            resumed_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = run.wait_with_output().unwrap();
+    drop(client);
+    let resumed_after = resumed_after.unwrap_or(Duration::MAX);
+    (resumed_after, out)
+}
+
 /// Rule: clusters do not wait on each other. A PAUSE of cluster robin that
 /// does not complete (a client holds a transaction open, so PgBouncer waits
 /// for its server connection) runs beside cluster batman's wait for its new
@@ -105,26 +132,7 @@ fn a_stuck_pause_of_one_cluster_does_not_hold_up_anothers_resume() {
     add_robin(&lab);
     lab.pause_for_a_switchover();
     new_leader_pg2(&lab);
-    // A client of robin holds a transaction open: PAUSE appdb2 cannot complete.
-    let mut client = Client::connect(lab.pgb.port, "appdb2");
-    assert_eq!(client.query_line("BEGIN; SELECT 1;"), "1");
-    lab.consul.kv_put(
-        "service/robin/pause-request",
-        format!(r#"{{"member":"pg1","id":"rr","since":{}}}"#, unix_now()).as_bytes(),
-    );
-    let started = Instant::now();
-    let run = spawn_reconcile(&lab, &[]);
-    let mut resumed_after = None;
-    while started.elapsed() < Duration::from_secs(8) {
-        if !lab.paused() {
-            resumed_after = Some(started.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = run.wait_with_output().unwrap();
-    drop(client);
-    let resumed_after = resumed_after.unwrap_or(Duration::MAX);
+    let (resumed_after, out) = resumed_beside_a_stuck_pause_of_robin(&lab);
     assert!(
         resumed_after < Duration::from_millis(2500),
         "batman's new leader was writable at once, but batman was resumed only after {resumed_after:?} (robin's PAUSE held it up); exit {:?}\n{}",
@@ -147,25 +155,7 @@ fn a_stuck_pause_of_one_cluster_does_not_hold_up_anothers_expired_pause() {
     lab.pause_for_a_switchover();
     lab.set_leader("pg2"); // never writable
     std::thread::sleep(Duration::from_millis(3100));
-    let mut client = Client::connect(lab.pgb.port, "appdb2");
-    assert_eq!(client.query_line("BEGIN; SELECT 1;"), "1");
-    lab.consul.kv_put(
-        "service/robin/pause-request",
-        format!(r#"{{"member":"pg1","id":"rr","since":{}}}"#, unix_now()).as_bytes(),
-    );
-    let started = Instant::now();
-    let run = spawn_reconcile(&lab, &[]);
-    let mut resumed_after = None;
-    while started.elapsed() < Duration::from_secs(8) {
-        if !lab.paused() {
-            resumed_after = Some(started.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = run.wait_with_output().unwrap();
-    drop(client);
-    let resumed_after = resumed_after.unwrap_or(Duration::MAX);
+    let (resumed_after, out) = resumed_beside_a_stuck_pause_of_robin(&lab);
     assert!(
         resumed_after < Duration::from_millis(1500),
         "batman's pause was past pause_timeout when the run started, but it was resumed only {resumed_after:?} later; exit {:?}\n{}",
