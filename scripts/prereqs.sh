@@ -85,6 +85,8 @@ missing_debs() {
     command -v lintian >/dev/null 2>&1 || want+=(lintian)
     # the lab's vip-manager variant: Patroni on a real etcd
     command -v etcd >/dev/null 2>&1 || want+=(etcd-server)
+    # tests/examples.rs: etcd-rbac.sh and the etcd watch unit run etcdctl
+    [ -x /usr/bin/etcdctl ] || want+=(etcd-client)
     # the lab's backup scenario and tests/pgbackrest_examples.rs: the repository host and its TLS servers
     command -v pgbackrest >/dev/null 2>&1 || want+=(pgbackrest)
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3-venv)
