@@ -7,12 +7,13 @@
 # one more run.
 #
 #   etcd-rbac.sh [-n NAMESPACE] SCOPE PGBOUNCER_HOST...
+#   etcd-rbac.sh [--namespace NAMESPACE] --scope SCOPE --pgbouncer HOST...
 #
-#   NAMESPACE       Patroni's etcd3 namespace, no trailing slash (default
-#                   $PATRONI_NAMESPACE, then /service)
+#   NAMESPACE       Patroni's etcd3 namespace (default $PATRONI_NAMESPACE,
+#                   then /service); a trailing slash is dropped
 #   SCOPE           Patroni's scope
 #   PGBOUNCER_HOST  the `name` of each PgBouncer host (patroni-hook's `name`,
-#                   default its host name)
+#                   default its host name); --pgbouncer once per host
 #
 # For example, with root's client certificate (CN=root), before and after
 # auth is enabled alike:
@@ -53,31 +54,50 @@ set -eu
 
 usage() {
     echo "usage: $0 [-n NAMESPACE] SCOPE PGBOUNCER_HOST..." >&2
+    echo "       $0 [--namespace NAMESPACE] --scope SCOPE --pgbouncer HOST..." >&2
     exit 2
 }
 
 ns="${PATRONI_NAMESPACE:-/service}"
-while getopts n: opt; do
-    case "$opt" in
-        n) ns="$OPTARG" ;;
-        *) usage ;;
+scope=""
+hosts=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -n | --namespace) [ $# -ge 2 ] || usage; ns="$2"; shift 2 ;;
+        --scope) [ $# -ge 2 ] || usage; scope="$2"; shift 2 ;;
+        --pgbouncer)
+            [ $# -ge 2 ] || usage
+            case "$2" in
+                *[[:space:]]*) echo "error: PgBouncer host '$2': must be a name without blanks" >&2; exit 2 ;;
+            esac
+            hosts="$hosts $2"
+            shift 2
+            ;;
+        --) shift; break ;;
+        -*) usage ;;
+        *) break ;;
     esac
 done
-shift $((OPTIND - 1))
-[ $# -ge 2 ] || usage
-scope="$1"
-shift
+if [ -z "$scope" ]; then
+    [ $# -ge 1 ] || usage
+    scope="$1"
+    shift
+fi
+# Host names hold no blanks (checked below), so a word list is safe.
+# shellcheck disable=SC2086
+set -- $hosts "$@"
+[ $# -ge 1 ] || usage
 ns="${ns%/}"
 case "$ns" in
     /*) ;;
     *) echo "error: namespace $ns: must start with /" >&2; exit 2 ;;
 esac
 case "$scope" in
-    "" | */*) echo "error: scope '$scope': must be a name without /" >&2; exit 2 ;;
+    "" | */* | *[[:space:]]*) echo "error: scope '$scope': must be a name without /" >&2; exit 2 ;;
 esac
 for host in "$@"; do
     case "$host" in
-        "" | */*) echo "error: PgBouncer host '$host': must be a name without /" >&2; exit 2 ;;
+        "" | */* | *[[:space:]]*) echo "error: PgBouncer host '$host': must be a name without /" >&2; exit 2 ;;
     esac
 done
 prefix="$ns/$scope/"
