@@ -76,6 +76,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 export LAB_ROOT="${LAB_ROOT:-/run/patroni-hook-lab}"
 CONSUL_KIND="${LAB_CONSUL:-$LAB_CONSUL_DEFAULT}"
+DCS_KIND="${LAB_DCS:-$LAB_DCS_DEFAULT}"
 PY="$PATRONI_VENV/bin/python"
 LABTOOL="$REPO/scripts/lab/labtool.py"
 VIP="$LAB_VIP"
@@ -95,6 +96,23 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'lab.sh: error: %s\n' "$*" >&2; exit 1; }
 
 addr_of() { local v="LAB_ADDR_$1"; echo "${!v}"; }
+# The kit's systemd template unit that runs reconcile from an etcd watch.
+ETCD_WATCH_UNIT="patroni-hook-etcd-watch@.service"
+# The PgBouncer host's name (its hook.yml `name`): its etcd user is
+# patroni-hook-pgbouncer-<name> (patroni-conf/etcd-rbac.sh).
+PGB_NAME=pgbouncer
+read -r -a ETCD_MEMBERS <<<"$LAB_ETCD_MEMBERS"
+# host:port of every etcd member, comma separated (Patroni's and the hook's `hosts`).
+etcd_hosts() {
+    local m out=()
+    for m in "${ETCD_MEMBERS[@]}"; do out+=("$(addr_of "$m"):$LAB_ETCD_PORT"); done
+    (IFS=,; echo "${out[*]}")
+}
+etcd_endpoints() {
+    local m out=()
+    for m in "${ETCD_MEMBERS[@]}"; do out+=("https://$(addr_of "$m"):$LAB_ETCD_PORT"); done
+    (IFS=,; echo "${out[*]}")
+}
 hosts_of() { local v="LAB_HOSTS_${1//-/_}"; echo "${!v}"; }
 
 # ---- run id, names, state -------------------------------------------------
@@ -117,7 +135,10 @@ load_run() {
     [ -f "$RUN/lab.env" ] || die "no lab with run id $RID ($RUN/lab.env is missing)"
     MANAGER="$(sed -n 's/^LAB_MANAGER=//p' "$RUN/lab.env")"
     CONSUL_KIND="$(sed -n 's/^LAB_CONSUL=//p' "$RUN/lab.env")"
+    DCS_KIND="$(sed -n 's/^LAB_DCS=//p' "$RUN/lab.env")"
+    DCS_KIND="${DCS_KIND:-consul}"
     CONSUL_DIR="$RUN/consul"
+    ETCD_DIR="$RUN/etcd"
 }
 
 new_run_id() { printf 'l%s%04d' "$(date +%H%M%S)" $((RANDOM % 10000)); }
@@ -175,7 +196,10 @@ check_prereqs() {
     case "$manager" in
     hook)
         command -v setcap >/dev/null 2>&1 || missing+=("setcap (libcap2-bin)")
-        if [ "$CONSUL_KIND" = real ]; then
+        if [ "$DCS_KIND" = etcd3 ]; then
+            etcd_prereqs
+            "$PY" -c 'import patroni.dcs.etcd3' 2>/dev/null || missing+=("Patroni's etcd3 extra in $PATRONI_VENV (patroni[etcd3])")
+        elif [ "$CONSUL_KIND" = real ]; then
             # Read whole: `| head -n1` would make consul die of SIGPIPE (pipefail).
             local version
             version="$("$CONSUL_BIN" version 2>/dev/null || true)"
@@ -186,13 +210,25 @@ check_prereqs() {
         ;;
     vip-manager)
         command -v vip-manager >/dev/null 2>&1 || missing+=("vip-manager (Debian package vip-manager)")
-        command -v etcd >/dev/null 2>&1 || missing+=("etcd (Debian package etcd-server)")
+        etcd_prereqs
         "$PY" -c 'import etcd' 2>/dev/null || missing+=("python-etcd in $PATRONI_VENV (patroni[etcd])")
         ;;
     *) die "LAB_VIP_MANAGER must be hook or vip-manager, not '$manager'" ;;
     esac
     if [ "${#missing[@]}" -gt 0 ]; then
+        [ "$manager" != hook ] || manager="hook on $DCS_KIND"
         die "missing prerequisites for the $manager lab: ${missing[*]} (scripts/lab.sh demo installs them)"
+    fi
+}
+
+# What a lab on the three etcd members needs (check_prereqs adds to `missing`).
+etcd_prereqs() {
+    command -v etcd >/dev/null 2>&1 || missing+=("etcd (Debian package etcd-server)")
+    command -v etcdctl >/dev/null 2>&1 || missing+=("etcdctl (Debian package etcd-client)")
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    [ -f "$REPO/patroni-conf/etcd-rbac.sh" ] || missing+=("the kit's patroni-conf/etcd-rbac.sh")
+    if [ "$manager" = hook ] && [ ! -f "$REPO/patroni-conf/$ETCD_WATCH_UNIT" ]; then
+        missing+=("the kit's patroni-conf/$ETCD_WATCH_UNIT")
     fi
 }
 
@@ -200,14 +236,14 @@ check_prereqs() {
 resolve_binaries() {
     HOOK_BIN="${LAB_HOOK_BIN:-}"
     DOUBLE_BIN="${LAB_DOUBLE_BIN:-}"
-    if [ -z "$HOOK_BIN" ] || { [ "$CONSUL_KIND" != real ] && [ -z "$DOUBLE_BIN" ]; }; then
+    if [ -z "$HOOK_BIN" ] || { [ "$CONSUL_KIND" = double ] && [ -z "$DOUBLE_BIN" ]; }; then
         say "building the hook and the Consul double (cargo build --release --workspace --bins)"
         (cd "$REPO" && cargo build --release --workspace --bins --quiet)
         HOOK_BIN="${HOOK_BIN:-$REPO/target/release/patroni-hook}"
         DOUBLE_BIN="${DOUBLE_BIN:-$REPO/target/release/consul-double}"
     fi
     [ -x "$HOOK_BIN" ] || die "no hook binary at $HOOK_BIN"
-    [ "$CONSUL_KIND" = real ] || [ -x "$DOUBLE_BIN" ] || die "no consul-double binary at $DOUBLE_BIN"
+    [ "$CONSUL_KIND" != double ] || [ -x "$DOUBLE_BIN" ] || die "no consul-double binary at $DOUBLE_BIN"
 }
 
 # ---- configuration files --------------------------------------------------
@@ -226,7 +262,18 @@ restapi:
   listen: $addr:$LAB_PATRONI_API_PORT
   connect_address: $addr:$LAB_PATRONI_API_PORT
 EOF
-    if [ "$MANAGER" = hook ] && [ "$CONSUL_KIND" = real ]; then
+    if [ "$MANAGER" = hook ] && [ "$DCS_KIND" = etcd3 ]; then
+        cat <<EOF
+# etcd's v3 API over HTTPS, verified with the lab's CA; Patroni's own client
+# certificate, whose CN is its etcd user (role patroni, patroni-conf/etcd-rbac.sh).
+etcd3:
+  hosts: $(etcd_hosts)
+  protocol: https
+  cacert: $ETCD_DIR/tls/ca.pem
+  cert: $RUN/$n/etcd/patroni.pem
+  key: $RUN/$n/etcd/patroni-key.pem
+EOF
+    elif [ "$MANAGER" = hook ] && [ "$CONSUL_KIND" = real ]; then
         cat <<EOF
 consul:
   # The local agent's HTTPS API, verified with the lab's CA; Patroni's own
@@ -245,9 +292,15 @@ consul:
 EOF
     else
         cat <<EOF
-# Patroni's etcd backend speaks the v2 API, which vip-manager 1.0.2 reads.
+# Patroni's etcd backend speaks the v2 API, the one vip-manager 1.0.2 reads
+# (etcd 3.4 keeps the v2 and v3 keyspaces apart). Over HTTPS with a client
+# certificate, as the hook's lab on etcd3; v2 has no auth of its own here.
 etcd:
-  host: $(addr_of etcd):$LAB_ETCD_PORT
+  hosts: $(etcd_hosts)
+  protocol: https
+  cacert: $ETCD_DIR/tls/ca.pem
+  cert: $RUN/$n/etcd/patroni.pem
+  key: $RUN/$n/etcd/patroni-key.pem
 EOF
     fi
     cat <<EOF
@@ -319,7 +372,21 @@ EOF
 # agent over HTTPS with the lab's CA and this host's token file $1 (policy
 # consul-acl-hook-db.hcl on the database nodes, consul-acl-pgbouncer.hcl on pgb).
 hook_consul_yaml() {
-    if [ "$CONSUL_KIND" = real ]; then
+    if [ "$DCS_KIND" = etcd3 ]; then
+        # $1: the host's directory of etcd files; its client certificate's CN
+        # is its etcd user (patroni-hook-db or patroni-hook-pgbouncer).
+        cat <<EOF
+dcs: etcd3
+etcd3:
+  hosts: $(etcd_hosts)
+  protocol: https
+  cacert: $ETCD_DIR/tls/ca.pem
+  cert: $1/client.pem
+  key: $1/client-key.pem
+  namespace: /$LAB_DCS_NAMESPACE
+  timeout: 2s
+EOF
+    elif [ "$CONSUL_KIND" = real ]; then
         cat <<EOF
 consul:
   url: https://127.0.0.1:$LAB_CONSUL_HTTPS_PORT
@@ -345,7 +412,7 @@ name: $n
 scope: $SCOPE
 deadline: 5s
 lock_file: $RUN/$n/lock/patroni-hook.lock
-$(hook_consul_yaml "$RUN/$n/consul.token")
+$(if [ "$DCS_KIND" = etcd3 ]; then hook_consul_yaml "$RUN/$n/etcd"; else hook_consul_yaml "$RUN/$n/consul.token"; fi)
 vip:
   address: $VIP/$LAB_PREFIX_LEN
   interface: $LAB_IFACE
@@ -407,7 +474,7 @@ name: pgbouncer
 scope: $SCOPE
 deadline: 5s
 lock_file: $d/lock/patroni-hook.lock
-$(hook_consul_yaml "$d/consul.token")
+$(if [ "$DCS_KIND" = etcd3 ]; then hook_consul_yaml "$d/etcd"; else hook_consul_yaml "$d/consul.token"; fi)
 pgbouncer:
   ini: $d/pgbouncer.ini
   pidfile: $d/pgbouncer.pid
@@ -460,27 +527,128 @@ start_safety_net() {
 }
 
 # vip-manager 1.0.2 (Debian), flags checked against `vip-manager --help`: etcd
-# is its default DCS type and it reads the key through etcd's v2 keys API.
+# is its default DCS type and it reads the key through etcd's v2 keys API;
+# over HTTPS with the lab's CA and a client certificate of its own.
 # It runs as root, as Debian's unit runs it.
 start_vip_manager() {
     local n="$1" interval="$2"
     spawn "$n-vip-manager" "$(ns_of "$n")" vip-manager --ip "$VIP" --netmask "$LAB_PREFIX_LEN" \
         --interface "$LAB_IFACE" --trigger-key "/$LAB_DCS_NAMESPACE/$SCOPE/leader" --trigger-value "$n" \
-        --dcs-type etcd --dcs-endpoints "http://$(addr_of etcd):$LAB_ETCD_PORT" --interval "$interval"
+        --dcs-type etcd --dcs-endpoints "$(etcd_endpoints)" --etcd-ca-file "$ETCD_DIR/tls/ca.pem" \
+        --etcd-cert-file "$ETCD_DIR/tls/client-vip-manager.pem" --etcd-key-file "$ETCD_DIR/tls/client-vip-manager-key.pem" \
+        --interval "$interval"
 }
 
-start_etcd() {
-    local addr
-    addr="$(addr_of etcd)"
-    mkdir -p "$RUN/etcd"
-    chown nobody:nogroup "$RUN/etcd"
-    # One member; peers on its loopback. --enable-v2: Patroni's etcd backend
-    # and vip-manager 1.0.2 both use the v2 API.
-    spawn etcd "$(ns_of etcd)" setpriv --reuid=nobody --regid=nogroup --clear-groups -- \
-        etcd --name lab --data-dir "$RUN/etcd/data" \
-        --listen-client-urls "http://$addr:$LAB_ETCD_PORT" --advertise-client-urls "http://$addr:$LAB_ETCD_PORT" \
-        --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-        --initial-cluster lab=http://127.0.0.1:2380 --enable-v2=true
+# ---- etcd (LAB_DCS=etcd3, and the vip-manager variant) ---------------------------
+
+# etcdctl (v3 API) in the client namespace against every member, as etcd's
+# root user: the client certificate whose CN is root (the lab's own reads,
+# the RBAC set-up, `scripts/lab.sh kv`).
+etcdctl_root() {
+    in_client env ETCDCTL_API=3 etcdctl --endpoints "$(etcd_endpoints)" --cacert "$ETCD_DIR/tls/ca.pem" \
+        --cert "$ETCD_DIR/tls/client-root.pem" --key "$ETCD_DIR/tls/client-root-key.pem" \
+        --dial-timeout 2s --command-timeout 5s "$@"
+}
+
+# The TLS files (scripts/provision/etcd-certs.sh): a certificate per member
+# (client and peer URLs) and a client certificate per etcd user, its CN the
+# user; each host gets the ones it uses, readable by the user that uses them.
+etcd_files() {
+    local m specs=() n
+    for m in "${ETCD_MEMBERS[@]}"; do specs+=("member:$m=$(addr_of "$m")"); done
+    bash "$REPO/scripts/provision/etcd-certs.sh" "$ETCD_DIR/tls" "${specs[@]}" \
+        client:patroni client:patroni-hook-db "client:patroni-hook-pgbouncer-$PGB_NAME" client:root client:vip-manager >/dev/null
+    chmod 0755 "$ETCD_DIR" "$ETCD_DIR/tls"
+    # etcd runs as nobody, as Debian's unit runs it as etcd.
+    for m in "${ETCD_MEMBERS[@]}"; do chown nobody:nogroup "$ETCD_DIR/tls/$m-key.pem"; done
+    for n in "${NODES[@]}"; do
+        mkdir -p "$RUN/$n/etcd"
+        install -o postgres -g postgres -m 0644 "$ETCD_DIR/tls/client-patroni.pem" "$RUN/$n/etcd/patroni.pem"
+        install -o postgres -g postgres -m 0600 "$ETCD_DIR/tls/client-patroni-key.pem" "$RUN/$n/etcd/patroni-key.pem"
+        if [ "$MANAGER" = hook ]; then
+            install -o postgres -g postgres -m 0644 "$ETCD_DIR/tls/client-patroni-hook-db.pem" "$RUN/$n/etcd/client.pem"
+            install -o postgres -g postgres -m 0600 "$ETCD_DIR/tls/client-patroni-hook-db-key.pem" "$RUN/$n/etcd/client-key.pem"
+        fi
+    done
+    if [ "$MANAGER" = hook ]; then
+        mkdir -p "$RUN/pgbouncer/etcd"
+        install -o postgres -g postgres -m 0644 "$ETCD_DIR/tls/client-patroni-hook-pgbouncer-$PGB_NAME.pem" "$RUN/pgbouncer/etcd/client.pem"
+        install -o postgres -g postgres -m 0600 "$ETCD_DIR/tls/client-patroni-hook-pgbouncer-$PGB_NAME-key.pem" "$RUN/pgbouncer/etcd/client-key.pem"
+    fi
+}
+
+# Three members, each in its namespace, as nobody: TLS for clients and peers,
+# both verified with the lab's CA (--client-cert-auth: a client certificate
+# is required, and with auth on its CN is the etcd user), the v2 API enabled
+# (the vip-manager variant's Patroni and vip-manager use it; etcd 3.4 keeps
+# its keys apart from v3's).
+start_etcd_member() {
+    local m="$1" addr cluster=() x tls="$ETCD_DIR/tls"
+    addr="$(addr_of "$m")"
+    for x in "${ETCD_MEMBERS[@]}"; do cluster+=("$x=https://$(addr_of "$x"):$LAB_ETCD_PEER_PORT"); done
+    mkdir -p "$ETCD_DIR/$m"
+    chown nobody:nogroup "$ETCD_DIR/$m"
+    chmod 0700 "$ETCD_DIR/$m"
+    spawn "etcd-$m" "$(ns_of "$m")" setpriv --reuid=nobody --regid=nogroup --clear-groups -- \
+        etcd --name "$m" --data-dir "$ETCD_DIR/$m/data" \
+        --listen-client-urls "https://$addr:$LAB_ETCD_PORT" --advertise-client-urls "https://$addr:$LAB_ETCD_PORT" \
+        --listen-peer-urls "https://$addr:$LAB_ETCD_PEER_PORT" --initial-advertise-peer-urls "https://$addr:$LAB_ETCD_PEER_PORT" \
+        --initial-cluster "$(IFS=,; echo "${cluster[*]}")" --initial-cluster-state new --initial-cluster-token "lab-$RID" \
+        --client-cert-auth --trusted-ca-file "$tls/ca.pem" --cert-file "$tls/$m.pem" --key-file "$tls/$m-key.pem" \
+        --peer-client-cert-auth --peer-trusted-ca-file "$tls/ca.pem" --peer-cert-file "$tls/$m.pem" --peer-key-file "$tls/$m-key.pem" \
+        --enable-v2=true
+}
+
+start_etcd_cluster() {
+    local m end=$((SECONDS + 60))
+    for m in "${ETCD_MEMBERS[@]}"; do start_etcd_member "$m"; done
+    until etcdctl_root endpoint health >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$end" ] || die "timed out after 60s waiting for the three etcd members to be healthy (see $RUN/logs/etcd-*.log)"
+        sleep 0.2
+    done
+    etcd_rbac
+}
+
+# The kit's patroni-conf/etcd-rbac.sh, as its header says to run it (etcd's
+# root user by its client certificate): the users and roles patroni,
+# patroni-hook-db and patroni-hook-pgbouncer-<PgBouncer host>, then auth on.
+etcd_rbac() {
+    say "etcd users and roles: patroni-conf/etcd-rbac.sh -n /$LAB_DCS_NAMESPACE $SCOPE $PGB_NAME (then auth enable)"
+    in_client env ETCDCTL_API=3 ETCDCTL_ENDPOINTS="$(etcd_endpoints)" ETCDCTL_CACERT="$ETCD_DIR/tls/ca.pem" \
+        ETCDCTL_CERT="$ETCD_DIR/tls/client-root.pem" ETCDCTL_KEY="$ETCD_DIR/tls/client-root-key.pem" \
+        sh "$REPO/patroni-conf/etcd-rbac.sh" -n "/$LAB_DCS_NAMESPACE" "$SCOPE" "$PGB_NAME" \
+        >>"$RUN/logs/etcd-rbac.log" 2>&1 || die "patroni-conf/etcd-rbac.sh failed (see $RUN/logs/etcd-rbac.log)"
+}
+
+# The kit's watch unit on host $1 (db1..3, or pgb for the PgBouncer host, whose
+# files are under pgbouncer/): the lab cannot run systemd, so labtool's
+# run-unit runs the unit's ExecStart* command lines (%i the scope, the
+# EnvironmentFile rendered for the lab) in the host's namespace and starts
+# ExecStart again when it exits, as Restart= does.
+start_etcd_watch() {
+    local host="$1" name="$1" dir env
+    [ "$host" != pgb ] || name=pgbouncer
+    dir="$RUN/$name"
+    env="$dir/etcd/patroni-hook-etcd-watch"
+    # The kit's /etc/default/patroni-hook-etcd-watch with this host's values.
+    sed -e "s|^ETCDCTL_ENDPOINTS=.*|ETCDCTL_ENDPOINTS=$(etcd_endpoints)|" \
+        -e "s|^ETCDCTL_CACERT=.*|ETCDCTL_CACERT=$ETCD_DIR/tls/ca.pem|" \
+        -e "s|^ETCDCTL_CERT=.*|ETCDCTL_CERT=$dir/etcd/client.pem|" \
+        -e "s|^ETCDCTL_KEY=.*|ETCDCTL_KEY=$dir/etcd/client-key.pem|" \
+        -e "s|^PATRONI_NAMESPACE=.*|PATRONI_NAMESPACE=/$LAB_DCS_NAMESPACE|" \
+        "$REPO/patroni-conf/patroni-hook-etcd-watch.default" >"$env"
+    # The unit's hook reads /etc/patroni-hook/config.yml, here this host's
+    # hook.yml ($PATRONI_HOOK_CONFIG); its log lines to the watch's log.
+    # The PgBouncer host keeps the unit's NoNewPrivileges=yes (the hook's file
+    # capabilities unused); a database node's reconcile moves the VIP, so
+    # there it runs as the node's other reconciles do (see docs/lab.md).
+    local nnp=()
+    [ "$host" != pgb ] || nnp=(--no-new-privs)
+    spawn "$name-watch" "$(ns_of "$host")" env LAB_ROOT="$LAB_ROOT" LAB_RUN_ID="$RID" "$PY" "$LABTOOL" run-unit \
+        --unit "$REPO/patroni-conf/$ETCD_WATCH_UNIT" --instance "$SCOPE" \
+        --env-file "/etc/default/patroni-hook-etcd-watch=$env" "${nnp[@]}" \
+        --setenv "PATRONI_HOOK_CONFIG=$dir/hook.yml" --setenv PATRONI_HOOK_LOG_STDERR=1 \
+        --replace "/usr/bin/patroni-hook=$RUN/bin/patroni-hook"
 }
 
 # The double runs in the Consul namespace; each watch handler acts in another
@@ -673,15 +841,22 @@ cmd_up() {
     fi
     CONSUL_KIND="${LAB_CONSUL:-$LAB_CONSUL_DEFAULT}"
     case "$CONSUL_KIND" in double | real) ;; *) die "LAB_CONSUL (--consul) must be double or real, not '$CONSUL_KIND'" ;; esac
-    [ "$MANAGER" = hook ] || CONSUL_KIND=""
+    DCS_KIND="${LAB_DCS:-$LAB_DCS_DEFAULT}"
+    case "$DCS_KIND" in consul | etcd3) ;; *) die "LAB_DCS (--dcs) must be consul or etcd3, not '$DCS_KIND'" ;; esac
+    # vip-manager runs on the etcd members (their v2 API) whatever LAB_DCS says.
+    [ "$MANAGER" = hook ] || DCS_KIND=etcd3
+    [ "$DCS_KIND" = consul ] || [ "$BACKUP$LEGACY" = 00 ] || die "LAB_BACKUP and LAB_LEGACY need the hook variant on Consul (LAB_DCS=consul)"
+    [ "$DCS_KIND" = consul ] || CONSUL_KIND=""
     check_prereqs "$MANAGER"
-    CONSUL_VERSION=""
+    CONSUL_VERSION="" ETCD_VERSION=""
     [ "$CONSUL_KIND" != real ] || CONSUL_VERSION="$("$CONSUL_BIN" version | sed -n '1s/^Consul v//p')"
+    [ "$DCS_KIND" != etcd3 ] || ETCD_VERSION="$(etcd --version | sed -n 's/^etcd Version: //p')"
     set_run "${LAB_RUN_ID:-$(new_run_id)}"
     CONSUL_DIR="$RUN/consul"
+    ETCD_DIR="$RUN/etcd"
     [ ! -e "$RUN" ] || die "a lab with run id $RID exists ($RUN); run: LAB_RUN_ID=$RID scripts/lab.sh down"
     [ "$MANAGER" = vip-manager ] || resolve_binaries
-    say "lab $RID in $RUN (VIP managed by $MANAGER)"
+    say "lab $RID in $RUN (VIP managed by $MANAGER, on $DCS_KIND)"
     mkdir -p "$RUN"/{bin,pids,logs,events}
     chmod 0755 "$LAB_ROOT" "$RUN" "$RUN/bin" "$RUN/logs"
     cat >"$RUN/lab.env" <<EOF
@@ -694,6 +869,8 @@ LAB_BACKUP=$BACKUP
 LAB_LEGACY=$LEGACY
 LAB_CONSUL=$CONSUL_KIND
 LAB_CONSUL_VERSION=$CONSUL_VERSION
+LAB_DCS=$DCS_KIND
+LAB_ETCD_VERSION=$ETCD_VERSION
 EOF
     echo "$RID" >"$LAB_ROOT/current"
     chown postgres:postgres "$RUN/logs"
@@ -714,6 +891,7 @@ EOF
     local sw host ns hosts
     hosts="$(hosts_of "$MANAGER")"
     [ "$CONSUL_KIND" != real ] || hosts="$LAB_HOSTS_hook_real"
+    [ "$MANAGER$DCS_KIND" != hooketcd3 ] || hosts="$LAB_HOSTS_hook_etcd3"
     [ "$BACKUP" != 1 ] || hosts="$hosts $LAB_HOSTS_backup"
     sw="$(ns_of "$LAB_SWITCH")"
     ip netns add "$sw"
@@ -736,6 +914,7 @@ EOF
     # its CA and tokens.
     local n
     [ "$CONSUL_KIND" != real ] || consul_real_files
+    [ "$DCS_KIND" != etcd3 ] || etcd_files
     for n in "${NODES[@]}"; do
         mkdir -p "$RUN/$n/lock"
         patroni_yaml "$n" >"$RUN/$n/patroni.yml"
@@ -751,17 +930,16 @@ EOF
         LAB_RUN_ID="$RID" "$PY" "$LABTOOL" backup-setup
     fi
 
-    if [ "$MANAGER" = hook ] && [ "$CONSUL_KIND" = real ]; then
+    if [ "$DCS_KIND" = etcd3 ]; then
+        say "etcd $ETCD_VERSION: members ${ETCD_MEMBERS[*]} (HTTPS :$LAB_ETCD_PORT, client certificates, v2 API enabled)"
+        start_etcd_cluster
+    elif [ "$MANAGER" = hook ] && [ "$CONSUL_KIND" = real ]; then
         say "Consul $CONSUL_VERSION: servers $LAB_CONSUL_SERVERS, agents on $LAB_CONSUL_CLIENTS (ACLs default deny, HTTPS :$LAB_CONSUL_HTTPS_PORT); the agents' watches run reconcile"
         start_consul_real
     elif [ "$MANAGER" = hook ]; then
         say "Consul double on $(addr_of consul):$LAB_CONSUL_PORT, watches on $LAB_DCS_NAMESPACE/$SCOPE/leader run reconcile on ${NODES[*]} and pgb"
         start_consul_double
         wait_http "the Consul double" "http://$(addr_of consul):$LAB_CONSUL_PORT/v1/status/leader" 20
-    else
-        say "etcd $(etcd --version | sed -n 's/^etcd Version: //p') on $(addr_of etcd):$LAB_ETCD_PORT (v2 API enabled)"
-        start_etcd
-        wait_http "etcd" "http://$(addr_of etcd):$LAB_ETCD_PORT/health" 30
     fi
     # Fault injection for tests/e2e.rs: `down` must clean up after a partial `up`.
     [ "${LAB_FAIL_AFTER:-}" != dcs ] || die "stopping after the DCS (LAB_FAIL_AFTER=dcs)"
@@ -774,6 +952,12 @@ EOF
         return 0
     fi
     if [ "$MANAGER" = hook ]; then
+        if [ "$DCS_KIND" = etcd3 ]; then
+            local watch_hosts=(pgb)
+            [ "${LAB_NODE_WATCHES:-1}" != 1 ] || watch_hosts+=("${NODES[@]}")
+            say "the kit's $ETCD_WATCH_UNIT on ${watch_hosts[*]} (labtool run-unit: its command lines, restarted as Restart= does)"
+            for n in "${watch_hosts[@]}"; do start_etcd_watch "$n"; done
+        fi
         start_safety_net pgbouncer "$(ns_of pgb)" "$RUN/pgbouncer/hook.yml" "$PGB_SAFETY_NET_INTERVAL"
     else
         say "vip-manager on ${NODES[*]}, interval $interval ms"
@@ -863,7 +1047,7 @@ cmd_down() {
     say "taking lab $RID down"
     local n f pid problems=0
     # Measuring helpers, timers and vip-managers first, so nothing reacts to the shutdown.
-    for f in "$RUN"/pids/ev-*.pid "$RUN"/pids/*-safety-net.pid "$RUN"/pids/*-vip-manager.pid; do
+    for f in "$RUN"/pids/ev-*.pid "$RUN"/pids/*-safety-net.pid "$RUN"/pids/*-watch.pid "$RUN"/pids/*-vip-manager.pid; do
         [ -e "$f" ] || continue
         stop_named "$(basename "$f" .pid)" TERM 10
     done
@@ -898,11 +1082,16 @@ cmd_down() {
         for n in $group; do stop_named "consul-$n" TERM 10; done
     done
     stop_named etcd TERM 10
+    for n in $LAB_ETCD_MEMBERS; do
+        pid="$(pid_of "etcd-$n" 2>/dev/null || true)"
+        if alive "$pid"; then kill -TERM "$pid"; fi
+    done
+    for n in $LAB_ETCD_MEMBERS; do stop_named "etcd-$n" TERM 10; done
     # Anything still running inside the lab's namespaces was started by the lab
     # (a backend, a callback, a watch handler, a sleep of a timer): by pid, then
     # the namespaces. Hosts of both variants: a partial lab may have either.
     local hosts=() host namespaces=()
-    read -r -a hosts <<<"$LAB_HOSTS_hook $LAB_HOSTS_hook_real $LAB_HOSTS_vip_manager $LAB_HOSTS_backup"
+    read -r -a hosts <<<"$LAB_HOSTS_hook $LAB_HOSTS_hook_real $LAB_HOSTS_hook_etcd3 $LAB_HOSTS_vip_manager $LAB_HOSTS_backup"
     for host in "${hosts[@]}"; do
         [[ " ${namespaces[*]} " == *" $(ns_of "$host") "* ]] || namespaces+=("$(ns_of "$host")")
     done
@@ -957,17 +1146,27 @@ usage() {
 main() {
     [ $# -ge 1 ] || usage
     # --consul KIND anywhere after the command: LAB_CONSUL for the labs it brings up.
-    local args=() a
+    local args=() a dcs=""
     while [ $# -gt 0 ]; do
         a="$1"
         shift
         case "$a" in
         --consul) [ $# -ge 1 ] || die "--consul needs double or real"; export LAB_CONSUL="$1"; shift ;;
         --consul=*) export LAB_CONSUL="${a#--consul=}" ;;
+        # bench takes a list (--dcs consul,etcd3): its own option, passed on.
+        --dcs) [ $# -ge 1 ] || die "--dcs needs consul or etcd3"; dcs="$1"; shift ;;
+        --dcs=*) dcs="${a#--dcs=}" ;;
         *) args+=("$a") ;;
         esac
     done
     set -- "${args[@]}"
+    if [ -n "$dcs" ]; then
+        if [ "${1:-}" = bench ]; then
+            set -- "$@" --dcs "$dcs"
+        else
+            export LAB_DCS="$dcs"
+        fi
+    fi
     [ $# -ge 1 ] || usage
     case "$1" in -h | --help | help) usage ;; esac
     as_root "$0" "$@"
@@ -988,6 +1187,20 @@ main() {
     enable-reconcile) cmd_enable_reconcile "$@" ;;
     vip-manager-interval) cmd_vip_manager_interval "$@" ;;
     check-prereqs) need_root; check_prereqs "${1:-hook}" ;;
+    kv)
+        need_root
+        load_run
+        if [ "$DCS_KIND" = etcd3 ] && [ "$MANAGER" = hook ]; then
+            # etcd's v3 keys (Patroni's etcd3 layout: /<namespace>/<scope>/...).
+            [ $# -eq 1 ] || die "kv takes one key"
+            local key="$1"
+            [ "${key:0:1}" = / ] || key="/$key"
+            ETCD_DIR="$RUN/etcd"
+            etcdctl_root get --print-value-only "$key" | tr -d '\n'
+        else
+            exec "$PY" "$LABTOOL" kv "$@"
+        fi
+        ;;
     consul)
         need_root
         load_run

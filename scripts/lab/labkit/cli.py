@@ -9,7 +9,8 @@ with the Patroni virtualenv's Python (it has psycopg):
 
 Internal commands (INTERNAL), run by lab.sh or by a measurement inside the
 lab's client namespace: sample, load, reads (the probes), wait-healthy,
-prepare-db, consul-configs, kv, backup-setup, backup-stanza-create.
+prepare-db, consul-configs, kv, run-unit (a systemd unit's command lines, the
+etcd3 lab's watch unit), backup-setup, backup-stanza-create.
 """
 
 import argparse
@@ -25,6 +26,7 @@ from .netns import in_netns
 from .runlab import Lab, kit_consul_config, show_status, wait_healthy
 from .scenarios import SCENARIOS, scenario_module
 from .topology import Topology
+from .unit import cmd_run_unit
 
 
 def cmd_event(topo, kind, argv):
@@ -74,6 +76,7 @@ def cmd_kv(lab, argv):
 INTERNAL = {
     "consul-configs": cmd_consul_configs,
     "kv": cmd_kv,
+    "run-unit": cmd_run_unit,
     "sample": cmd_sample,
     "load": cmd_load,
     "prepare-db": cmd_prepare_db,

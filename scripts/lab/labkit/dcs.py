@@ -1,6 +1,8 @@
 """The lab's DCS as its clients read it: Consul's KV (the double over HTTP,
-or real Consul over HTTPS with a token; a token makes a read blocking) or
-etcd's v2 keys API (the vip-manager variant), and plain HTTP GETs (Patroni's
+or real Consul over HTTPS with a token; a token makes a read blocking),
+etcd's v3 API through its JSON gateway (the hook's lab on etcd3) or etcd's
+v2 keys API (the vip-manager variant), both on the three members over HTTPS
+with the lab's root client certificate; and plain HTTP GETs (Patroni's
 REST API)."""
 
 import base64
@@ -72,12 +74,14 @@ class EtcdV2:
     """etcd's v2 keys API, the one Patroni's etcd backend and vip-manager
     1.0.2 use; a token makes the read a watch (wait=true&waitIndex)."""
 
+    tls = None
+
     def __init__(self, hostport):
         self.hostport = hostport
 
     def read(self, key, token=None, wait_s=2.0):
         if token is None:
-            status, resp, body = http_get(self.hostport, f"/v2/keys/{key}", 5.0)
+            status, resp, body = http_get(self.hostport, f"/v2/keys/{key}", 5.0, self.tls)
             nxt = int(resp.getheader("X-Etcd-Index", "0")) + 1
             if status == 404:
                 return None, nxt
@@ -85,7 +89,7 @@ class EtcdV2:
                 raise OSError(f"GET /v2/keys/{key}: HTTP {status}")
             return json.loads(body)["node"].get("value"), nxt
         try:
-            status, _resp, body = http_get(self.hostport, f"/v2/keys/{key}?wait=true&waitIndex={token}", wait_s)
+            status, _resp, body = http_get(self.hostport, f"/v2/keys/{key}?wait=true&waitIndex={token}", wait_s, self.tls)
         except (TimeoutError, socket.timeout):
             return self.read(key)  # nothing changed meanwhile: a plain read
         if status != 200:  # 400 "event index cleared" and the like: a plain read
@@ -94,3 +98,128 @@ class EtcdV2:
         node = ev.get("node", {})
         value = None if ev.get("action") in ("delete", "expire", "compareAndDelete") else node.get("value")
         return value, int(node.get("modifiedIndex", token)) + 1
+
+
+class _Hosts:
+    """Members tried in turn (the one that answered last first), each over
+    HTTPS with the lab's CA and a client certificate (etcd's
+    --client-cert-auth; with auth on, the certificate's CN is the user)."""
+
+    def __init__(self, hostports, tls):
+        self.hostports = list(hostports)
+        self.tls = tls
+
+    def each(self, fn):
+        """fn(hostport) on the first member that answers; the last error when none does."""
+        err = None
+        for hp in list(self.hostports):
+            try:
+                got = fn(hp)
+            except (OSError, http.client.HTTPException) as e:
+                err = e
+                continue
+            if hp != self.hostports[0]:
+                self.hostports.remove(hp)
+                self.hostports.insert(0, hp)
+            return got
+        raise err if err else OSError("no etcd member to ask")
+
+
+class EtcdV2Tls(EtcdV2):
+    """EtcdV2 on the three members over HTTPS (the vip-manager variant)."""
+
+    def __init__(self, hostports, tls):
+        self.hosts = _Hosts(hostports, tls)
+        self.tls = tls
+
+    def read(self, key, token=None, wait_s=2.0):
+        def on(hp):
+            self.hostport = hp
+            return EtcdV2.read(self, key, token, wait_s)
+        return self.hosts.each(on)
+
+
+class EtcdV3:
+    """etcd's v3 API through its JSON gateway (POST /v3/kv/range, /v3/watch),
+    the one Patroni's etcd3 backend and the hook use; keys are Patroni's
+    etcd3 layout, /<namespace>/<scope>/<name> (a key given without its
+    leading slash gets one). A token (a revision) makes the read a watch from
+    that revision, bounded by wait_s."""
+
+    def __init__(self, hostports, tls):
+        self.hosts = _Hosts(hostports, tls)
+        self.tls = tls
+
+    @staticmethod
+    def _key(key):
+        return key if key.startswith("/") else "/" + key
+
+    def _post(self, hp, path, body, timeout):
+        host, port = hp.rsplit(":", 1)
+        conn = http.client.HTTPSConnection(host, int(port), timeout=timeout, context=self.tls)
+        try:
+            conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200:
+                raise OSError(f"POST {path} on {hp}: HTTP {resp.status}: {data[:200]!r}")
+            return json.loads(data)
+        finally:
+            conn.close()
+
+    def range(self, key, timeout=3.0):
+        """(value or None, revision of the store) of one key."""
+        k = base64.b64encode(self._key(key).encode()).decode()
+        out = self.hosts.each(lambda hp: self._post(hp, "/v3/kv/range", {"key": k}, timeout))
+        rev = int(out.get("header", {}).get("revision", 0))
+        kvs = out.get("kvs") or []
+        value = base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None
+        return value, rev
+
+    def read(self, key, token=None, wait_s=2.0):
+        if token is None:
+            value, rev = self.range(key)
+            return value, rev + 1
+        try:
+            got = self.hosts.each(lambda hp: self._watch(hp, key, token, wait_s))
+        except (OSError, http.client.HTTPException, ValueError):
+            got = None
+        if got is None:  # nothing within wait_s, or the watch failed: a plain read
+            return self.read(key)
+        return got
+
+    def _watch(self, hp, key, start, wait_s):
+        """The first change of `key` at or after revision `start`: (value, next
+        token); None when nothing changed within wait_s or the revision was compacted."""
+        host, port = hp.rsplit(":", 1)
+        conn = http.client.HTTPSConnection(host, int(port), timeout=wait_s, context=self.tls)
+        k = base64.b64encode(self._key(key).encode()).decode()
+        try:
+            conn.request("POST", "/v3/watch", body=json.dumps({"create_request": {"key": k, "start_revision": start}}),
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise OSError(f"POST /v3/watch on {hp}: HTTP {resp.status}")
+            while True:
+                try:
+                    line = resp.readline()
+                except (TimeoutError, socket.timeout):
+                    return None
+                if not line:
+                    raise OSError(f"the watch on {hp} ended")
+                if not line.strip():
+                    continue
+                msg = json.loads(line)
+                if "error" in msg:
+                    raise OSError(f"watch on {hp}: {msg['error']}")
+                res = msg.get("result", {})
+                if res.get("compact_revision") not in (None, "0", 0) or res.get("canceled"):
+                    return None
+                for ev in res.get("events") or []:
+                    kv = ev.get("kv", {})
+                    nxt = int(kv.get("mod_revision", start)) + 1
+                    if ev.get("type") == "DELETE":
+                        return None, nxt
+                    return base64.b64decode(kv.get("value", "")).decode(), nxt
+        finally:
+            conn.close()

@@ -17,7 +17,7 @@ import time
 
 from . import reports
 from .base import DEFAULT_ROOT, LAB_SH, LabError, PATRONICTL, REPO, alive, load_lines, signals_ignored, wait_for
-from .dcs import Consul, EtcdV2, http_json
+from .dcs import Consul, EtcdV2Tls, EtcdV3, http_json
 from .measure import Sampler
 from .netns import in_netns
 from .topology import parse_env_file
@@ -47,7 +47,37 @@ class Lab:
         # Which Consul the hook's lab runs on: "double" or "real" ("" for vip-manager).
         self.consul_kind = state.get("LAB_CONSUL", "double" if self.manager == "hook" else "")
         self.consul_version = state.get("LAB_CONSUL_VERSION") or None
+        # Which DCS: "consul" or "etcd3" (the three etcd members; the
+        # vip-manager variant runs there too, its Patroni on their v2 API).
+        self.dcs_kind = state.get("LAB_DCS") or ("consul" if self.manager == "hook" else "etcd3")
+        self.etcd_version = state.get("LAB_ETCD_VERSION") or None
         reports.CONSUL_RAN_ON = self.consul
+        reports.DCS_RAN_ON = self.dcs_record
+        reports.ETCD_API = self.etcd_api
+
+    @property
+    def on_etcd3(self):
+        """The hook's lab on etcd3 (Patroni and the hook on the v3 API)."""
+        return self.manager == "hook" and self.dcs_kind == "etcd3"
+
+    @property
+    def etcd_members(self):
+        return self.topo.get("LAB_ETCD_MEMBERS").split() if self.dcs_kind == "etcd3" else []
+
+    def etcd_member_pids(self):
+        return {h: self.pid(f"etcd-{h}") for h in self.etcd_members}
+
+    @property
+    def dcs_record(self):
+        """Which DCS, as every JSON the lab writes records it ("dcs")."""
+        return self.dcs_kind
+
+    @property
+    def etcd_api(self):
+        """The etcd API Patroni uses: v3 (hook) or v2 (vip-manager); None on Consul."""
+        if self.dcs_kind != "etcd3":
+            return None
+        return "v3" if self.manager == "hook" else "v2"
 
     @property
     def consul_servers(self):
@@ -67,7 +97,9 @@ class Lab:
         """Which Consul, in words (titles of the results)."""
         if self.consul_kind == "real":
             return f"Consul {self.consul_version}"
-        return "the Consul double" if self.consul_kind == "double" else "etcd"
+        if self.consul_kind == "double":
+            return "the Consul double"
+        return f"etcd {self.etcd_version or '3.4'} (three members, Patroni on its {self.etcd_api} API)"
 
     @property
     def consul(self):
@@ -111,16 +143,21 @@ class Lab:
 
     def dcs(self):
         """The DCS as seen from the client namespace: the double at its
-        address, or the client host's own Consul agent over HTTPS with the
-        management token."""
+        address, the client host's own Consul agent over HTTPS with the
+        management token, or the etcd members (v3 for the hook, v2 for
+        vip-manager) with root's client certificate."""
         t = self.topo
         if self.manager == "hook" and self.consul_kind == "real":
             ctx = ssl.create_default_context(cafile=self.path("consul", "tls", "ca.pem"))
             token = open(self.path("consul", "tokens", "master")).read().strip()
             return Consul(f"127.0.0.1:{t.get('LAB_CONSUL_HTTPS_PORT')}", tls=ctx, token=token)
-        if self.manager == "hook":
-            return Consul(f"{t.addr('consul')}:{t.consul_port}")
-        return EtcdV2(f"{t.addr('etcd')}:{t.etcd_port}")
+        if self.dcs_kind == "etcd3":
+            # Every member over HTTPS, as etcd's root user (client certificate CN=root).
+            ctx = ssl.create_default_context(cafile=self.path("etcd", "tls", "ca.pem"))
+            ctx.load_cert_chain(self.path("etcd", "tls", "client-root.pem"), self.path("etcd", "tls", "client-root-key.pem"))
+            hosts = [f"{t.addr(m)}:{t.etcd_port}" for m in self.etcd_members]
+            return EtcdV3(hosts, ctx) if self.manager == "hook" else EtcdV2Tls(hosts, ctx)
+        return Consul(f"{t.addr('consul')}:{t.consul_port}")
 
     def conninfo(self, target, user="lab"):
         t = self.topo
@@ -218,13 +255,16 @@ def wait_healthy(lab, timeout):
 
 
 @contextlib.contextmanager
-def lab_session(topo, manager, rid=None, interval_ms=None, pause_on=None, extra_env=None):
+def lab_session(topo, manager, rid=None, interval_ms=None, pause_on=None, extra_env=None, dcs=None):
     """A lab of the given variant brought up for a scenario and always taken
     down afterwards (also when the scenario fails or is interrupted).
-    `extra_env`: more LAB_* settings for `up` (LAB_BACKUP, LAB_LEGACY)."""
+    `extra_env`: more LAB_* settings for `up` (LAB_BACKUP, LAB_LEGACY);
+    `dcs`: consul or etcd3 (LAB_DCS; else what the environment says)."""
     rid = rid or new_run_id()
     root = os.environ.get("LAB_ROOT") or DEFAULT_ROOT
     env = {"LAB_RUN_ID": rid, "LAB_ROOT": root, "LAB_VIP_MANAGER": manager, **(extra_env or {})}
+    if dcs:
+        env["LAB_DCS"] = dcs
     if interval_ms:
         env["LAB_VIP_MANAGER_INTERVAL"] = str(interval_ms)
     if pause_on:
@@ -258,6 +298,8 @@ def set_vip_manager_interval(lab, interval_ms):
 def show_status(lab):
     topo = lab.topo
     print(f"lab {lab.rid} in {lab.run}, VIP managed by {lab.label}, on {lab.consul_label}")
+    if lab.dcs_kind == "etcd3":
+        print(f"  etcd members: {', '.join(lab.etcd_members)} (HTTPS :{topo.etcd_port}, client certificates)")
     for f in sorted(os.listdir(lab.path("pids"))):
         pid = lab.pid(f[:-4])
         print(f"  {f[:-4]}: pid {pid} {'running' if alive(pid) else 'gone'}")

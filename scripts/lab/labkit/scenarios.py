@@ -16,8 +16,9 @@ from .runlab import lab_session, lab_sh, set_vip_manager_interval, show_status
 
 
 def scenario_demo(topo, argv):
-    """Up (hook variant), a switchover, a failover and a Patroni-only kill with
-    their timelines, a summary table (target/lab-demo.{md,json}), down."""
+    """Up (hook variant, on the DCS LAB_DCS names: --dcs consul|etcd3), a
+    switchover, a failover and a Patroni-only kill with their timelines, a
+    summary table (target/lab-demo.{md,json}), down."""
     if argv:
         raise LabError(f"demo takes no arguments (got {' '.join(argv)})")
     started = time.time()
@@ -42,6 +43,9 @@ def scenario_bench(topo, argv):
     ap.add_argument("--events", default="switchover,failover,kill-patroni,stop-primary")
     ap.add_argument("--managers", default="hook,vip-manager",
                     help="hook, vip-manager (both intervals), vip-manager-1000ms, vip-manager-100ms")
+    ap.add_argument("--dcs", default=os.environ.get("LAB_DCS") or "consul",
+                    help="consul, etcd3 or both (consul,etcd3): the hook runs on each; vip-manager on "
+                         "the etcd members (their v2 API) whatever this says, once")
     ap.add_argument("--pause-on", default=os.environ.get("LAB_PAUSE_ON") or "switchover",
                     help="the hook's pgbouncer.pause_on, a comma list: one hook lab each (default switchover)")
     a = ap.parse_args(argv)
@@ -71,11 +75,18 @@ def scenario_bench(topo, argv):
             raise LabError(f"--managers: unknown manager {m!r} (hook, vip-manager, vip-manager-<ms>ms)")
     if not plan:
         raise LabError("--managers: empty")
+    dcss = [d for d in a.dcs.split(",") if d]
+    for d in dcss:
+        if d not in ("consul", "etcd3"):
+            raise LabError(f"--dcs: {d!r} is not consul or etcd3")
+    if not dcss:
+        raise LabError("--dcs: empty")
     for variant in plan:
-        lab_sh("check-prereqs", variant, timeout=60)
+        for d in (dcss if variant == "hook" else ["etcd3"]):
+            lab_sh("check-prereqs", variant, env={"LAB_DCS": d}, timeout=60)
     started = time.time()
     results, failures = [], []
-    title = (f"scripts/lab.sh bench --n {a.n} --events {','.join(events)} --managers {a.managers} "
+    title = (f"scripts/lab.sh bench --n {a.n} --events {','.join(events)} --managers {a.managers} --dcs {','.join(dcss)} "
              f"--pause-on {','.join(pause_ons)}, "
              f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs")
 
@@ -83,19 +94,20 @@ def scenario_bench(topo, argv):
         rows = summarize(results, failures)
         md = markdown(rows, title)
         if failures:
-            md += "\nEvents that did not complete:\n\n" + "".join(f"- {m} {k}: {w}\n" for m, k, w in failures)
+            md += "\nEvents that did not complete:\n\n" + "".join(f"- {d} {m} {k}: {w}\n" for d, m, k, w in failures)
         paths = write_results("bench", rows, md)
         with open(os.path.join(out_dir(), "lab-bench-events.json"), "w") as f:
             json.dump(with_consul(results), f, indent=1)
         return md, paths
 
-    labs = []  # (variant, intervals, pause_on): one lab each
+    labs = []  # (dcs, variant, intervals, pause_on): one lab each
     for variant, intervals in plan.items():
-        for p in (pause_ons if variant == "hook" else [None]):
-            labs.append((variant, intervals, p))
+        for d in (dcss if variant == "hook" else ["etcd3"]):
+            for p in (pause_ons if variant == "hook" else [None]):
+                labs.append((d, variant, intervals, p))
     try:
-        for variant, intervals, pause_on in labs:
-            with lab_session(topo, variant, interval_ms=intervals[0], pause_on=pause_on) as lab:
+        for dcs, variant, intervals, pause_on in labs:
+            with lab_session(topo, variant, interval_ms=intervals[0], pause_on=pause_on, dcs=dcs) as lab:
                 kind = "vip-manager-interval"
                 try:
                     for interval in intervals:
@@ -104,13 +116,13 @@ def scenario_bench(topo, argv):
                             set_vip_manager_interval(lab, interval)
                         for i in range(a.n):
                             for kind in events:
-                                say(f"bench: {lab.label} {kind} {i + 1}/{a.n}")
+                                say(f"bench: {dcs} {lab.label} {kind} {i + 1}/{a.n}")
                                 results.append(run_event(lab, kind))
                                 save()
                 except LabError as e:
                     # The lab may be in any state now: no more events on it.
                     print(f"labtool: {e}; no more events on lab {lab.rid}", file=sys.stderr)
-                    failures.append((lab.label, kind, str(e)))
+                    failures.append((dcs, lab.label, kind, str(e)))
     finally:
         md, paths = save()
     print(md)
