@@ -4,8 +4,8 @@
 use crate::budget::{self, Budget};
 use crate::cli::{Invocation, Request};
 use crate::config::{self, Config};
-use crate::dcs::consul::Consul;
 use crate::dcs::keys::{LeaderKey, ScopeKeys, ScopeView};
+use crate::dcs::Dcs;
 use crate::error::{Error, Kind};
 use crate::node::plan::{self, Action, Role, Trigger};
 use crate::report::Report;
@@ -63,7 +63,7 @@ pub fn main(inv: Invocation) -> i32 {
         );
     let run = async {
         // Built inside the runtime: reqwest's client needs one.
-        let consul = Consul::new(&cfg.consul, budget.consul_until);
+        let consul = Dcs::new(&cfg.dcs, budget.consul_until);
         match inv.request {
             Request::Callback { action, role, .. } => Outcome::Run(Box::new(
                 callback(
@@ -201,7 +201,7 @@ fn need_scope(scope: Option<&str>) -> Result<&str, Error> {
 
 async fn callback(
     cfg: &Config,
-    consul: &Consul,
+    consul: &Dcs,
     action: Action,
     role: Role,
     scope: Option<&str>,
@@ -250,7 +250,7 @@ async fn callback(
 }
 
 /// `status`: what this host holds and what Consul says.
-async fn status(cfg: &Config, consul: &Consul, scope: Option<&str>, json: bool) -> i32 {
+async fn status(cfg: &Config, consul: &Dcs, scope: Option<&str>, json: bool) -> i32 {
     let mut out = serde_json::Map::new();
     let mut worst: Option<Kind> = None;
     let mut bump = |k: Kind| worst = Some(worst.map_or(k, |w: Kind| w.max(k)));
@@ -258,7 +258,7 @@ async fn status(cfg: &Config, consul: &Consul, scope: Option<&str>, json: bool) 
     out.insert("config".into(), cfg.path.display().to_string().into());
     if let Some(scope) = scope {
         out.insert("scope".into(), scope.into());
-        let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
+        let keys = ScopeKeys::new(cfg.dcs.namespace(), scope);
         let view = match consul.list_scope(&keys.prefix, &keys.leader, false).await {
             Ok(es) => Some(ScopeView::read(&es, &keys)),
             Err(e) => {
@@ -410,7 +410,7 @@ fn print_text(v: &serde_json::Value, indent: &str) {
 /// do what this host's commands will do, without changing any key (a read,
 /// or a check-and-set no key can match). One line per key; exit 1 when the
 /// token lacks any, 75 when Consul cannot be asked now.
-async fn check_access(cfg: &Config, consul: &Consul) -> i32 {
+async fn check_access(cfg: &Config, consul: &Dcs) -> i32 {
     let db_scope = cfg.scope.as_deref();
     let pgb_scopes: Vec<&str> = cfg
         .pgbouncer
@@ -418,7 +418,7 @@ async fn check_access(cfg: &Config, consul: &Consul) -> i32 {
         .map(|p| p.clusters.iter().map(|c| c.scope.as_str()).collect())
         .unwrap_or_default();
     let needed = crate::dcs::keys::needed_access(
-        &cfg.consul.namespace,
+        cfg.dcs.namespace(),
         &cfg.name,
         db_scope,
         cfg.vip.is_some(),
@@ -427,10 +427,11 @@ async fn check_access(cfg: &Config, consul: &Consul) -> i32 {
     // The callbacks get their scope from Patroni; without `scope` in the
     // file their keys cannot be named here, and saying nothing of them
     // would read as a pass.
+    let tag = cfg.dcs.section();
     let mut worst: Option<Kind> = None;
     if db_scope.is_none() && (cfg.vip.is_some() || pgb_scopes.is_empty()) {
         out::line(format_args!(
-            "consul access: not checked: {} sets no `scope`, so the keys this node's callbacks use (<namespace>/<scope>/...) cannot be named; set `scope:` (Patroni passes the same one to the callbacks)",
+            "{tag} access: not checked: {} sets no `scope`, so the keys this node's callbacks use (<namespace>/<scope>/...) cannot be named; set `scope:` (Patroni passes the same one to the callbacks)",
             cfg.path.display()
         ));
         worst = Some(Kind::Usage);
@@ -442,16 +443,16 @@ async fn check_access(cfg: &Config, consul: &Consul) -> i32 {
         };
         match &result {
             Ok(()) => out::line(format_args!(
-                "consul access: {} {}: ok ({})",
+                "{tag} access: {} {}: ok ({})",
                 n.access, n.key, n.why
             )),
             // No answer is no verdict: "NO" is for what Consul refused.
             Err(e) if e.kind() == Kind::Temporary => out::line(format_args!(
-                "consul access: {} {}: not checked ({}): {e}",
+                "{tag} access: {} {}: not checked ({}): {e}",
                 n.access, n.key, n.why
             )),
             Err(e) => out::line(format_args!(
-                "consul access: {} {}: NO ({}): {e}",
+                "{tag} access: {} {}: NO ({}): {e}",
                 n.access, n.key, n.why
             )),
         }
@@ -466,12 +467,12 @@ async fn check_access(cfg: &Config, consul: &Consul) -> i32 {
     scopes.sort_unstable();
     scopes.dedup();
     for scope in scopes {
-        let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
+        let keys = ScopeKeys::new(cfg.dcs.namespace(), scope);
         if let Ok(es) = consul.list_scope(&keys.prefix, &keys.leader, false).await {
             if es.is_empty() {
                 out::line(format_args!(
-                    "warning: nothing at all in Consul under {} (check consul.namespace {:?} and the scope {scope:?}, or has Patroni not bootstrapped this cluster yet?)",
-                    keys.prefix, cfg.consul.namespace
+                    "warning: nothing at all in {} under {} (check {tag}.namespace {:?} and the scope {scope:?}, or has Patroni not bootstrapped this cluster yet?)",
+                    cfg.dcs.name(), keys.prefix, cfg.dcs.namespace()
                 ));
             }
         }
@@ -483,20 +484,23 @@ async fn check_access(cfg: &Config, consul: &Consul) -> i32 {
 /// everything any command would refuse in it, each naming the command
 /// (exit 2, as that command would); a summary and warnings about settings
 /// that hurt a switchover.
-async fn check_config(cfg: &Config, consul: &Consul) -> i32 {
+async fn check_config(cfg: &Config, consul: &Dcs) -> i32 {
     let mut refused: Vec<String> = config::refusals(cfg)
         .iter()
         .map(|r| format!("{}: {}; {}", r.key, r.why, r.commands))
         .collect();
     let mut warnings = Vec::new();
     let share = budget::consul_share(cfg.deadline);
-    if cfg.consul.timeout > share {
+    if cfg.dcs.timeout() > share {
         warnings.push(format!(
-            "consul.timeout: {} does not fit in deadline {}: a Consul call is cut to {} so that the local steps keep {} (a promotion against a hanging Consul still adds the VIP)",
-            humantime::format_duration(cfg.consul.timeout),
+            "{}.timeout: {} does not fit in deadline {}: a {} call is cut to {} so that the local steps keep {} (a promotion against a hanging {} still adds the VIP)",
+            cfg.dcs.section(),
+            humantime::format_duration(cfg.dcs.timeout()),
             humantime::format_duration(cfg.deadline),
+            cfg.dcs.name(),
             humantime::format_duration(share),
             humantime::format_duration(budget::reserve(cfg.deadline)),
+            cfg.dcs.name(),
         ));
     }
     if let Some(v) = &cfg.vip {
@@ -551,8 +555,10 @@ async fn check_config(cfg: &Config, consul: &Consul) -> i32 {
     }
     out::line(format_args!("node name: {}", cfg.name));
     out::line(format_args!(
-        "consul: {} (namespace {})",
-        cfg.consul.url, cfg.consul.namespace
+        "{}: {} (namespace {})",
+        cfg.dcs.section(),
+        cfg.dcs.urls(),
+        cfg.dcs.namespace()
     ));
     if let Some(v) = &cfg.vip {
         out::line(format_args!(

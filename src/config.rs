@@ -11,12 +11,15 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod etcd3;
+pub use etcd3::Etcd3Config;
+
 /// Where the configuration is looked for when neither `--config` nor
 /// `$PATRONI_HOOK_CONFIG` names one.
 pub const DEFAULT_PATH: &str = "/etc/patroni-hook/config.yml";
 
-/// The shortest `consul.timeout`: a round trip to a local agent takes a
-/// millisecond or two, a consistent read a few more.
+/// The shortest `consul.timeout` or `etcd3.timeout`: a round trip to a
+/// local agent takes a millisecond or two, a consistent read a few more.
 const MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Default lock file; its directory comes from the shipped tmpfiles.d entry,
@@ -53,8 +56,8 @@ pub struct Config {
     pub deadline: Duration,
     /// The per-host lock serialising runs.
     pub lock_file: PathBuf,
-    /// How to reach Consul.
-    pub consul: ConsulConfig,
+    /// Where Patroni keeps its state, and how to reach it.
+    pub dcs: DcsConfig,
     /// VIP management on this host, if any.
     pub vip: Option<VipConfig>,
     /// PgBouncer management on this host, if any.
@@ -118,6 +121,65 @@ pub enum AdminHost {
     Socket(PathBuf),
     /// A TCP host.
     Tcp(String),
+}
+
+/// The DCS Patroni keeps its state in (`dcs:`), and how to reach it.
+#[derive(Debug, Clone)]
+pub enum DcsConfig {
+    /// The `consul` section.
+    Consul(ConsulConfig),
+    /// The `etcd3` section.
+    Etcd3(Etcd3Config),
+}
+
+impl DcsConfig {
+    /// The prefix of Patroni's keys: `service` on Consul, `/service` on etcd.
+    pub fn namespace(&self) -> &str {
+        match self {
+            DcsConfig::Consul(c) => &c.namespace,
+            DcsConfig::Etcd3(e) => &e.namespace,
+        }
+    }
+
+    /// Its section in the file, for messages naming a key (`consul.namespace`).
+    pub fn section(&self) -> &'static str {
+        match self {
+            DcsConfig::Consul(_) => "consul",
+            DcsConfig::Etcd3(_) => "etcd3",
+        }
+    }
+
+    /// The DCS as an operator names it in a message.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DcsConfig::Consul(_) => "Consul",
+            DcsConfig::Etcd3(_) => "etcd",
+        }
+    }
+
+    /// The per-call timeout.
+    pub fn timeout(&self) -> Duration {
+        match self {
+            DcsConfig::Consul(c) => c.timeout,
+            DcsConfig::Etcd3(e) => e.timeout,
+        }
+    }
+
+    /// Where it is reached: the agent's URL, or the etcd members'.
+    pub fn urls(&self) -> String {
+        match self {
+            DcsConfig::Consul(c) => c.url.clone(),
+            DcsConfig::Etcd3(e) => e.urls.join(","),
+        }
+    }
+
+    /// The Consul section, when Consul is the DCS.
+    pub fn consul(&self) -> Option<&ConsulConfig> {
+        match self {
+            DcsConfig::Consul(c) => Some(c),
+            DcsConfig::Etcd3(_) => None,
+        }
+    }
 }
 
 /// How to reach Consul.
@@ -200,8 +262,11 @@ struct RawConfig {
     scope: Option<String>,
     deadline: Option<String>,
     lock_file: Option<PathBuf>,
+    dcs: Option<String>,
     #[serde(default, deserialize_with = "present")]
     consul: Option<Option<RawConsul>>,
+    #[serde(default, deserialize_with = "present")]
+    etcd3: Option<Option<etcd3::RawEtcd3>>,
     #[serde(default, deserialize_with = "present")]
     vip: Option<Option<RawVip>>,
     #[serde(default, deserialize_with = "present")]
@@ -449,12 +514,39 @@ pub fn from_str(
         ));
     }
 
-    let consul = consul(
-        path,
-        section(path, "consul", raw.consul)?.unwrap_or_default(),
-        env,
-        read_token,
-    )?;
+    let consul = section(path, "consul", raw.consul)?;
+    let etcd = section(path, "etcd3", raw.etcd3)?;
+    let dcs = match (raw.dcs.as_deref().map(str::trim), consul, etcd) {
+        (Some("consul") | None, c, None) => {
+            DcsConfig::Consul(self::consul(path, c.unwrap_or_default(), env, read_token)?)
+        }
+        (Some("etcd3") | None, None, Some(e)) => {
+            DcsConfig::Etcd3(etcd3::etcd3(path, e, read_token)?)
+        }
+        (Some("etcd3"), _, None) => {
+            return Err(bad(
+                "etcd3",
+                "expected with dcs: etcd3 (at least the etcd members' hosts)",
+            ))
+        }
+        (Some("consul"), _, Some(_)) => {
+            return Err(bad("etcd3", "set, but dcs says consul: remove one of them"))
+        }
+        (Some("etcd3"), Some(_), Some(e)) => {
+            // Both written with the choice made: the other section is kept
+            // for a move between the two, and ignored.
+            DcsConfig::Etcd3(etcd3::etcd3(path, e, read_token)?)
+        }
+        (None, Some(_), Some(_)) => {
+            return Err(bad(
+                "dcs",
+                "expected consul or etcd3: both sections are set",
+            ))
+        }
+        (Some(_), _, _) => {
+            return Err(bad("dcs", "expected consul or etcd3"));
+        }
+    };
 
     let vip = section(path, "vip", raw.vip)?
         .map(|v| vip(path, v))
@@ -476,7 +568,7 @@ pub fn from_str(
         scope: raw.scope,
         deadline,
         lock_file,
-        consul,
+        dcs,
         vip,
         pgbouncer,
         before_stop,
@@ -788,29 +880,35 @@ fn consul_token(
             .as_ref()
             .map(|t| Secret(t.trim().to_string())));
     };
-    let t = read_token(&tf).map_err(|e| {
-        Error::config(
-            path,
-            "consul.token_file",
-            format!("cannot read {}: {e}", tf.display()),
-        )
-    })?;
-    // An editor's byte-order mark is no part of the token.
+    read_secret(path, "consul.token_file", &tf, read_token).map(Some)
+}
+
+/// A secret held in a file (`key` names the setting): trimmed, not empty,
+/// no control characters.
+fn read_secret(
+    path: &Path,
+    key: &str,
+    file: &Path,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<Secret, Error> {
+    let t = read(file)
+        .map_err(|e| Error::config(path, key, format!("cannot read {}: {e}", file.display())))?;
+    // An editor's byte-order mark is no part of the secret.
     let t = t.trim_start_matches('\u{feff}').trim().to_string();
     if t.is_empty() {
         Err(Error::config(
             path,
-            "consul.token_file",
-            format!("{} is empty", tf.display()),
+            key,
+            format!("{} is empty", file.display()),
         ))
     } else if t.chars().any(|c| c.is_control()) {
         Err(Error::config(
             path,
-            "consul.token_file",
-            format!("{} holds control characters", tf.display()),
+            key,
+            format!("{} holds control characters", file.display()),
         ))
     } else {
-        Ok(Some(Secret(t)))
+        Ok(Secret(t))
     }
 }
 
@@ -919,7 +1017,15 @@ pgbouncer:
         assert_eq!(c.scope.as_deref(), Some("postgres"));
         assert_eq!(c.deadline, Duration::from_secs(5));
         assert_eq!(
-            c.consul.token.as_ref().unwrap().as_ref().unwrap().expose(),
+            c.dcs
+                .consul()
+                .unwrap()
+                .token
+                .as_ref()
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .expose(),
             "s3cret-token"
         );
         let vip = c.vip.unwrap();
@@ -934,9 +1040,9 @@ pgbouncer:
     fn defaults_apply() {
         let c = parse("{}").unwrap();
         assert_eq!(c.name, "pg1");
-        assert_eq!(c.consul.url, "http://127.0.0.1:8500");
-        assert_eq!(c.consul.namespace, "service");
-        assert_eq!(c.consul.timeout, Duration::from_secs(2));
+        assert_eq!(c.dcs.consul().unwrap().url, "http://127.0.0.1:8500");
+        assert_eq!(c.dcs.consul().unwrap().namespace, "service");
+        assert_eq!(c.dcs.consul().unwrap().timeout, Duration::from_secs(2));
         assert_eq!(c.deadline, Duration::from_secs(5));
         assert!(c.vip.is_none() && c.pgbouncer.is_none());
     }
@@ -1009,8 +1115,11 @@ pgbouncer:
         // Kept for the first Consul call, so a release can still remove the VIP.
         let e = parse("consul:\n  token_file: /missing\n")
             .unwrap()
-            .consul
+            .dcs
+            .consul()
+            .unwrap()
             .token
+            .clone()
             .unwrap_err()
             .to_string();
         assert!(
@@ -1030,7 +1139,18 @@ pgbouncer:
             &|_: &Path| Ok("\u{feff}s3cret-token\r\n".into()),
         )
         .unwrap();
-        assert_eq!(c.consul.token.unwrap().unwrap().expose(), "s3cret-token");
+        assert_eq!(
+            c.dcs
+                .consul()
+                .unwrap()
+                .token
+                .as_ref()
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "s3cret-token"
+        );
     }
 
     #[test]
@@ -1045,7 +1165,18 @@ pgbouncer:
             &|_: &Path| unreachable!(),
         )
         .unwrap();
-        assert_eq!(c.consul.token.unwrap().unwrap().expose(), "envtok");
+        assert_eq!(
+            c.dcs
+                .consul()
+                .unwrap()
+                .token
+                .as_ref()
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "envtok"
+        );
     }
 
     #[test]

@@ -7,14 +7,14 @@
 
 use crate::budget::Budget;
 use crate::config::Config;
-use crate::dcs::consul::Consul;
+use crate::dcs::Dcs;
 use crate::error::Error;
 use crate::node::plan::Trigger;
 use crate::report::Report;
 use crate::{node::vip, pooler::host};
 
 /// Runs reconcile; returns how it ended and what it did.
-pub async fn run(cfg: &Config, consul: &Consul, budget: Budget, dry_run: bool) -> Report {
+pub async fn run(cfg: &Config, consul: &Dcs, budget: Budget, dry_run: bool) -> Report {
     let mut report = Report::default();
     if cfg.vip.is_none() && cfg.pgbouncer.is_none() {
         report.fail(Error::usage(format!(

@@ -9,17 +9,14 @@
 //! message carries it.
 
 use crate::config::ConsulConfig;
-use crate::dcs::Entry;
+use crate::dcs::{http, Entry};
 use crate::error::{Error, Result};
 use base64::Engine as _;
 use serde::Deserialize;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-/// The largest answer read from Consul. A recursive read of a namespace with
-/// 1,000 Patroni clusters (leader, three members, config, history, status...)
-/// is a few MiB of JSON; past this the answer is refused, not buffered.
-pub const MAX_ANSWER: usize = 32 * 1024 * 1024;
+pub use super::http::MAX_ANSWER;
 
 #[derive(Deserialize)]
 struct RawEntry {
@@ -52,33 +49,11 @@ impl Consul {
     /// Builds the client; `deadline` is when the Consul part of the run must
     /// end. Setup errors surface on the first call.
     pub fn new(cfg: &ConsulConfig, deadline: Instant) -> Self {
-        let mut broken = None;
-        let mut builder = reqwest::Client::builder()
-            // The agent is local; a proxy from the environment must not be used.
-            .no_proxy()
-            // The token goes to the configured agent and nowhere else: a
-            // redirect, even to the same host, is an answer, not a route.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(cfg.timeout)
-            .pool_max_idle_per_host(1)
-            .user_agent(concat!("patroni-hook/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &cfg.ca_file {
-            match crate::tls::read_ca(ca, "consul.ca_file") {
-                Ok(certs) => {
-                    for c in certs {
-                        builder = builder.add_root_certificate(c);
-                    }
-                }
-                Err(e) => broken = Some(e),
-            }
-        }
-        let client = match builder.build() {
-            Ok(c) => c,
-            Err(e) => {
-                broken.get_or_insert(Error::failed("building the Consul HTTP client", e));
-                reqwest::Client::new()
-            }
-        };
+        let (client, mut broken) = http::client(
+            cfg.timeout,
+            cfg.ca_file.as_deref().map(|ca| (ca, "consul.ca_file")),
+            None,
+        );
         let token = match &cfg.token {
             Ok(None) => None,
             Err(e) => {
@@ -348,14 +323,7 @@ impl Consul {
 
     /// The timeout for the next call: the per-call timeout, cut to the time left.
     fn call_timeout(&self, what: &str) -> Result<Duration> {
-        let left = self
-            .deadline
-            .get()
-            .saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Error::temporary(what, "run deadline reached"));
-        }
-        Ok(self.timeout.min(left))
+        http::call_timeout(self.timeout, self.deadline.get(), what)
     }
 
     async fn send(
@@ -371,105 +339,29 @@ impl Consul {
         }
         let timeout = self.call_timeout(what)?;
         let url = format!("{}/v1/kv/{}{}", self.base, encode_key(key), query);
-        let mut req = self.client.request(method, url).timeout(timeout);
+        let mut req = self.client.request(method, url);
         if let Some(t) = &self.token {
             req = req.header("X-Consul-Token", t.clone());
         }
         if let Some(b) = body {
             req = req.body(b);
         }
-        // The whole call, including the body read below, is also bounded by
-        // tokio's timer: reqwest's timeout covers it, this is belt and braces.
-        match tokio::time::timeout(timeout + Duration::from_millis(50), req.send()).await {
-            Err(_) => Err(Error::temporary(
-                what,
-                format!("no answer within {}", fmt_dur(timeout)),
-            )),
-            Ok(Err(e)) => Err(self.transport_error(what, &e, timeout)),
-            Ok(Ok(r)) => Ok(r),
+        http::send(req, timeout, what, &self.ca())
+            .await
+            .map_err(|e| e.error)
+    }
+
+    fn ca(&self) -> http::Ca<'_> {
+        http::Ca {
+            key: "consul.ca_file",
+            file: self.ca_file.as_ref(),
         }
     }
 
-    async fn body(&self, mut resp: reqwest::Response, what: &str) -> Result<Vec<u8>> {
+    async fn body(&self, resp: reqwest::Response, what: &str) -> Result<Vec<u8>> {
         let timeout = self.call_timeout(what)?;
-        if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
-            return Err(too_large(what));
-        }
-        let read = async {
-            let mut out = Vec::new();
-            while let Some(chunk) = resp.chunk().await? {
-                if out.len() + chunk.len() > MAX_ANSWER {
-                    return Ok(None);
-                }
-                out.extend_from_slice(&chunk);
-            }
-            Ok(Some(out))
-        };
-        match tokio::time::timeout(timeout, read).await {
-            Err(_) => Err(Error::temporary(what, "answer body not received in time")),
-            Ok(Err(e)) => Err(self.transport_error(what, &e, timeout)),
-            Ok(Ok(None)) => Err(too_large(what)),
-            Ok(Ok(Some(b))) => Ok(b),
-        }
+        http::body(resp, timeout, what, &self.ca()).await
     }
-
-    /// A transport error, naming `consul.ca_file` when it is TLS verification.
-    fn transport_error(&self, what: &str, e: &reqwest::Error, timeout: Duration) -> Error {
-        if let Some(tls) = tls_cause(e) {
-            let ca = match &self.ca_file {
-                Some(p) => format!("consul.ca_file {}", p.display()),
-                None => "no consul.ca_file".to_string(),
-            };
-            return match tls {
-                rustls::Error::InvalidCertificate(_) => Error::failed(
-                    what,
-                    format!("TLS verification failed (trusting only {ca}): {tls}"),
-                ),
-                _ => Error::failed(
-                    what,
-                    format!(
-                        "TLS handshake failed (does the agent speak https at this address?): {tls}"
-                    ),
-                ),
-            };
-        }
-        transport_error(what, e, timeout)
-    }
-}
-
-fn too_large(what: &str) -> Error {
-    Error::failed(
-        what,
-        format!(
-            "answer larger than {} MiB; refused",
-            MAX_ANSWER / 1024 / 1024
-        ),
-    )
-}
-
-/// The rustls error among a transport error's causes: a certificate the CA
-/// file does not vouch for, or a name the certificate does not cover.
-/// hyper-util wraps it in an `io::Error` inside another `io::Error`, whose
-/// `source()` skips the wrapped error itself, so `get_ref` is followed too.
-fn tls_cause(e: &reqwest::Error) -> Option<rustls::Error> {
-    fn find(e: &(dyn std::error::Error + 'static), depth: u8) -> Option<rustls::Error> {
-        if depth > 16 {
-            return None;
-        }
-        if let Some(t) = e.downcast_ref::<rustls::Error>() {
-            return Some(t.clone());
-        }
-        if let Some(inner) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            if let Some(t) = find(inner, depth + 1) {
-                return Some(t);
-            }
-        }
-        e.source().and_then(|s| find(s, depth + 1))
-    }
-    std::error::Error::source(e).and_then(|s| find(s, 0))
 }
 
 fn check_status(status: reqwest::StatusCode, body: &[u8], what: &str) -> Result<()> {
@@ -513,29 +405,6 @@ fn check_status(status: reqwest::StatusCode, body: &[u8], what: &str) -> Result<
     } else {
         Err(Error::failed(what, cause))
     }
-}
-
-fn transport_error(what: &str, e: &reqwest::Error, timeout: Duration) -> Error {
-    if e.is_timeout() {
-        return Error::temporary(what, format!("no answer within {}", fmt_dur(timeout)));
-    }
-    // reqwest's Display hides the cause ("error sending request"); walk the chain
-    // for the part an operator needs ("Connection refused").
-    let mut cause = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        cause = s.to_string();
-        src = s.source();
-    }
-    if e.is_connect() || e.is_request() || e.is_body() {
-        Error::temporary(what, format!("unreachable: {cause}"))
-    } else {
-        Error::failed(what, cause)
-    }
-}
-
-fn fmt_dur(d: Duration) -> String {
-    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
 }
 
 /// Percent-encodes a key path, keeping `/` (Patroni writes member names and

@@ -5,8 +5,8 @@
 //! the verb prints the plan instead.
 
 use crate::config::VipConfig;
-use crate::dcs::consul::Consul;
 use crate::dcs::keys::HolderRecord;
+use crate::dcs::Dcs;
 use crate::error::{Error, Kind};
 use crate::node::announce;
 use crate::node::netlink::Netlink;
@@ -141,12 +141,7 @@ impl<'a> Local<'a> {
 
 /// Carries out a record step with check-and-set; `me` is this node.
 /// `Ok(false)`: the record changed since it was read (the cas was refused).
-pub async fn record(
-    step: &RecordStep,
-    consul: &Consul,
-    key: &str,
-    me: &str,
-) -> Result<bool, Error> {
+pub async fn record(step: &RecordStep, consul: &Dcs, key: &str, me: &str) -> Result<bool, Error> {
     match step {
         RecordStep::Write { cas, owned } => {
             let record = HolderRecord {

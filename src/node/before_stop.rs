@@ -19,8 +19,8 @@
 
 use crate::budget::Budget;
 use crate::config::Config;
-use crate::dcs::consul::Consul;
 use crate::dcs::keys::{shown, LeaderKey, PauseRequest, ScopeKeys, ScopeView};
+use crate::dcs::Dcs;
 use crate::error::{Error, Kind};
 use crate::report::Report;
 use crate::{node::vip, note, out};
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 /// `before-stop`.
 pub async fn run(
     cfg: &Config,
-    consul: &Consul,
+    consul: &Dcs,
     scope: Option<&str>,
     dry_run: bool,
     budget: Budget,
@@ -52,7 +52,7 @@ pub async fn run(
         };
         vip::release_local(&run, &mut report).await;
     }
-    let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
+    let keys = ScopeKeys::new(cfg.dcs.namespace(), scope);
     let started = Instant::now();
     let until = (started + cfg.before_stop.wait).min(budget.end);
     consul.set_deadline(until);
@@ -138,7 +138,7 @@ struct Wait<'a> {
 /// `before_stop.confirmations` of them have come or `w.until` has passed;
 /// either way PostgreSQL stops after, and a short count is a temporary
 /// outcome in `report`.
-async fn wait_for_pause(cfg: &Config, consul: &Consul, w: &Wait<'_>, report: &mut Report) {
+async fn wait_for_pause(cfg: &Config, consul: &Dcs, w: &Wait<'_>, report: &mut Report) {
     let keys = w.keys;
     let wait = humantime::format_duration(cfg.before_stop.wait);
     let mut confirmed: Vec<String> = Vec::new();
@@ -203,8 +203,8 @@ async fn wait_for_pause(cfg: &Config, consul: &Consul, w: &Wait<'_>, report: &mu
 
 /// In a primary's callback without a vip section: deletes a pause request
 /// that is done with (the vip path does the same in `vip::converge`).
-pub async fn withdraw(cfg: &Config, consul: &Consul, scope: &str, budget: Budget) {
-    let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
+pub async fn withdraw(cfg: &Config, consul: &Dcs, scope: &str, budget: Budget) {
+    let keys = ScopeKeys::new(cfg.dcs.namespace(), scope);
     consul.set_deadline(budget.end);
     let view = match consul.list_scope(&keys.prefix, &keys.leader, false).await {
         Ok(es) => ScopeView::read(&es, &keys),

@@ -11,8 +11,8 @@
 
 use crate::budget::Budget;
 use crate::config::{Config, VipConfig};
-use crate::dcs::consul::Consul;
 use crate::dcs::keys::{ScopeKeys, ScopeView};
+use crate::dcs::Dcs;
 use crate::error::{Error, Kind};
 use crate::node::apply::{self, Local};
 use crate::node::plan::{self, ConsulView, Intent, Observed, Owned, Plan, Trigger, VipStep, Want};
@@ -37,7 +37,7 @@ pub struct Run<'a> {
     /// The scope.
     pub scope: &'a str,
     /// The Consul client.
-    pub consul: &'a Consul,
+    pub consul: &'a Dcs,
     /// The run's budget.
     pub budget: Budget,
     /// Print the plan, change nothing.
@@ -45,7 +45,7 @@ pub struct Run<'a> {
 }
 
 /// Reads the scope: one recursive read, as a view the planner takes.
-pub async fn read_view(consul: &Consul, keys: &ScopeKeys, consistent: bool) -> ConsulView {
+pub async fn read_view(consul: &Dcs, keys: &ScopeKeys, consistent: bool) -> ConsulView {
     match consul
         .list_scope(&keys.prefix, &keys.leader, consistent)
         .await
@@ -64,7 +64,7 @@ pub async fn read_view(consul: &Consul, keys: &ScopeKeys, consistent: bool) -> C
 /// local state could not be read).
 pub async fn converge(run: &Run<'_>, trigger: Trigger, report: &mut Report) -> Option<Plan> {
     let ticket = Ticket::now();
-    let keys = ScopeKeys::new(&run.cfg.consul.namespace, run.scope);
+    let keys = ScopeKeys::new(run.cfg.dcs.namespace(), run.scope);
     // Removal never waits on Consul: a release starts with what it knows.
     let first = match trigger {
         Trigger::Callback(Want::Release) if !run.dry_run => ConsulView::NotAsked,
@@ -110,7 +110,7 @@ pub async fn converge(run: &Run<'_>, trigger: Trigger, report: &mut Report) -> O
 /// record is left to the next run (`before-stop`, which must not hold
 /// Patroni's stop for Consul; `on_stop` follows it).
 pub async fn release_local(run: &Run<'_>, report: &mut Report) -> Option<Plan> {
-    let keys = ScopeKeys::new(&run.cfg.consul.namespace, run.scope);
+    let keys = ScopeKeys::new(run.cfg.dcs.namespace(), run.scope);
     let seen = Seen {
         consul: ConsulView::NotAsked,
         members: (BTreeSet::new(), false),

@@ -11,8 +11,8 @@
 
 use crate::budget::Budget;
 use crate::config::{Config, PgbouncerConfig};
-use crate::dcs::consul::Consul;
 use crate::dcs::keys::LeaderKey;
+use crate::dcs::Dcs;
 use crate::error::Kind;
 use crate::pooler::ini::Target;
 use crate::pooler::observe::{self, Observed};
@@ -34,7 +34,7 @@ pub struct Run<'a> {
     /// Its pgbouncer section.
     pub p: &'a PgbouncerConfig,
     /// Consul.
-    pub consul: &'a Consul,
+    pub consul: &'a Dcs,
     /// The run's deadline.
     pub budget: &'a Budget,
     /// Say, do not do.
@@ -177,7 +177,7 @@ async fn pause(
         ));
         return;
     }
-    match observe::read_again(&run.cfg.consul.namespace, scope, run.consul).await {
+    match observe::read_again(run.cfg.dcs.namespace(), scope, run.consul).await {
         Ok(view) => {
             let local = state::read_pause(&run.cfg.lock_file, scope);
             let now = pause_host::now();
@@ -259,7 +259,7 @@ async fn once_writable(
             Err(Some(e)) => return report.fail(e),
             Err(None) => return report.set(Kind::Temporary),
         };
-    match observe::read_again(&run.cfg.consul.namespace, scope, run.consul).await {
+    match observe::read_again(run.cfg.dcs.namespace(), scope, run.consul).await {
         Ok(view) if view.leader == LeaderKey::Name(leader.clone()) => {}
         Ok(view) => {
             note!(

@@ -10,7 +10,7 @@
 
 use crate::budget::Budget;
 use crate::config::{Config, PgbouncerConfig};
-use crate::dcs::consul::Consul;
+use crate::dcs::Dcs;
 use crate::error::Error;
 use crate::pooler::apply::{self, Run};
 use crate::pooler::ini::{self, Target};
@@ -23,7 +23,7 @@ use crate::state::Ticket;
 pub async fn reconcile(
     cfg: &Config,
     p: &PgbouncerConfig,
-    consul: &Consul,
+    consul: &Dcs,
     budget: &Budget,
     dry_run: bool,
     report: &mut Report,
@@ -34,7 +34,7 @@ pub async fn reconcile(
         ..Default::default()
     });
     let observed = observe::observe(cfg, p, consul, budget).await;
-    let plan = plan::plan(&cfg.consul.namespace, p, &observed);
+    let plan = plan::plan(cfg.dcs.namespace(), p, &observed);
     crate::debug_line!("plan: {plan:?}");
     let run = Run {
         cfg,
@@ -73,12 +73,12 @@ fn held(p: &PgbouncerConfig) -> Vec<(String, String, String, u16)> {
 
 /// For `status`: each cluster's leader and whether the ini follows it. A
 /// cluster Consul refused says so; the others are shown.
-pub async fn status(cfg: &Config, consul: &Consul) -> Result<serde_json::Value, Error> {
+pub async fn status(cfg: &Config, consul: &Dcs) -> Result<serde_json::Value, Error> {
     let Some(p) = &cfg.pgbouncer else {
         return Ok(serde_json::Value::Null);
     };
     let (entries, refused) =
-        observe::read_clusters(&cfg.consul.namespace, &p.clusters, consul).await?;
+        observe::read_clusters(cfg.dcs.namespace(), &p.clusters, consul).await?;
     let input = std::fs::read(&p.ini)
         .map_err(|e| Error::failed(format!("reading {}", p.ini.display()), e))?;
     let mut out = Vec::new();
@@ -91,7 +91,7 @@ pub async fn status(cfg: &Config, consul: &Consul) -> Result<serde_json::Value, 
             out.push(serde_json::Value::Object(m));
             continue;
         }
-        match plan::resolve(entries.of(&c.scope), &cfg.consul.namespace, c) {
+        match plan::resolve(entries.of(&c.scope), cfg.dcs.namespace(), c) {
             Resolved::Target(t, leader) => {
                 m.insert("leader".into(), leader.into());
                 m.insert("target".into(), format!("{}:{}", t.host, t.port).into());

@@ -8,8 +8,8 @@
 
 use crate::budget::Budget;
 use crate::config::{Cluster, Config, PgbouncerConfig};
-use crate::dcs::consul::Consul;
 use crate::dcs::keys::{ScopeKeys, ScopeView, Scopes};
+use crate::dcs::Dcs;
 use crate::error::Error;
 use crate::pooler::admin::{self, Admin};
 use crate::pooler::pause::{Local, Now};
@@ -49,15 +49,10 @@ pub struct Observed {
 const SHOW_WAIT: Duration = Duration::from_millis(300);
 
 /// Observes once.
-pub async fn observe(
-    cfg: &Config,
-    p: &PgbouncerConfig,
-    consul: &Consul,
-    budget: &Budget,
-) -> Observed {
-    let read = read_clusters(&cfg.consul.namespace, &p.clusters, consul).await;
+pub async fn observe(cfg: &Config, p: &PgbouncerConfig, consul: &Dcs, budget: &Budget) -> Observed {
+    let read = read_clusters(cfg.dcs.namespace(), &p.clusters, consul).await;
     let now = pause_host::now();
-    let ns = &cfg.consul.namespace;
+    let ns = &cfg.dcs.namespace();
     let clusters = p
         .clusters
         .iter()
@@ -126,7 +121,7 @@ pub async fn observe(
 pub async fn read_clusters(
     namespace: &str,
     clusters: &[Cluster],
-    consul: &Consul,
+    consul: &Dcs,
 ) -> Result<(Scopes, Vec<(String, Error)>), Error> {
     let entries = if clusters.len() == 1 {
         consul
@@ -151,7 +146,7 @@ pub async fn read_clusters(
 
 /// One cluster's view read again (right before a PAUSE: the view the pause
 /// was decided on may be a second old by then).
-pub async fn read_again(namespace: &str, scope: &str, consul: &Consul) -> Result<ScopeView, Error> {
+pub async fn read_again(namespace: &str, scope: &str, consul: &Dcs) -> Result<ScopeView, Error> {
     let keys = ScopeKeys::new(namespace, scope);
     let entries = consul.list(&keys.prefix, false).await?;
     Ok(ScopeView::read(&entries, &keys))

@@ -6,8 +6,8 @@
 
 use crate::budget::Budget;
 use crate::config::{Cluster, Config, PgbouncerConfig};
-use crate::dcs::consul::Consul;
 use crate::dcs::keys::{shown, PauseRequest, ScopeKeys};
+use crate::dcs::Dcs;
 use crate::error::Error;
 use crate::note;
 use crate::patroni_api::Api;
@@ -138,7 +138,7 @@ pub async fn pause_cluster(
 ) {
     let (cfg, p, consul, budget) = (run.cfg, run.p, run.consul, run.budget);
     let Some(admin_cfg) = &p.admin else { return };
-    let keys = ScopeKeys::new(&cfg.consul.namespace, &c.scope);
+    let keys = ScopeKeys::new(cfg.dcs.namespace(), &c.scope);
     let started = Instant::now();
     // PAUSE never takes the whole run: one that does not complete is undone
     // on a fresh connection, and that needs time of its own.
@@ -332,7 +332,7 @@ pub async fn adopt(run: &Run<'_>, scope: &str, request: &str, report: &mut Repor
         scope,
         shown(request)
     );
-    let keys = ScopeKeys::new(&cfg.consul.namespace, scope);
+    let keys = ScopeKeys::new(cfg.dcs.namespace(), scope);
     confirm(
         cfg,
         consul,
@@ -347,7 +347,7 @@ pub async fn adopt(run: &Run<'_>, scope: &str, request: &str, report: &mut Repor
 /// Confirms `request` under this host's name (`pause-ack/<name>`).
 async fn confirm(
     cfg: &Config,
-    consul: &Consul,
+    consul: &Dcs,
     budget: &Budget,
     keys: &ScopeKeys,
     request: Option<String>,
@@ -445,7 +445,7 @@ pub async fn resume(run: &Run<'_>, pauses: &[Resume], report: &mut Report) {
         }
         // Consul's part is tidying: the request is one this host served, and
         // its confirmation is done with.
-        let keys = ScopeKeys::new(&cfg.consul.namespace, &r.scope);
+        let keys = ScopeKeys::new(cfg.dcs.namespace(), &r.scope);
         consul.set_deadline(budget.end);
         if let Err(e) = consul
             .delete(&format!("{}{}", keys.pause_acks, cfg.name))
