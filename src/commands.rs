@@ -545,7 +545,7 @@ async fn check_config(cfg: &Config, consul: &Dcs) -> i32 {
     }
     if cfg.vip.as_ref().is_some_and(|v| v.address.is_none()) {
         warnings.push(
-            "vip.address is not set: the VIP comes from Consul's floating-ip; a node can remove it without Consul only once it has held it".to_string(),
+            "vip.address is not set: the VIP comes from the DCS's floating-ip key; a node can remove it without the DCS only once it has held it".to_string(),
         );
     }
     // The token and CA files are read when Consul is first called; check them now.
@@ -565,7 +565,7 @@ async fn check_config(cfg: &Config, consul: &Dcs) -> i32 {
             "vip: {} on {}",
             v.address
                 .map(|a| a.to_string())
-                .unwrap_or_else(|| "from Consul floating-ip".into()),
+                .unwrap_or_else(|| "from the DCS floating-ip key".into()),
             v.interface
         ));
     }

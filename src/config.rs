@@ -499,7 +499,7 @@ pub fn from_str(
         return Err(bad(
             "deadline",
             &format!(
-                "expected at least {} (room for a Consul call and the local steps), such as 5s",
+                "expected at least {} (room for a DCS call and the local steps), such as 5s",
                 humantime::format_duration(crate::budget::MIN_DEADLINE)
             ),
         ));
@@ -805,7 +805,7 @@ fn consul(
         return Err(bad(
             "consul.timeout",
             &format!(
-                "expected at least {} (no Consul answers sooner), such as 2s",
+                "expected at least {} (no DCS answers sooner), such as 2s",
                 humantime::format_duration(MIN_TIMEOUT)
             ),
         ));

@@ -175,7 +175,7 @@ fn a_kept_floating_ip_that_a_member_now_uses_is_not_added() {
 
 /// A vip-<scope>.seen that names no usable VIP (the network address of its
 /// prefix, or 0.0.0.0/0: a hand edit, a torn or stale file) is taken as is
-/// by a promotion while Consul is unreachable, and added to the interface.
+/// by a promotion while the DCS is unreachable, and added to the interface.
 /// Consul's floating-ip and vip.address are checked with
 /// keys::unusable_vip; the file that stands in for them is not.
 #[test]
@@ -241,7 +241,7 @@ fn check_config_online_without_a_scope_does_not_pass_silently() {
 /// A mistyped consul.namespace with a token that may read and write there
 /// (no ACLs, or a broad policy): `check-config --online` says "ok" for every
 /// key, exits 0 and never mentions that the scope is empty, while every
-/// run then says "nothing at all in Consul under this scope". The check that exists to catch Consul-side setup
+/// run then says "nothing at all in the DCS under this scope". The check that exists to catch Consul-side setup
 /// mistakes before the first failover should say the scope is empty.
 #[test]
 fn check_config_online_notices_a_scope_with_nothing_in_it() {
@@ -257,7 +257,7 @@ fn check_config_online_notices_a_scope_with_nothing_in_it() {
     );
     let out = f.hook_with(&typo, &["reconcile"]);
     assert!(
-        stderr(&out).contains("nothing at all in Consul"),
+        stderr(&out).contains("nothing at all in the DCS"),
         "{}",
         text(&out)
     );
@@ -324,7 +324,7 @@ fn one_refused_cluster_does_not_stop_the_others_on_the_pgbouncer_host() {
 /// so, also partly: a token that may read the scope's members/ but not its
 /// leader key (a hand-written policy that lists key prefixes and misses
 /// one) gets the scope without the leader. The hook probed only a scope
-/// that read as empty, so it took this for "no leader key in Consul
+/// that read as empty, so it took this for "no leader key in the DCS
 /// (mid-failover?)" and exited 75 at every run: a permission problem
 /// reported as temporary, which nothing alerts on.
 #[test]

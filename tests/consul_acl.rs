@@ -65,7 +65,7 @@ fn a_fence_read_the_token_may_not_make_adds_no_vip_and_says_why() {
             && err.contains("permission denied by Consul's ACL"),
         "names the key, the operation and the cause: {err}"
     );
-    assert!(!err.contains("nothing at all in Consul"), "{err}");
+    assert!(!err.contains("nothing at all in the DCS"), "{err}");
     assert!(
         !err.contains(&secret),
         "the token must never be logged: {err}"

@@ -79,6 +79,7 @@ fn base(section: &str) -> serde_yaml::Value {
     let text = match section {
         "" => "{}",
         "consul" => "consul: {}",
+        "etcd3" => "dcs: etcd3\netcd3: {}",
         "vip" => "scope: s\nvip: {interface: lo}",
         "before_stop" => "before_stop: {}",
         "metrics" => "metrics: {textfile: /var/lib/node/ph.prom}",
@@ -117,6 +118,7 @@ fn code_keys() -> BTreeSet<String> {
     let sections = [
         "",
         "consul",
+        "etcd3",
         "vip",
         "before_stop",
         "metrics",

@@ -331,7 +331,7 @@ pub fn intent(
         LeaderKey::Name(n) if n == me => Ok(true),
         LeaderKey::Name(_) => Ok(false),
         LeaderKey::Absent => Err(Verdict::Temporary(
-            "no leader key in Consul (mid-failover?); VIP left as it is".into(),
+            "no leader key in the DCS (mid-failover?); VIP left as it is".into(),
         )),
         LeaderKey::Invalid(why) => Err(Verdict::Failed(format!("{why}; VIP left as it is"))),
     };
@@ -366,7 +366,7 @@ pub fn intent(
         (_, ConsulView::Answered(v)) if v.empty => (
             Intent::Keep,
             Some(Verdict::Temporary(
-                "nothing at all in Consul under this scope (check consul.namespace and the scope); VIP left as it is".into(),
+                "nothing at all in the DCS under this scope (check the namespace and the scope); VIP left as it is".into(),
             )),
         ),
         (trigger, ConsulView::Answered(v)) => match leader_says(v) {
@@ -411,7 +411,7 @@ fn current_vip(
             None if *intent == Intent::Release => return Ok(None),
             None => {
                 return Err(Verdict::Failed(format!(
-                    "vip.address is not set and Consul has no key {}",
+                    "vip.address is not set and the DCS has no key {}",
                     o.keys.floating_ip
                 )))
             }
@@ -465,7 +465,7 @@ fn elsewhere(o: &Observed, net: IpNet) -> Option<String> {
 /// (IPv4: the primary one; IPv6: the only global one on the interface).
 fn claimable(o: &Observed, net: IpNet, interface: &str) -> Result<(), String> {
     if !matches!(o.consul, ConsulView::Answered(_)) {
-        return Err("Consul has not confirmed it is no member's address".into());
+        return Err("the DCS has not confirmed it is no member's address".into());
     }
     if !o.members_known {
         return Err("not every member's address is known (a host name did not resolve)".into());
@@ -694,7 +694,7 @@ fn hold_target(o: &Observed, view: Option<&ScopeView>) -> Result<(Owned, bool), 
             Some(r) => (r.net, false),
             None => {
                 return Err(Verdict::Temporary(
-                    "vip.address is not set, Consul is unreachable, and this host has never read a floating-ip nor held an address for this scope".into(),
+                    "vip.address is not set, the DCS is unreachable, and this host has never read a floating-ip nor held an address for this scope".into(),
                 ));
             }
         },

@@ -349,7 +349,7 @@ fn take_lock(run: &Run<'_>, release: bool, report: &mut Report) -> Result<Option
 fn decide(run: &Run<'_>, observed: &Observed) -> Plan {
     let p = plan::plan(observed);
     note!(
-        "decision: {} (Consul: {}); steps: {}",
+        "decision: {} (DCS: {}); steps: {}",
         match p.intent {
             Intent::Hold => "hold",
             Intent::Release => "release",

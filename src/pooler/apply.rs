@@ -187,7 +187,7 @@ async fn pause(
                     request: request.clone(),
                 })
             {
-                note!("cluster {scope}: no pause after all: read again, Consul and this host's record now say {again:?}");
+                note!("cluster {scope}: no pause after all: read again, the DCS and this host's record now say {again:?}");
                 return;
             }
         }

@@ -60,7 +60,7 @@ pub async fn observe(cfg: &Config, p: &PgbouncerConfig, consul: &Dcs, budget: &B
             view: match &read {
                 Err(_) => Err(Error::temporary(
                     format!("cluster {}", c.scope),
-                    "Consul was not read",
+                    "the DCS was not read",
                 )),
                 Ok((scopes, refused)) => match refused.iter().find(|(s, _)| *s == c.scope) {
                     Some((_, e)) => Err(e.clone().context("its entries kept as they are")),

@@ -392,7 +392,7 @@ fn cluster(
         )),
         Resolved::Refused(why) => Step::Problem(Error::failed(
             format!(
-                "cluster {}: refused value from Consul, its entries kept as they are",
+                "cluster {}: refused value from the DCS, its entries kept as they are",
                 c.scope
             ),
             why,
