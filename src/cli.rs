@@ -11,12 +11,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// patroni-hook: moves the floating IP with Patroni's callbacks and points
-/// PgBouncer at the leader, from Consul, with no daemon.
+/// PgBouncer at the leader, from Consul or etcd, with no daemon.
 #[derive(Debug, Parser)]
 #[command(name = "patroni-hook", version, about, long_about = None)]
 #[command(
     after_help = "Exit codes: 0 converged, 1 a step failed or the fence refused, \
-2 usage or configuration error, 75 temporary (Consul unreachable or no leader)."
+2 usage or configuration error, 75 temporary (the DCS unreachable or no leader)."
 )]
 pub struct Cli {
     /// Configuration file [default: $PATRONI_HOOK_CONFIG, then /etc/patroni-hook/config.yml]
@@ -149,9 +149,9 @@ pub enum Command {
         #[arg(long)]
         scope: Option<String>,
     },
-    /// Converge the VIP and pgbouncer.ini to what Consul says
+    /// Converge the VIP and pgbouncer.ini to what the DCS says
     Reconcile,
-    /// Show what this host holds and what Consul says
+    /// Show what this host holds and what the DCS says
     Status {
         /// Print JSON
         #[arg(long)]
@@ -159,7 +159,7 @@ pub enum Command {
     },
     /// Validate the configuration and print warnings
     CheckConfig {
-        /// Also ask Consul whether the token may read and write every key
+        /// Also ask the DCS whether this host may read and write every key it needs
         /// this host's commands use (no key is changed)
         #[arg(long)]
         online: bool,
@@ -177,11 +177,11 @@ pub enum Request {
     },
     /// Ask the PgBouncer hosts to pause, before PostgreSQL stops.
     BeforeStop { scope: Option<String> },
-    /// Converge from Consul.
+    /// Converge from the DCS.
     Reconcile,
     /// Report state.
     Status { json: bool },
-    /// Validate configuration; `online`: and the token's access in Consul.
+    /// Validate configuration; `online`: and this host's access in the DCS.
     CheckConfig { online: bool },
 }
 

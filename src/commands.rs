@@ -262,7 +262,7 @@ async fn status(cfg: &Config, consul: &Dcs, scope: Option<&str>, json: bool) -> 
         let view = match consul.list_scope(&keys.prefix, &keys.leader, false).await {
             Ok(es) => Some(ScopeView::read(&es, &keys)),
             Err(e) => {
-                out.insert("consul_error".into(), e.to_string().into());
+                out.insert("dcs_error".into(), e.to_string().into());
                 bump(e.kind());
                 None
             }
