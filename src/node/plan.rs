@@ -366,7 +366,7 @@ pub fn intent(
         (_, ConsulView::Answered(v)) if v.empty => (
             Intent::Keep,
             Some(Verdict::Temporary(
-                "nothing at all in the DCS under this scope (check the namespace and the scope); VIP left as it is".into(),
+                "nothing at all in the DCS under this scope (check consul.namespace or etcd3.namespace, and the scope); VIP left as it is".into(),
             )),
         ),
         (trigger, ConsulView::Answered(v)) => match leader_says(v) {
