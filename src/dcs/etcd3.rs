@@ -43,6 +43,9 @@ pub struct Etcd3 {
     auth: Option<(String, Secret)>,
     /// The token `authenticate` gave, kept for the rest of the run.
     token: RefCell<Option<reqwest::header::HeaderValue>>,
+    /// etcd said its authentication is off: calls go without a token (as
+    /// Patroni's do), and the user is not asked for again this run.
+    auth_off: Cell<bool>,
     timeout: Duration,
     deadline: Cell<Instant>,
     cacert: Option<PathBuf>,
@@ -129,6 +132,7 @@ impl Etcd3 {
             current: Cell::new(0),
             auth,
             token: RefCell::new(None),
+            auth_off: Cell::new(false),
             timeout: cfg.timeout,
             deadline: Cell::new(deadline),
             cacert: cfg.cacert.clone(),
@@ -273,9 +277,10 @@ impl Etcd3 {
             let at = (self.current.get() + i) % n;
             let base = &self.urls[at];
             let what_at = format!("{what} {base}");
-            if self.auth.is_some() && self.token.borrow().is_none() {
+            if self.auth.is_some() && self.token.borrow().is_none() && !self.auth_off.get() {
                 match self.authenticate(base).await {
-                    Ok(t) => *self.token.borrow_mut() = Some(t),
+                    Ok(Some(t)) => *self.token.borrow_mut() = Some(t),
+                    Ok(None) => self.auth_off.set(true),
                     Err((e, may_move)) => {
                         last = Some(e);
                         if !may_move {
@@ -315,17 +320,23 @@ impl Etcd3 {
         Err(last.unwrap_or_else(|| Error::failed(what, "no etcd hosts configured")))
     }
 
-    /// A token for `base`; on failure, whether another member may be tried.
+    /// A token for `base` (none when etcd's authentication is off); on
+    /// failure, whether another member may be tried.
     async fn authenticate(
         &self,
         base: &str,
-    ) -> std::result::Result<reqwest::header::HeaderValue, (Error, bool)> {
+    ) -> std::result::Result<Option<reqwest::header::HeaderValue>, (Error, bool)> {
         let (user, pw) = self.auth.as_ref().expect("called with a user");
         let what = format!("authenticating to etcd {base} as {user}");
         let body = json!({ "name": user, "password": pw.expose() });
         let answer = match self.post(base, "/v3/auth/authenticate", &body, &what).await {
             Ok(a) => a,
             Err(Failure::Token(e)) => return Err((e, false)),
+            Err(Failure::Other { error, .. })
+                if error.message().contains("authentication is not enabled") =>
+            {
+                return Ok(None)
+            }
             Err(Failure::Other { error, .. }) => {
                 let temporary = error.kind() == Kind::Temporary;
                 let error = if error.message().contains("authentication failed") {
@@ -355,7 +366,7 @@ impl Etcd3 {
             )
         })?;
         v.set_sensitive(true);
-        Ok(v)
+        Ok(Some(v))
     }
 
     async fn post(
