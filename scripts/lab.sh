@@ -98,6 +98,9 @@ die() { printf 'lab.sh: error: %s\n' "$*" >&2; exit 1; }
 addr_of() { local v="LAB_ADDR_$1"; echo "${!v}"; }
 # The kit's systemd template unit that runs reconcile from an etcd watch.
 ETCD_WATCH_UNIT="patroni-hook-etcd-watch@.service"
+# The etcd users the lab gives certificates and passwords (the PgBouncer
+# host's is patroni-hook-pgbouncer-<its name>, PGB_NAME below).
+ETCD_USERS="root patroni patroni-hook-db patroni-hook-pgbouncer-pgbouncer"
 # The PgBouncer host's name (its hook.yml `name`): its etcd user is
 # patroni-hook-pgbouncer-<name> (patroni-conf/etcd-rbac.sh).
 PGB_NAME=pgbouncer
@@ -264,14 +267,17 @@ restapi:
 EOF
     if [ "$MANAGER" = hook ] && [ "$DCS_KIND" = etcd3 ]; then
         cat <<EOF
-# etcd's v3 API over HTTPS, verified with the lab's CA; Patroni's own client
-# certificate, whose CN is its etcd user (role patroni, patroni-conf/etcd-rbac.sh).
+# etcd's v3 API (its JSON gateway) over HTTPS, verified with the lab's CA;
+# a client certificate without a CN (etcd refuses a CN through the gateway
+# once auth is on) and Patroni's own user (role patroni, patroni-conf/etcd-rbac.sh).
 etcd3:
   hosts: $(etcd_hosts)
   protocol: https
   cacert: $ETCD_DIR/tls/ca.pem
-  cert: $RUN/$n/etcd/patroni.pem
-  key: $RUN/$n/etcd/patroni-key.pem
+  cert: $RUN/$n/etcd/patroni/gateway.pem
+  key: $RUN/$n/etcd/patroni/gateway-key.pem
+  username: patroni
+  password: $(cat "$RUN/$n/etcd/patroni/password")
 EOF
     elif [ "$MANAGER" = hook ] && [ "$CONSUL_KIND" = real ]; then
         cat <<EOF
@@ -299,8 +305,8 @@ etcd:
   hosts: $(etcd_hosts)
   protocol: https
   cacert: $ETCD_DIR/tls/ca.pem
-  cert: $RUN/$n/etcd/patroni.pem
-  key: $RUN/$n/etcd/patroni-key.pem
+  cert: $RUN/$n/etcd/patroni/client.pem
+  key: $RUN/$n/etcd/patroni/client-key.pem
 EOF
     fi
     cat <<EOF
@@ -373,16 +379,19 @@ EOF
 # consul-acl-hook-db.hcl on the database nodes, consul-acl-pgbouncer.hcl on pgb).
 hook_consul_yaml() {
     if [ "$DCS_KIND" = etcd3 ]; then
-        # $1: the host's directory of etcd files; its client certificate's CN
-        # is its etcd user (patroni-hook-db or patroni-hook-pgbouncer).
+        # $1: the host's directory of etcd files, $2 its etcd user
+        # (patroni-hook-db, patroni-hook-pgbouncer-<name>): through the
+        # gateway, a certificate without a CN and the user's password.
         cat <<EOF
 dcs: etcd3
 etcd3:
   hosts: $(etcd_hosts)
   protocol: https
   cacert: $ETCD_DIR/tls/ca.pem
-  cert: $1/client.pem
-  key: $1/client-key.pem
+  cert: $1/gateway.pem
+  key: $1/gateway-key.pem
+  username: $2
+  password_file: $1/password
   namespace: /$LAB_DCS_NAMESPACE
   timeout: 2s
 EOF
@@ -412,7 +421,7 @@ name: $n
 scope: $SCOPE
 deadline: 5s
 lock_file: $RUN/$n/lock/patroni-hook.lock
-$(if [ "$DCS_KIND" = etcd3 ]; then hook_consul_yaml "$RUN/$n/etcd"; else hook_consul_yaml "$RUN/$n/consul.token"; fi)
+$(if [ "$DCS_KIND" = etcd3 ]; then hook_consul_yaml "$RUN/$n/etcd" patroni-hook-db; else hook_consul_yaml "$RUN/$n/consul.token"; fi)
 vip:
   address: $VIP/$LAB_PREFIX_LEN
   interface: $LAB_IFACE
@@ -474,7 +483,7 @@ name: pgbouncer
 scope: $SCOPE
 deadline: 5s
 lock_file: $d/lock/patroni-hook.lock
-$(if [ "$DCS_KIND" = etcd3 ]; then hook_consul_yaml "$d/etcd"; else hook_consul_yaml "$d/consul.token"; fi)
+$(if [ "$DCS_KIND" = etcd3 ]; then hook_consul_yaml "$d/etcd" "patroni-hook-pgbouncer-$PGB_NAME"; else hook_consul_yaml "$d/consul.token"; fi)
 pgbouncer:
   ini: $d/pgbouncer.ini
   pidfile: $d/pgbouncer.pid
@@ -550,31 +559,56 @@ etcdctl_root() {
         --dial-timeout 2s --command-timeout 5s "$@"
 }
 
-# The TLS files (scripts/provision/etcd-certs.sh): a certificate per member
-# (client and peer URLs) and a client certificate per etcd user, its CN the
-# user; each host gets the ones it uses, readable by the user that uses them.
+# The TLS files (scripts/provision/etcd-certs.sh) and passwords. A
+# certificate per member (client and peer URLs). Per etcd user, a client
+# certificate whose CN is the user, for etcdctl (gRPC: the CN is the user),
+# and one without a CN plus a password for what goes through etcd's v3 JSON
+# gateway (Patroni's etcd3 backend, the hook, the lab's reads): with
+# --client-cert-auth and auth on, etcd 3.4 refuses a gateway request whose
+# certificate has a CN ("CommonName of client sending a request against
+# gateway will be ignored and not used as expected"). Each host gets the
+# files it uses, readable by the user that uses them.
 etcd_files() {
-    local m specs=() n
+    local m specs=() n u
     for m in "${ETCD_MEMBERS[@]}"; do specs+=("member:$m=$(addr_of "$m")"); done
-    bash "$REPO/scripts/provision/etcd-certs.sh" "$ETCD_DIR/tls" "${specs[@]}" \
-        client:patroni client:patroni-hook-db "client:patroni-hook-pgbouncer-$PGB_NAME" client:root client:vip-manager >/dev/null
+    for u in $ETCD_USERS; do specs+=("client:$u" "gateway:$u"); done
+    bash "$REPO/scripts/provision/etcd-certs.sh" "$ETCD_DIR/tls" "${specs[@]}" client:vip-manager >/dev/null
     chmod 0755 "$ETCD_DIR" "$ETCD_DIR/tls"
     # etcd runs as nobody, as Debian's unit runs it as etcd.
     for m in "${ETCD_MEMBERS[@]}"; do chown nobody:nogroup "$ETCD_DIR/tls/$m-key.pem"; done
-    for n in "${NODES[@]}"; do
-        mkdir -p "$RUN/$n/etcd"
-        install -o postgres -g postgres -m 0644 "$ETCD_DIR/tls/client-patroni.pem" "$RUN/$n/etcd/patroni.pem"
-        install -o postgres -g postgres -m 0600 "$ETCD_DIR/tls/client-patroni-key.pem" "$RUN/$n/etcd/patroni-key.pem"
-        if [ "$MANAGER" = hook ]; then
-            install -o postgres -g postgres -m 0644 "$ETCD_DIR/tls/client-patroni-hook-db.pem" "$RUN/$n/etcd/client.pem"
-            install -o postgres -g postgres -m 0600 "$ETCD_DIR/tls/client-patroni-hook-db-key.pem" "$RUN/$n/etcd/client-key.pem"
-        fi
+    mkdir -p "$ETCD_DIR/passwords"
+    chmod 0700 "$ETCD_DIR/passwords"
+    for u in $ETCD_USERS; do
+        (umask 077 && head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$ETCD_DIR/passwords/$u")
     done
-    if [ "$MANAGER" = hook ]; then
-        mkdir -p "$RUN/pgbouncer/etcd"
-        install -o postgres -g postgres -m 0644 "$ETCD_DIR/tls/client-patroni-hook-pgbouncer-$PGB_NAME.pem" "$RUN/pgbouncer/etcd/client.pem"
-        install -o postgres -g postgres -m 0600 "$ETCD_DIR/tls/client-patroni-hook-pgbouncer-$PGB_NAME-key.pem" "$RUN/pgbouncer/etcd/client-key.pem"
-    fi
+    # host_files DIR USER: the host's gateway certificate, password file and,
+    # for its watch's etcdctl, its CN certificate.
+    host_files() {
+        mkdir -p "$1"
+        install -o postgres -g postgres -m 0644 "$ETCD_DIR/tls/gateway-$2.pem" "$1/gateway.pem"
+        install -o postgres -g postgres -m 0600 "$ETCD_DIR/tls/gateway-$2-key.pem" "$1/gateway-key.pem"
+        install -o postgres -g postgres -m 0600 "$ETCD_DIR/passwords/$2" "$1/password"
+        install -o postgres -g postgres -m 0644 "$ETCD_DIR/tls/client-$2.pem" "$1/client.pem"
+        install -o postgres -g postgres -m 0600 "$ETCD_DIR/tls/client-$2-key.pem" "$1/client-key.pem"
+    }
+    for n in "${NODES[@]}"; do
+        host_files "$RUN/$n/etcd/patroni" patroni
+        [ "$MANAGER" != hook ] || host_files "$RUN/$n/etcd" patroni-hook-db
+    done
+    [ "$MANAGER" != hook ] || host_files "$RUN/pgbouncer/etcd" "patroni-hook-pgbouncer-$PGB_NAME"
+}
+
+# Before patroni-conf/etcd-rbac.sh: the users, each with its password (the
+# script adds a missing user without one and leaves an existing one alone).
+# Not `etcdctl user passwd` afterwards: on etcd 3.4.23 a user added with
+# --no-password stays one ("auth: authentication failed, password was given
+# for no password user").
+etcd_users() {
+    local u
+    for u in $ETCD_USERS; do
+        etcdctl_root user add "$u" --interactive=false <"$ETCD_DIR/passwords/$u" >/dev/null ||
+            die "etcdctl user add $u failed"
+    done
 }
 
 # Three members, each in its namespace, as nobody: TLS for clients and peers,
@@ -606,6 +640,7 @@ start_etcd_cluster() {
         [ "$SECONDS" -lt "$end" ] || die "timed out after 60s waiting for the three etcd members to be healthy (see $RUN/logs/etcd-*.log)"
         sleep 0.2
     done
+    etcd_users
     etcd_rbac
 }
 
@@ -878,7 +913,7 @@ EOF
         # postgres must traverse to its files and run the hook: copies under the run dir.
         install -m 0755 "$HOOK_BIN" "$RUN/bin/patroni-hook"
         setcap cap_net_admin,cap_net_raw+ep "$RUN/bin/patroni-hook"
-        [ "$CONSUL_KIND" = real ] || install -m 0755 "$DOUBLE_BIN" "$RUN/bin/consul-double"
+        [ "$CONSUL_KIND" != double ] || install -m 0755 "$DOUBLE_BIN" "$RUN/bin/consul-double"
         install -m 0755 "$REPO/scripts/lab/safety-net.sh" "$RUN/bin/safety-net.sh"
         install -m 0755 "$REPO/scripts/lab/watch-handler.sh" "$RUN/bin/watch-handler.sh"
         if [ "$LEGACY" = 1 ]; then
@@ -1204,7 +1239,7 @@ main() {
     consul)
         need_root
         load_run
-        [ "$CONSUL_KIND" = real ] || die "consul: lab $RID runs on the Consul double (its API: http://$(addr_of consul):$LAB_CONSUL_PORT)"
+        [ "$CONSUL_KIND" = real ] || die "consul: lab $RID runs on ${CONSUL_KIND:-etcd} (the Consul double: http://$(addr_of consul):$LAB_CONSUL_PORT)"
         consul_on client "$@"
         ;;
     -h | --help | help) usage ;;

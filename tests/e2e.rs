@@ -14,9 +14,13 @@
 //! state itself: the VIP on the new primary only (`ip -j addr`), `vip-holder`
 //! naming it, pgbouncer.ini pointing at it, writes through PgBouncer and through
 //! the VIP landing on it, and every row the client saw acknowledged present.
-//! The vip-manager lab (Patroni on etcd, Debian's vip-manager moving the VIP)
-//! gets one switchover with the same end-state checks, so the bench's
-//! comparison rows cannot rot. A third lab runs the fault matrix
+//! The hook's lab on etcd3 (three etcd 3.4 members over TLS with client
+//! certificates and the kit's RBAC, Patroni's etcd3 backend, the hook with
+//! `dcs: etcd3`, reconcile from the kit's patroni-hook-etcd-watch@.service)
+//! gets a switchover, a failover and a SIGKILL of Patroni alone, with the
+//! same checks. The vip-manager lab (Patroni on the same etcd members' v2
+//! API, Debian's vip-manager moving the VIP) gets one switchover with the
+//! same end-state checks, so the bench's comparison rows cannot rot. A third lab runs the fault matrix
 //! (`scripts/lab.sh faults`, scripts/lab/labkit/faults.py) but for its killed-runs
 //! fault, with fewer repeats (slow-consul, the double's delay file, on the
 //! double only; the faults of Raft, agents and tokens on real Consul only),
@@ -32,7 +36,7 @@
 
 mod common;
 
-use common::lab::{double_bin, repo, venv};
+use common::lab::{double_bin, repo};
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -133,27 +137,22 @@ fn lab_sh() -> PathBuf {
     repo().join("scripts/lab.sh")
 }
 
-/// Whether the lab of `manager` (hook or vip-manager) can run here. Under
-/// CI=true a missing prerequisite fails; elsewhere the test prints exactly
-/// what is missing and returns.
-fn prerequisites(manager: &str) -> bool {
+/// Whether the lab of `manager` (hook or vip-manager) on `dcs` (consul or
+/// etcd3; vip-manager always runs on etcd) can run here. Under CI=true a
+/// missing prerequisite fails; elsewhere the test prints exactly what is
+/// missing and returns.
+fn prerequisites(manager: &str, dcs: &str) -> bool {
     let mut missing = common::lab::missing(
         &["ip", "pgbouncer", "psql", "setpriv", "setcap", "curl"],
-        manager == "hook",
+        manager == "hook" && dcs == "consul",
     );
     if manager == "vip-manager" {
-        for (prog, package) in [("vip-manager", "vip-manager"), ("etcd", "etcd-server")] {
-            if common::which(prog).is_none() {
-                missing.push(format!("{prog} (Debian package {package})"));
-            }
+        if common::which("vip-manager").is_none() {
+            missing.push("vip-manager (Debian package vip-manager)".into());
         }
-        let etcd_module = Command::new(venv().join("bin/python"))
-            .args(["-c", "import etcd"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !etcd_module {
-            missing.push("python-etcd in PATRONI_VENV (patroni[etcd])".into());
-        }
+        missing.extend(common::lab::missing_etcd("v2"));
+    } else if dcs == "etcd3" {
+        missing.extend(common::lab::missing_etcd("v3"));
     }
     common::require(&missing)
 }
@@ -172,10 +171,17 @@ struct Lab {
     manager: &'static str,
     /// The Consul of the hook's lab: "real" or "double".
     consul: String,
+    /// The DCS: "consul" or "etcd3" (the vip-manager lab: etcd3's members,
+    /// Patroni on their v2 API).
+    dcs: String,
 }
 
 impl Lab {
     fn new(tag: &str, manager: &'static str) -> Lab {
+        Lab::on(tag, manager, "consul")
+    }
+
+    fn on(tag: &str, manager: &'static str, dcs: &str) -> Lab {
         common::lab::remove_orphans(LAB_ROOT, |name| {
             lab_command(name, &["down"], Duration::from_secs(180), &[]).1
         });
@@ -184,6 +190,7 @@ impl Lab {
             topo: Topology::load(),
             manager,
             consul: common::lab::consul_kind(),
+            dcs: dcs.to_string(),
         }
     }
 
@@ -201,6 +208,7 @@ impl Lab {
         let mut env = vec![
             ("LAB_VIP_MANAGER", self.manager),
             ("LAB_CONSUL", self.consul.as_str()),
+            ("LAB_DCS", self.dcs.as_str()),
         ];
         env.extend_from_slice(extra_env);
         lab_command(&self.id, args, timeout, &env)
@@ -256,38 +264,23 @@ impl Lab {
     }
 
     /// The raw value of one of Patroni's keys (`leader`, `vip-holder`) in the
-    /// lab's DCS: the Consul double, or etcd's v2 API.
+    /// lab's DCS: the Consul double over HTTP; else `lab.sh kv` (real Consul:
+    /// the client host's agent with the management token; etcd3: etcdctl
+    /// with root's client certificate; vip-manager: etcd's v2 API over HTTPS).
     fn dcs_raw(&self, key: &str) -> String {
         let t = &self.topo;
-        if self.manager == "hook" && self.consul == "real" {
-            // The client host's agent over HTTPS, with the management token.
-            let (ok, out) =
-                lab_command(&self.id, &["kv", &t.key(key)], Duration::from_secs(30), &[]);
-            assert!(ok, "lab.sh kv {}: {out}", t.key(key));
-            return out;
-        }
-        let url = if self.manager == "hook" {
-            format!(
+        if self.manager == "hook" && self.dcs == "consul" && self.consul == "double" {
+            let url = format!(
                 "http://{}:{}/v1/kv/{}?raw",
                 t.addr("consul"),
                 t.get("LAB_CONSUL_PORT"),
                 t.key(key)
-            )
-        } else {
-            format!(
-                "http://{}:{}/v2/keys/{}",
-                t.addr("etcd"),
-                t.get("LAB_ETCD_PORT"),
-                t.key(key)
-            )
-        };
-        let body = self.in_client("curl", &["-s", "--max-time", "2", &url]).1;
-        if self.manager == "hook" {
-            return body;
+            );
+            return self.in_client("curl", &["-s", "--max-time", "2", &url]).1;
         }
-        let v: serde_json::Value = serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("etcd answered {body:?} for {url}: {e}"));
-        v["node"]["value"].as_str().unwrap_or_default().to_string()
+        let (ok, out) = lab_command(&self.id, &["kv", &t.key(key)], Duration::from_secs(30), &[]);
+        assert!(ok, "lab.sh kv {}: {out}", t.key(key));
+        out.trim().to_string()
     }
 
     /// Which node answers a write on `conninfo` (the data directory's node name).
@@ -544,7 +537,7 @@ fn down_and_check(lab: &Lab) {
 
 #[test]
 fn failover_events_on_a_real_patroni_cluster() {
-    if !prerequisites("hook") {
+    if !prerequisites("hook", "consul") {
         return;
     }
     let _one = WHOLE_LAB.lock().unwrap_or_else(|e| e.into_inner());
@@ -610,7 +603,7 @@ const FAULT_REPEATS: &str = "3";
 /// converged.
 #[test]
 fn fault_matrix_holds_on_a_real_patroni_cluster() {
-    if !prerequisites("hook") {
+    if !prerequisites("hook", "consul") {
         return;
     }
     let _one = WHOLE_LAB.lock().unwrap_or_else(|e| e.into_inner());
@@ -708,14 +701,43 @@ fn fault_matrix_holds_on_a_real_patroni_cluster() {
     ));
 }
 
+/// The hook's lab on etcd3: the switchover, failover and SIGKILL of Patroni
+/// alone of the Consul lab, with the same checks (the leader and vip-holder
+/// keys read through etcdctl's v3 API).
 #[test]
-fn vip_manager_on_etcd_follows_a_switchover() {
-    if !prerequisites("vip-manager") {
+fn failover_events_on_etcd3() {
+    if !prerequisites("hook", "etcd3") {
         return;
     }
     let _one = WHOLE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let lab = Lab::new("v", "vip-manager");
+    let lab = Lab::on("t", "hook", "etcd3");
+    lab.sh_ok(&["up"], Duration::from_secs(300));
+    show(&lab.sh_ok(&["status"], Duration::from_secs(60)));
+    let sw = lab.event("switchover");
+    assert_eq!(
+        sw["vip_two_nodes_ms"], 0.0,
+        "etcd3 switchover: the VIP was on two nodes while Patroni ran on both: {}",
+        sw["vip_two_node_spans"]
+    );
+    assert_eq!(sw["dcs"], "etcd3", "result.json records the DCS: {sw}");
+    lab.event("failover");
+    lab.event("kill-patroni");
+    down_and_check(&lab);
+    show(&format!(
+        "e2e hook on etcd3: up, three events, down in {:.0?}",
+        started.elapsed()
+    ));
+}
+
+#[test]
+fn vip_manager_on_etcd_follows_a_switchover() {
+    if !prerequisites("vip-manager", "etcd3") {
+        return;
+    }
+    let _one = WHOLE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let lab = Lab::on("v", "vip-manager", "etcd3");
     lab.sh_ok(&["up"], Duration::from_secs(300));
     lab.event("switchover");
     down_and_check(&lab);
@@ -727,7 +749,7 @@ fn vip_manager_on_etcd_follows_a_switchover() {
 
 #[test]
 fn down_removes_a_partial_lab() {
-    if !prerequisites("hook") {
+    if !prerequisites("hook", "consul") {
         return;
     }
     let lab = Lab::new("p", "hook");

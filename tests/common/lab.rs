@@ -91,6 +91,65 @@ pub fn missing(programs: &[&str], hook: bool) -> Vec<String> {
     missing
 }
 
+/// The DCS the labs run on: `$LAB_DCS` (what scripts/lab.sh reads too),
+/// else `LAB_DCS_DEFAULT` of scripts/lab/topology.env (consul or etcd3).
+pub fn dcs_kind() -> String {
+    if let Ok(kind) = std::env::var("LAB_DCS") {
+        if !kind.is_empty() {
+            return kind;
+        }
+    }
+    let topology = repo().join("scripts/lab/topology.env");
+    std::fs::read_to_string(&topology)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("LAB_DCS_DEFAULT="))
+        .map(str::to_string)
+        .unwrap_or_else(|| "consul".to_string())
+}
+
+/// What a lab on the three etcd members lacks besides what `missing` checks:
+/// etcd and etcdctl (Debian's etcd-server and etcd-client), openssl, the
+/// kit's etcd files, and Patroni's backend for `api`: `v3` (the hook's lab,
+/// patroni.dcs.etcd3) or `v2` (the vip-manager lab, python-etcd).
+pub fn missing_etcd(api: &str) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (prog, package) in [
+        ("etcd", "etcd-server"),
+        ("etcdctl", "etcd-client"),
+        ("openssl", "openssl"),
+    ] {
+        if super::which(prog).is_none() {
+            missing.push(format!("{prog} (Debian package {package})"));
+        }
+    }
+    let mut kit = vec!["patroni-conf/etcd-rbac.sh"];
+    if api == "v3" {
+        kit.push("patroni-conf/patroni-hook-etcd-watch@.service");
+    }
+    for file in kit {
+        if !repo().join(file).exists() {
+            missing.push(format!("the kit's {file}"));
+        }
+    }
+    let (module, what) = if api == "v3" {
+        (
+            "patroni.dcs.etcd3",
+            "Patroni's etcd3 extra (patroni[etcd3])",
+        )
+    } else {
+        ("etcd", "python-etcd (patroni[etcd])")
+    };
+    let ok = std::process::Command::new(venv().join("bin/python"))
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        missing.push(format!("{what} in PATRONI_VENV"));
+    }
+    missing
+}
+
 /// Takes down the labs under `root` of earlier test processes that were
 /// killed before their guards ran (a run id carries its process's pid),
 /// with `down` (which returns what to print).

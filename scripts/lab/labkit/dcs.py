@@ -144,28 +144,47 @@ class EtcdV3:
     the one Patroni's etcd3 backend and the hook use; keys are Patroni's
     etcd3 layout, /<namespace>/<scope>/<name> (a key given without its
     leading slash gets one). A token (a revision) makes the read a watch from
-    that revision, bounded by wait_s."""
+    that revision, bounded by wait_s. `auth`: (user, password), sent to
+    /v3/auth/authenticate for a token (again when etcd forgot it): through
+    the gateway a client certificate cannot name the user."""
 
-    def __init__(self, hostports, tls):
+    def __init__(self, hostports, tls, auth=None):
         self.hosts = _Hosts(hostports, tls)
         self.tls = tls
+        self.auth = auth
+        self.token = None
+
+    def _headers(self, hp, timeout):
+        h = {"Content-Type": "application/json"}
+        if self.auth and self.token is None:
+            out = self._request(hp, "/v3/auth/authenticate", {"name": self.auth[0], "password": self.auth[1]},
+                                timeout, {"Content-Type": "application/json"})
+            self.token = out["token"]
+        if self.token:
+            h["Authorization"] = self.token
+        return h
+
+    def _request(self, hp, path, body, timeout, headers):
+        host, port = hp.rsplit(":", 1)
+        conn = http.client.HTTPSConnection(host, int(port), timeout=timeout, context=self.tls)
+        try:
+            conn.request("POST", path, body=json.dumps(body), headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200:
+                if b"token" in data and self.auth:
+                    self.token = None  # expired or unknown: authenticate again next time
+                raise OSError(f"POST {path} on {hp}: HTTP {resp.status}: {data[:200]!r}")
+            return json.loads(data)
+        finally:
+            conn.close()
 
     @staticmethod
     def _key(key):
         return key if key.startswith("/") else "/" + key
 
     def _post(self, hp, path, body, timeout):
-        host, port = hp.rsplit(":", 1)
-        conn = http.client.HTTPSConnection(host, int(port), timeout=timeout, context=self.tls)
-        try:
-            conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            data = resp.read()
-            if resp.status != 200:
-                raise OSError(f"POST {path} on {hp}: HTTP {resp.status}: {data[:200]!r}")
-            return json.loads(data)
-        finally:
-            conn.close()
+        return self._request(hp, path, body, timeout, self._headers(hp, timeout))
 
     def range(self, key, timeout=3.0):
         """(value or None, revision of the store) of one key."""
@@ -196,7 +215,7 @@ class EtcdV3:
         k = base64.b64encode(self._key(key).encode()).decode()
         try:
             conn.request("POST", "/v3/watch", body=json.dumps({"create_request": {"key": k, "start_revision": start}}),
-                         headers={"Content-Type": "application/json"})
+                         headers=self._headers(hp, wait_s))
             resp = conn.getresponse()
             if resp.status != 200:
                 raise OSError(f"POST /v3/watch on {hp}: HTTP {resp.status}")

@@ -152,11 +152,18 @@ class Lab:
             token = open(self.path("consul", "tokens", "master")).read().strip()
             return Consul(f"127.0.0.1:{t.get('LAB_CONSUL_HTTPS_PORT')}", tls=ctx, token=token)
         if self.dcs_kind == "etcd3":
-            # Every member over HTTPS, as etcd's root user (client certificate CN=root).
+            # Every member over HTTPS as etcd's root user: v3 through the
+            # gateway (a certificate without a CN, root's password), v2 with
+            # root's certificate (v2 has no auth of its own here).
+            tls = lambda name: (self.path("etcd", "tls", f"{name}.pem"), self.path("etcd", "tls", f"{name}-key.pem"))  # noqa: E731
             ctx = ssl.create_default_context(cafile=self.path("etcd", "tls", "ca.pem"))
-            ctx.load_cert_chain(self.path("etcd", "tls", "client-root.pem"), self.path("etcd", "tls", "client-root-key.pem"))
             hosts = [f"{t.addr(m)}:{t.etcd_port}" for m in self.etcd_members]
-            return EtcdV3(hosts, ctx) if self.manager == "hook" else EtcdV2Tls(hosts, ctx)
+            if self.manager == "hook":
+                ctx.load_cert_chain(*tls("gateway-root"))
+                password = open(self.path("etcd", "passwords", "root")).read().strip()
+                return EtcdV3(hosts, ctx, auth=("root", password))
+            ctx.load_cert_chain(*tls("client-root"))
+            return EtcdV2Tls(hosts, ctx)
         return Consul(f"{t.addr('consul')}:{t.consul_port}")
 
     def conninfo(self, target, user="lab"):
