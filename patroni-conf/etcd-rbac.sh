@@ -6,29 +6,38 @@
 # nothing that is already there, so a second scope or a new PgBouncer host is
 # one more run.
 #
-#   etcd-rbac.sh [-n NAMESPACE] SCOPE PGBOUNCER_HOST...
-#   etcd-rbac.sh [--namespace NAMESPACE] --scope SCOPE --pgbouncer HOST...
+#   etcd-rbac.sh [-n NAMESPACE] [-p DIR] SCOPE PGBOUNCER_HOST...
+#   etcd-rbac.sh [--namespace NAMESPACE] [--passwords DIR] --scope SCOPE --pgbouncer HOST...
 #
 #   NAMESPACE       Patroni's etcd3 namespace (default $PATRONI_NAMESPACE,
 #                   then /service); a trailing slash is dropped
+#   DIR             where each new user's password is kept, DIR/<user>: read
+#                   if there, else made (random) and written there, mode 0600
 #   SCOPE           Patroni's scope
 #   PGBOUNCER_HOST  the `name` of each PgBouncer host (patroni-hook's `name`,
 #                   default its host name); --pgbouncer once per host
 #
 # For example, with root's client certificate (CN=root), before and after
 # auth is enabled alike:
-#   export ETCDCTL_API=3 ETCDCTL_ENDPOINTS=https://198.51.100.11:2379 \
-#       ETCDCTL_CACERT=/etc/etcd/ca.pem ETCDCTL_CERT=/etc/etcd/root.pem \
-#       ETCDCTL_KEY=/etc/etcd/root-key.pem
-#   sh etcd-rbac.sh postgres pgbouncer
+#   export ETCDCTL_API=3 ETCDCTL_ENDPOINTS=https://198.51.100.21:2379 \
+#       ETCDCTL_CACERT=/etc/etcd/tls/ca.pem ETCDCTL_CERT=/etc/etcd/tls/root.pem \
+#       ETCDCTL_KEY=/etc/etcd/tls/root-key.pem
+#   sh etcd-rbac.sh -p /root/etcd-passwords postgres pgbouncer
 # or with a root password instead: ETCDCTL_USER=root and ETCDCTL_PASSWORD.
 #
-# What it makes (src/dcs names the hook's keys; NS/SCOPE/ below stands for
-# NAMESPACE/SCOPE/, for example /service/postgres/). Each user is named after
-# its role and authenticates by the CN of its client certificate (etcd
-# started with --client-cert-auth, etcd-server.conf.example), so it has no
-# password (`user add --no-password`); give one later with
-# `etcdctl user passwd NAME` if a host must use username and password_file.
+# Why passwords, with client certificates: Patroni's etcd3 backend and
+# patroni-hook speak etcd's v3 JSON gateway, and etcd (3.4 and later)
+# answers 400 "CommonName of client sending a request against gateway will be
+# ignored" to every gateway request whose client certificate has a CN, when
+# it runs with --client-cert-auth (etcd pull request 10366, CVE-2018-16886).
+# So their certificates carry no CN (they only open the TLS connection), and
+# each authenticates as its user with a password (etcd3.username,
+# etcd3.password_file). etcdctl speaks gRPC, where a certificate's CN is its
+# user: root needs no password. A user added without -p gets none either,
+# and can be used by etcdctl alone.
+#
+# What it makes (NS/SCOPE/ below stands for NAMESPACE/SCOPE/, for example
+# /service/postgres/):
 #   root                    root: the one user etcd requires before auth
 #                           enable. With ETCDCTL_PASSWORD set it gets that
 #                           password, else none (CN=root certificate).
@@ -48,22 +57,25 @@
 #                           NS/SCOPE/pause-ack/HOST, its own confirmation only.
 # Nothing else: the hooks never write Patroni's keys, and no role reaches
 # outside NS/SCOPE/. The roles gather the grants of every scope the script
-# ran for: a cluster's certificates then reach the other clusters' keys on
-# the same etcd; give each cluster its own etcd where that matters.
+# ran for: a cluster's users then reach the other clusters' keys on the same
+# etcd; give each cluster its own etcd where that matters. A user that
+# exists is left as it is (change a password with `etcdctl user passwd`).
 set -eu
 
 usage() {
-    echo "usage: $0 [-n NAMESPACE] SCOPE PGBOUNCER_HOST..." >&2
-    echo "       $0 [--namespace NAMESPACE] --scope SCOPE --pgbouncer HOST..." >&2
+    echo "usage: $0 [-n NAMESPACE] [-p DIR] SCOPE PGBOUNCER_HOST..." >&2
+    echo "       $0 [--namespace NAMESPACE] [--passwords DIR] --scope SCOPE --pgbouncer HOST..." >&2
     exit 2
 }
 
 ns="${PATRONI_NAMESPACE:-/service}"
 scope=""
 hosts=""
+passwords=""
 while [ $# -gt 0 ]; do
     case "$1" in
         -n | --namespace) [ $# -ge 2 ] || usage; ns="$2"; shift 2 ;;
+        -p | --passwords) [ $# -ge 2 ] || usage; passwords="$2"; shift 2 ;;
         --scope) [ $# -ge 2 ] || usage; scope="$2"; shift 2 ;;
         --pgbouncer)
             [ $# -ge 2 ] || usage
@@ -114,13 +126,23 @@ ctl() {
     fi
 }
 
-# user NAME: adds NAME without a password unless it exists.
+# user NAME: adds NAME unless it exists: with the password in
+# $passwords/NAME (made first if missing), or without -p none.
 user() {
     if etcdctl user get "$1" >/dev/null 2>&1; then
         echo "user $1: exists"
+    elif [ -n "$passwords" ]; then
+        file="$passwords/$1"
+        if [ ! -s "$file" ]; then
+            (umask 077 && mkdir -p "$passwords" &&
+                head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$file")
+        fi
+        # On stdin, not on the command line (ps shows arguments).
+        head -n 1 "$file" | ctl user add "$1" --interactive=false
+        echo "user $1: added, password in $file"
     else
         ctl user add "$1" --no-password
-        echo "user $1: added"
+        echo "user $1: added, no password (etcdctl with a CN=$1 certificate only)"
     fi
 }
 
