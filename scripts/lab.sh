@@ -1032,6 +1032,18 @@ cmd_start_patroni() {
     start_patroni "$n"
 }
 
+# start-etcd MEMBER: starts one etcd member again on its data (the fault
+# matrix, after killing it), as `up` started it.
+cmd_start_etcd() {
+    need_root
+    load_run
+    local m="${1:-}"
+    [[ " ${ETCD_MEMBERS[*]} " == *" $m "* ]] || die "start-etcd: '$m' is not one of ${ETCD_MEMBERS[*]}"
+    [ "$DCS_KIND" = etcd3 ] || die "start-etcd: lab $RID does not run on etcd"
+    alive "$(pid_of "etcd-$m" || true)" && die "start-etcd: etcd member $m is still running"
+    start_etcd_member "$m"
+}
+
 # enable-reconcile HOST (legacy lab): what installing the hook's Consul watch
 # and enabling its timer does on HOST (db1..3 or pgb): the agent's watch entry
 # goes in place and runs once, as a `consul reload` runs a new watch; the
@@ -1219,6 +1231,7 @@ main() {
         ;;
     down) cmd_down ;;
     start-patroni) cmd_start_patroni "$@" ;;
+    start-etcd) cmd_start_etcd "$@" ;;
     enable-reconcile) cmd_enable_reconcile "$@" ;;
     vip-manager-interval) cmd_vip_manager_interval "$@" ;;
     check-prereqs) need_root; check_prereqs "${1:-hook}" ;;

@@ -240,7 +240,7 @@ class ConsulChoicesTest(unittest.TestCase):
         todo, skipped = faults.plan_for("", "double")
         self.assertEqual([f for f, _, _ in skipped], real_only)
         for f, _, why in skipped:
-            self.assertTrue(why.startswith("real Consul only: "), why)
+            self.assertTrue(why.startswith("real Consul only: ") or why.startswith("real Consul and etcd only: "), why)
         self.assertIn(("slow-consul", "-"), todo)
         self.assertEqual(len(todo) + len(skipped), sum(len(v) for v in faults.FAULTS.values()))
         todo, skipped = faults.plan_for("", "real")
@@ -255,6 +255,21 @@ class ConsulChoicesTest(unittest.TestCase):
         self.assertIn("without ACLs", skipped[0][2])
         with self.assertRaisesRegex(base.LabError, "unknown fault"):
             faults.plan_for("raft-leader", "real")
+
+    def test_on_etcd_the_raft_rows_run_and_the_consul_only_ones_are_skipped(self):
+        todo, skipped = faults.plan_for("", "etcd3")
+        self.assertEqual([f for f, _, _ in skipped], ["slow-consul", "agent-restart", "token-revoked"])
+        self.assertIn("sch_netem", skipped[0][2])
+        for f in ("isolation", "consul-cut", "consul-down", "consul-leader-loss", "consul-quorum-loss", "killed-runs"):
+            self.assertIn(f, [t for t, _ in todo])
+        self.assertEqual(faults.row_name("consul-down", "etcd3"), "etcd-down")
+        self.assertEqual(faults.row_name("consul-down", "real"), "consul-down")
+        members = ["es1", "es2", "es3"]
+        self.assertEqual(faults.consul_pid_names("etcd3", members), ["etcd-es1", "etcd-es2", "etcd-es3"])
+        self.assertEqual(faults.consul_routes("etcd3", members, {"es1": "198.51.100.21", "es2": "198.51.100.22",
+                                                                  "es3": "198.51.100.23"}.get),
+                         ["198.51.100.21/32", "198.51.100.22/32", "198.51.100.23/32"])
+        self.assertEqual(faults.quorum_loss_victims("es2", members), ["es2", "es1"])
 
     def test_frozen_means_every_server_on_real_consul_and_the_one_double(self):
         self.assertEqual(self.servers, ["cs1", "cs2", "cs3"])
@@ -315,7 +330,7 @@ class ConsulChoicesTest(unittest.TestCase):
         row = dict(faults.failed_row("isolation", "link down 30 s", "x"), load=2.345)
         md = faults.markdown([row], "title", [("token-revoked", "-", "real Consul only: no ACLs")])
         self.assertIn("| NO | 2.3 |", md)
-        self.assertIn("Skipped on this Consul:\n\n- token-revoked: real Consul only: no ACLs", md)
+        self.assertIn("Skipped on this DCS:\n\n- token-revoked: real Consul only: no ACLs", md)
         self.assertNotIn("Skipped", faults.markdown([row], "title"))
 
 

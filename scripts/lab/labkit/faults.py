@@ -2,14 +2,21 @@
 with the load generator and the 20 ms sampler running, and whether the VIP
 and PgBouncer stay right.
 
-    scripts/lab.sh faults [--consul real|double] [--only LIST] [--repeats N] [--use-lab]
+    scripts/lab.sh faults [--consul real|double | --dcs etcd3] [--only LIST] [--repeats N] [--use-lab]
 
-It runs on whichever Consul the lab runs (--consul, else LAB_CONSUL, else
-topology.env's LAB_CONSUL_DEFAULT; with --use-lab, the lab's own): the
-in-repo double (one process on the host `consul`) or Consul 1.8.7 (three
-servers cs1..3, a client agent on every other host, ACLs, HTTPS). "Consul"
-below is the double's process or every server; "cut from Consul", a
-blackhole route to the double's address or to every server's.
+It runs on whichever DCS the lab runs (--dcs, else LAB_DCS, else
+topology.env's LAB_DCS_DEFAULT; on Consul --consul, else LAB_CONSUL, else
+LAB_CONSUL_DEFAULT; with --use-lab, the lab's own): the in-repo double (one
+process on the host `consul`), Consul 1.8.7 (three servers cs1..3, a client
+agent on every other host, ACLs, HTTPS) or etcd 3.4 (three members es1..3,
+TLS, auth and RBAC; the hook on its v3 API). "Consul" below is the double's
+process, every Consul server, or on etcd every etcd member; "cut from
+Consul", a blackhole route to the double's address or to every server's or
+member's. On etcd the rows name the DCS: etcd-cut, etcd-down,
+etcd-leader-loss, etcd-quorum-loss (--only takes either name); the Raft
+leader is the one `etcdctl endpoint status` names, a killed member is
+started again by `scripts/lab.sh start-etcd`. slow-consul (slow-etcd),
+agent-restart and token-revoked are skipped there, saying why.
 
 Faults (names for --only; NAME:VARIANT picks one variant):
   isolation       the primary's link to the bridge down for 30 s, then up again
@@ -116,18 +123,41 @@ def ip(*args):
 
 
 CONSUL_KINDS = ("real", "double")
+# The DCS kinds the matrix runs on: the two Consuls and etcd3 (three etcd
+# members; scripts/lab.sh --dcs etcd3).
+KINDS = CONSUL_KINDS + ("etcd3",)
 
 
-# Faults that only one Consul has: (that Consul, why the other has not).
+# Faults that only some DCS kinds have: (those kinds, why the others have not).
 ONLY_ON = {
-    "slow-consul": ("double", "every answer late is the double's --delay-file; real Consul has no such switch, "
-                              "and a netem delay on the servers' links would slow Raft and gossip too (another "
-                              "fault; this lab's kernel has no sch_netem either)"),
-    "consul-leader-loss": ("real", "the double is one process without Raft: there is no leader to lose"),
-    "consul-quorum-loss": ("real", "the double is one process without Raft: there is no quorum to lose"),
-    "agent-restart": ("real", "the double has no local agents: every host talks to its one process"),
-    "token-revoked": ("real", "the lab runs the double without ACLs: there is no token to revoke"),
+    "slow-consul": (("double",), "every answer late is the double's --delay-file; real Consul and etcd have no "
+                                 "such switch, and a netem delay on the servers' links (which would slow Raft "
+                                 "too) needs sch_netem, which this lab's kernel does not have"),
+    "consul-leader-loss": (("real", "etcd3"), "the double is one process without Raft: there is no leader to lose"),
+    "consul-quorum-loss": (("real", "etcd3"), "the double is one process without Raft: there is no quorum to lose"),
+    "agent-restart": (("real",), "only real Consul has local agents (the double and etcd: every host talks to "
+                                 "the servers)"),
+    "token-revoked": (("real",), "the Consul double runs without ACLs, and etcd's counterpart (a revoked "
+                                 "user or role) is not in the matrix yet"),
 }
+
+# A fault's name in the rows on etcd3 (the same fault, on etcd's members).
+ETCD_NAMES = {"consul-cut": "etcd-cut", "consul-down": "etcd-down", "slow-consul": "slow-etcd",
+              "consul-leader-loss": "etcd-leader-loss", "consul-quorum-loss": "etcd-quorum-loss"}
+
+
+def row_name(fault, kind):
+    return ETCD_NAMES.get(fault, fault) if kind == "etcd3" else fault
+
+
+def lab_kind(lab):
+    """The matrix's kind of a lab: real, double or etcd3."""
+    return "etcd3" if lab.dcs_kind == "etcd3" else lab.consul_kind
+
+
+def dcs_servers(lab):
+    """The hosts serving the DCS: Consul's servers, the double's host, the etcd members."""
+    return lab.etcd_members if lab.dcs_kind == "etcd3" else lab.consul_servers
 
 
 def consul_kind(requested, env, default):
@@ -140,18 +170,19 @@ def consul_kind(requested, env, default):
 
 
 def skip_reason(fault, kind):
-    """Why `fault` does not run on Consul `kind` (None: it runs)."""
+    """Why `fault` does not run on `kind` (real, double, etcd3; None: it runs)."""
     only, why = ONLY_ON.get(fault, (None, None))
-    if only is None or only == kind:
+    if only is None or kind in only:
         return None
-    return f"{only} Consul only: {why}" if only == "real" else f"the double only: {why}"
+    names = {"real": "real Consul", "double": "the Consul double", "etcd3": "etcd"}
+    return f"{' and '.join(names[k] for k in only)} only: {why}"
 
 
 def consul_hosts(kind, servers):
     """The hosts serving Consul, which "Consul frozen" stops and "cut from
     Consul" cuts off: the double's host, or every server (`servers`: the
     topology's LAB_CONSUL_SERVERS)."""
-    if kind == "real":
+    if kind in ("real", "etcd3"):
         return list(servers)
     if kind == "double":
         return ["consul"]
@@ -161,6 +192,8 @@ def consul_hosts(kind, servers):
 def consul_pid_names(kind, servers):
     """The lab's pid files (pids/<name>.pid) of the processes "Consul frozen" SIGSTOPs."""
     hosts = consul_hosts(kind, servers)
+    if kind == "etcd3":
+        return [f"etcd-{h}" for h in hosts]
     return [f"consul-{h}" for h in hosts] if kind == "real" else ["consul"]
 
 
@@ -239,6 +272,9 @@ class RealConsul:
         self.servers = lab.topo.get("LAB_CONSUL_SERVERS").split()
         self.addrs = {h: lab.topo.addr(h) for h in self.servers}
 
+    pid_prefix = "consul-"  # pids/<prefix><server>.pid
+    servers_word = "servers"
+
     def token(self, name):
         with open(self.lab.path("consul", "tokens", name)) as f:
             return f.read().strip()
@@ -315,6 +351,70 @@ class RealConsul:
             f.write(f"{p.pid}\n")
         threading.Thread(target=p.wait, name=f"reap-consul-{host}", daemon=True).start()
         return p.pid
+
+
+class EtcdCluster:
+    """The lab's three etcd members (scripts/lab.sh up --dcs etcd3) as the
+    leader-loss and quorum-loss faults use them, like RealConsul: the Raft
+    leader from `etcdctl endpoint status` (root's certificate, from the
+    client's namespace, or from one member's view), a member started again
+    by `scripts/lab.sh start-etcd`."""
+
+    pid_prefix = "etcd-"
+    servers_word = "members"
+
+    def __init__(self, lab):
+        if lab.dcs_kind != "etcd3":
+            raise LabError(f"lab {lab.rid} runs on {lab.consul_label}, not on etcd")
+        self.lab = lab
+        self.servers = lab.etcd_members
+        self.port = lab.topo.etcd_port
+        self.addrs = {h: lab.topo.addr(h) for h in self.servers}
+
+    def status(self, hosts):
+        """{host: (its member id, the leader's member id)} of the members that answered."""
+        tls = self.lab.path("etcd", "tls")
+        eps = ",".join(f"https://{self.addrs[h]}:{self.port}" for h in hosts)
+        try:
+            r = subprocess.run(["ip", "netns", "exec", self.lab.ns("client"), "etcdctl", "--endpoints", eps,
+                                "--cacert", f"{tls}/ca.pem", "--cert", f"{tls}/client-root.pem",
+                                "--key", f"{tls}/client-root-key.pem", "--dial-timeout", "1s",
+                                "--command-timeout", "2s", "-w", "json", "endpoint", "status"],
+                               env=dict(os.environ, ETCDCTL_API="3"), stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=15)
+        except subprocess.TimeoutExpired:
+            return {}
+        try:
+            answers = json.loads(r.stdout or "[]")
+        except ValueError:
+            return {}
+        out = {}
+        for a in answers:
+            host = next((h for h in hosts if f"//{self.addrs[h]}:" in a.get("Endpoint", "")), None)
+            st = a.get("Status") or {}
+            if host:
+                out[host] = (st.get("header", {}).get("member_id"), st.get("leader"))
+        return out
+
+    def raft_leader(self, host="client"):
+        """The Raft leader: as the members that answer agree (host "client"),
+        or as member `host` sees it; None while there is none."""
+        hosts = self.servers if host == "client" else [host]
+        st = self.status(self.servers)
+        ids = {mid: h for h, (mid, _) in st.items()}
+        leaders = {st[h][1] for h in hosts if h in st and st[h][1]}
+        if len(leaders) != 1:
+            return None
+        return ids.get(leaders.pop())
+
+    def wait_raft_leader(self, host="client", timeout=CONSUL_BACK_S, other_than=None):
+        return base.wait_for(("the etcd members" if host == "client" else f"etcd member {host}")
+                             + " to know a Raft leader" + (f" other than {other_than}" if other_than else ""),
+                             timeout, lambda: (lambda h: h if h and h != other_than else None)(self.raft_leader(host)),
+                             0.2)
+
+    def start(self, host):
+        runlab.lab_sh("start-etcd", host, env={"LAB_RUN_ID": self.lab.rid, "LAB_ROOT": self.lab.root}, timeout=60)
 
 
 NETLINK_CONNECTOR = 11
@@ -787,7 +887,7 @@ def consul_route(lab, host):
     the host's own agent stays reachable on its loopback; it is its RPC to
     the servers (and its gossip with them) that is cut."""
     ns = lab.ns(host)
-    dsts = consul_routes(lab.consul_kind, lab.consul_servers, lab.topo.addr)
+    dsts = consul_routes(lab_kind(lab), dcs_servers(lab), lab.topo.addr)
     added = []
 
     def undo():
@@ -845,12 +945,12 @@ def fault_consul_down(lab, variant, _opts, _runs):
     on = variant == "failsafe-on"
 
     def act(ctx):
-        names = consul_pid_names(lab.consul_kind, lab.consul_servers)
+        names = consul_pid_names(lab_kind(lab), dcs_servers(lab))
         pids = {n: lab.pid(n) for n in names}
         for n in names:
-            base.kill(pids[n], signal.SIGSTOP, f"Consul ({n})")
+            base.kill(pids[n], signal.SIGSTOP, f"the DCS ({n})")
             ctx.on_heal(f"SIGCONT to {n}", lambda pid=pids[n]: os.kill(pid, signal.SIGCONT))
-        what = "the Consul double" if lab.consul_kind == "double" else "every Consul server"
+        what = {"double": "the Consul double", "real": "every Consul server", "etcd3": "every etcd member"}[lab_kind(lab)]
         say(f"consul-down: {what} ({', '.join(f'{n} pid {p}' for n, p in pids.items())}) is stopped for "
             f"{CUT_S:.0f} s (failsafe_mode: {str(on).lower()})")
         sleep_until(time.time() + CUT_S)
@@ -1097,13 +1197,13 @@ def fault_ini_edits(lab, _variant, opts, runs):
 
 
 def fault_consul_leader_loss(lab, _variant, _opts, _runs):
-    rc = RealConsul(lab)
+    rc = EtcdCluster(lab) if lab_kind(lab) == "etcd3" else RealConsul(lab)
 
     def act(ctx):
         leader = rc.wait_raft_leader()
         ctx.details["killed"] = leader
-        pid = lab.pid(f"consul-{leader}")
-        base.kill(pid, signal.SIGKILL, f"the Consul server {leader}")
+        pid = lab.pid(f"{rc.pid_prefix}{leader}")
+        base.kill(pid, signal.SIGKILL, f"the DCS server {leader}")
         t_kill = time.time()
 
         def back():
@@ -1123,14 +1223,14 @@ def fault_consul_leader_loss(lab, _variant, _opts, _runs):
 
 
 def fault_consul_quorum_loss(lab, _variant, _opts, _runs):
-    rc = RealConsul(lab)
+    rc = EtcdCluster(lab) if lab_kind(lab) == "etcd3" else RealConsul(lab)
 
     def act(ctx):
         leader = rc.wait_raft_leader()
         victims = quorum_loss_victims(leader, rc.servers)
-        pids = {v: lab.pid(f"consul-{v}") for v in victims}
+        pids = {v: lab.pid(f"{rc.pid_prefix}{v}") for v in victims}
         for v in victims:
-            base.kill(pids[v], signal.SIGKILL, f"the Consul server {v}")
+            base.kill(pids[v], signal.SIGKILL, f"the DCS server {v}")
         t_kill = time.time()
         ctx.details.update(stopped=victims, raft_leader_before=leader)
 
@@ -1153,7 +1253,7 @@ def fault_consul_quorum_loss(lab, _variant, _opts, _runs):
         ctx.heal()
         return t_heal
     return [episode(lab, "consul-quorum-loss", f"{len(quorum_loss_victims(None, rc.servers))} of "
-                    f"{len(rc.servers)} servers down {CUT_S:.0f} s", act, runs=_runs)]
+                    f"{len(rc.servers)} {rc.servers_word} down {CUT_S:.0f} s", act, runs=_runs)]
 
 
 def fault_agent_restart(lab, _variant, _opts, _runs):
@@ -1404,7 +1504,7 @@ def markdown(rows, title, skipped=()):
         lines.append("\nProblems:\n")
         lines += [f"- {r['fault']} ({r['variant']}): {p}" for r, p in problems]
     if skipped:
-        lines.append("\nSkipped on this Consul:\n")
+        lines.append("\nSkipped on this DCS:\n")
         lines += [f"- {f}{'' if v == '-' else ' (' + v + ')'}: {why}" for f, v, why in skipped]
     return "\n".join(lines) + "\n"
 
@@ -1437,6 +1537,10 @@ def scenario(topo, argv):
     ap.add_argument("--consul", choices=CONSUL_KINDS, default=None,
                     help="the Consul of the lab it brings up (default: LAB_CONSUL, else the topology's "
                     "LAB_CONSUL_DEFAULT); with --use-lab, the lab's own, which this must match")
+    ap.add_argument("--dcs", choices=("consul", "etcd3"), default=None,
+                    help="the DCS of the lab it brings up (default: LAB_DCS, else the topology's LAB_DCS_DEFAULT); "
+                    "on etcd3 the Consul faults run on etcd's members (etcd-cut, etcd-down, etcd-leader-loss, "
+                    "etcd-quorum-loss; --only takes either name)")
     ap.add_argument("--only", default="", help="comma list of faults or FAULT:VARIANT (default: all): "
                     + ", ".join(f"{f}" + (f" [{'|'.join(v)}]" if v != ['-'] else "") for f, v in FAULTS.items()))
     ap.add_argument("--repeats", type=int, default=None,
@@ -1444,30 +1548,41 @@ def scenario(topo, argv):
     ap.add_argument("--use-lab", action="store_true",
                     help="run on the lab that is up ($LAB_RUN_ID or $LAB_ROOT/current) and leave it up")
     a = ap.parse_args(argv)
+    etcd_aliases = {v: k for k, v in ETCD_NAMES.items()}
+    a.only = ",".join(etcd_aliases.get(x.split(":")[0], x.split(":")[0]) + (":" + x.split(":", 1)[1] if ":" in x else "")
+                      for x in a.only.split(",") if x.strip())
     if a.use_lab:
-        kind = runlab.Lab.current(topo).consul_kind
+        kind = lab_kind(runlab.Lab.current(topo))
         if a.consul and a.consul != kind:
             raise LabError(f"--consul {a.consul}, but the lab that is up runs on {kind or 'etcd'}")
+        if a.dcs and (a.dcs == "etcd3") != (kind == "etcd3"):
+            raise LabError(f"--dcs {a.dcs}, but the lab that is up runs on {kind}")
+    elif (a.dcs or os.environ.get("LAB_DCS") or topo.get("LAB_DCS_DEFAULT")) == "etcd3":
+        kind = "etcd3"
+        os.environ["LAB_DCS"] = "etcd3"
     else:
         kind = consul_kind(a.consul, os.environ.get("LAB_CONSUL"), topo.get("LAB_CONSUL_DEFAULT"))
         # The labs this brings up (lab.sh up) run on it.
         os.environ["LAB_CONSUL"] = kind
+        os.environ["LAB_DCS"] = "consul"
     plan, skipped = plan_for(a.only, kind)
     if a.repeats is not None and a.repeats < 1:
         raise LabError(f"--repeats must be at least 1, not {a.repeats}")
     a.edit_repeats = a.repeats or 3
     a.repeats = a.repeats or 10
+    where = {"real": "real Consul", "double": "the Consul double", "etcd3": "etcd"}[kind]
+    skipped = [(row_name(f, kind), v, why) for f, v, why in skipped]
     for f, v, why in skipped:
-        say(f"skipped on {'real Consul' if kind == 'real' else 'the Consul double'}: "
-            f"{f}{'' if v == '-' else ' (' + v + ')'}: {why}")
+        say(f"skipped on {where}: {f}{'' if v == '-' else ' (' + v + ')'}: {why}")
     started = time.time()
     head = {"consul": None}
 
     def title():
         load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-        return (f"scripts/lab.sh faults --consul {kind}{' --only ' + a.only if a.only else ''}"
+        return (f"scripts/lab.sh faults {'--dcs etcd3' if kind == 'etcd3' else '--consul ' + kind}"
+                f"{' --only ' + a.only if a.only else ''}"
                 f"{' --repeats ' + str(a.repeats) if a.repeats != 10 else ''}, "
-                f"on {head['consul'] or kind + ' Consul'}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime(started))} "
+                f"on {head['consul'] or where}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime(started))} "
                 f"UTC, {os.cpu_count()} CPUs, load (1/5/15 min) {load} at {time.strftime('%H:%M', time.gmtime())}")
     rows = []
 
@@ -1487,8 +1602,8 @@ def scenario(topo, argv):
             with session as lab:
                 if lab.manager != "hook":
                     raise LabError(f"lab {lab.rid} runs {lab.manager}; the fault matrix needs the hook's lab")
-                if lab.consul_kind != kind:
-                    raise LabError(f"lab {lab.rid} runs on {lab.consul_label}, not on {kind} Consul")
+                if lab_kind(lab) != kind:
+                    raise LabError(f"lab {lab.rid} runs on {lab.consul_label}, not on {where}")
                 head["consul"] = lab.consul_label
                 runs = HookRuns(lab)
                 try:
@@ -1507,7 +1622,9 @@ def scenario(topo, argv):
                             got = [failed_row(fault, variant, str(e))]
                         load = round(os.getloadavg()[0], 2)
                         for r in got:
+                            r["fault"] = row_name(r["fault"], kind)
                             r["consul"] = lab.consul
+                            r["dcs"] = lab.dcs_kind
                             r["load"] = load
                         rows.extend(got)
                         save()

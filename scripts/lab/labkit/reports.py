@@ -41,8 +41,8 @@ def summarize(results, failures=()):
             row["dcs"] = dcs
         if rs and "consul" in rs[0]:
             row["consul"] = rs[0]["consul"]
-        if rs and rs[0].get("etcd_api"):
-            row["etcd_api"] = rs[0]["etcd_api"]
+        if dcs is not None:
+            row["etcd_api"] = rs[0].get("etcd_api") if rs else None
         for key in FIGURES + ["pgbouncer_minus_patroni_ms"]:
             vs = [v for v in ((pgb_minus_patroni(r) if key == "pgbouncer_minus_patroni_ms" else r.get(key)) for r in rs)
                   if v is not None]
@@ -130,10 +130,11 @@ def with_consul(data):
     for row in rows:
         if isinstance(row, dict):
             row.setdefault("consul", CONSUL_RAN_ON)
-            if DCS_RAN_ON is not NO_LAB:
-                row.setdefault("dcs", DCS_RAN_ON)
-            if ETCD_API:
-                row.setdefault("etcd_api", ETCD_API)
+            # Stamped together: a row that says its DCS keeps its etcd_api
+            # (null on Consul), whichever lab this process opened last.
+            if DCS_RAN_ON is not NO_LAB and "dcs" not in row:
+                row["dcs"] = DCS_RAN_ON
+                row["etcd_api"] = ETCD_API
     return data
 
 
