@@ -1,5 +1,6 @@
 //! The Patroni callbacks end to end, in network namespaces, against the Consul
-//! double: the VIP on the interface (checked with `ip -j addr`), the
+//! double, and for the tests marked `every_dcs!` also a real Consul with ACLs
+//! and TLS and a real etcd 3.4 with mutual TLS and auth: the VIP on the interface (checked with `ip -j addr`), the
 //! `vip-holder` record, the peer's neighbour table (proof the announcement went
 //! out), the fence, the deadline, serialisation and SIGKILL.
 
@@ -41,7 +42,7 @@ fn primary_adds_announces_and_records_ipv4(b: Backend) {
         "second run must not rewrite vip-holder"
     );
 }
-both!(primary_adds_announces_and_records_ipv4);
+every_dcs!(primary_adds_announces_and_records_ipv4);
 
 fn primary_adds_announces_and_records_ipv6(b: Backend) {
     let Some(f) = Fixture::on(b, &format!("{V6}/64")) else {
@@ -64,7 +65,7 @@ fn primary_adds_announces_and_records_ipv6(b: Backend) {
     );
     assert_eq!(f.holder().unwrap()["address"], format!("{V6}/64"));
 }
-both!(primary_adds_announces_and_records_ipv6);
+every_dcs!(primary_adds_announces_and_records_ipv6);
 
 fn replica_stop_and_start_replica_remove_the_vip_and_only_our_record(b: Backend) {
     let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
@@ -95,7 +96,7 @@ fn replica_stop_and_start_replica_remove_the_vip_and_only_our_record(b: Backend)
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(f.holder().unwrap()["member"], "pg2");
 }
-both!(replica_stop_and_start_replica_remove_the_vip_and_only_our_record);
+every_dcs!(replica_stop_and_start_replica_remove_the_vip_and_only_our_record);
 
 fn fence_refuses_when_another_member_holds_the_leader_key(b: Backend) {
     let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
@@ -112,7 +113,7 @@ fn fence_refuses_when_another_member_holds_the_leader_key(b: Backend) {
     assert_eq!(f.vip_count(V4), 0, "no VIP without the leader lock");
     assert!(f.holder().is_none());
 }
-both!(fence_refuses_when_another_member_holds_the_leader_key);
+every_dcs!(fence_refuses_when_another_member_holds_the_leader_key);
 
 fn no_leader_key_changes_nothing_and_exits_75(b: Backend) {
     let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
@@ -122,7 +123,7 @@ fn no_leader_key_changes_nothing_and_exits_75(b: Backend) {
     assert_eq!(code(&out), 75, "{}", text(&out));
     assert_eq!(f.vip_count(V4), 0);
 }
-both!(no_leader_key_changes_nothing_and_exits_75);
+every_dcs!(no_leader_key_changes_nothing_and_exits_75);
 
 fn consul_unreachable_adds_the_vip_and_exits_75_within_the_deadline(b: Backend) {
     let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
@@ -137,7 +138,7 @@ fn consul_unreachable_adds_the_vip_and_exits_75_within_the_deadline(b: Backend) 
     let cfg = f.config_variant(
         "hang.yml",
         &f.consul.url(),
-        &format!("http://127.0.0.1:{port}"),
+        &f.consul.endpoint(&format!("127.0.0.1:{port}")),
     );
     let started = Instant::now();
     let out = f.hook_with(&cfg, &["on_role_change", "primary", SCOPE]);
@@ -155,12 +156,16 @@ fn consul_unreachable_adds_the_vip_and_exits_75_within_the_deadline(b: Backend) 
     let Fixture { consul, .. } = &f;
     let url = consul.url();
     drop(hang);
-    let stopped_cfg = f.config_variant("stopped.yml", &url, &format!("http://127.0.0.1:{port}"));
+    let stopped_cfg = f.config_variant(
+        "stopped.yml",
+        &url,
+        &consul.endpoint(&format!("127.0.0.1:{port}")),
+    );
     let out = f.hook_with(&stopped_cfg, &["on_role_change", "replica", SCOPE]);
     assert_eq!(code(&out), 75, "removal done, record not: {}", text(&out));
     assert_eq!(f.vip_count(V4), 0, "removal never waits on Consul");
 }
-both!(consul_unreachable_adds_the_vip_and_exits_75_within_the_deadline);
+every_dcs!(consul_unreachable_adds_the_vip_and_exits_75_within_the_deadline);
 
 fn concurrent_runs_end_in_the_state_of_the_last_one(b: Backend) {
     let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
@@ -203,7 +208,7 @@ fn concurrent_runs_end_in_the_state_of_the_last_one(b: Backend) {
     assert_eq!(f.vip_count(V4), expect, "last run was {last_role}");
     assert_eq!(f.holder().is_some(), last_role == "primary");
 }
-both!(concurrent_runs_end_in_the_state_of_the_last_one);
+every_dcs!(concurrent_runs_end_in_the_state_of_the_last_one);
 
 fn a_run_killed_midway_leaves_a_state_the_next_run_converges_from(b: Backend) {
     let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
@@ -255,7 +260,7 @@ fn a_run_killed_midway_leaves_a_state_the_next_run_converges_from(b: Backend) {
         }
     }
 }
-both!(a_run_killed_midway_leaves_a_state_the_next_run_converges_from);
+every_dcs!(a_run_killed_midway_leaves_a_state_the_next_run_converges_from);
 
 fn floating_ip_from_consul_and_removal_without_consul(b: Backend) {
     let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
@@ -279,12 +284,12 @@ fn floating_ip_from_consul_and_removal_without_consul(b: Backend) {
     );
     // Consul gone: the remembered address is removed all the same.
     let url = f.consul.url();
-    f.edit_config(&url, "http://127.0.0.1:1");
+    f.edit_config(&url, &f.consul.endpoint("127.0.0.1:1"));
     let out = f.hook(&["on_stop", "primary", SCOPE]);
     assert_eq!(code(&out), 75, "{}", text(&out));
     assert_eq!(f.vip_count("198.51.100.101"), 0);
 }
-both!(floating_ip_from_consul_and_removal_without_consul);
+every_dcs!(floating_ip_from_consul_and_removal_without_consul);
 
 fn dry_run_prints_steps_and_changes_nothing(b: Backend) {
     let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
@@ -299,13 +304,16 @@ fn dry_run_prints_steps_and_changes_nothing(b: Backend) {
         "{stdout}"
     );
     assert!(
-        stdout.contains("would write service/batman/vip-holder"),
+        stdout.contains(&format!(
+            "would write {}",
+            f.consul.shown_key("service/batman/vip-holder")
+        )),
         "{stdout}"
     );
     assert_eq!(f.vip_count(V4), 0);
     assert!(f.holder().is_none());
 }
-both!(dry_run_prints_steps_and_changes_nothing);
+every_dcs!(dry_run_prints_steps_and_changes_nothing);
 
 fn missing_interface_is_a_clear_error(b: Backend) {
     let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
@@ -321,7 +329,7 @@ fn missing_interface_is_a_clear_error(b: Backend) {
         "{err}"
     );
 }
-both!(missing_interface_is_a_clear_error);
+every_dcs!(missing_interface_is_a_clear_error);
 
 fn status_shows_the_holder_and_the_vip(b: Backend) {
     let Some(f) = Fixture::on(b, &format!("{V4}/24")) else {
@@ -337,7 +345,7 @@ fn status_shows_the_holder_and_the_vip(b: Backend) {
     assert_eq!(v["vip_holder"]["member"], "pg1");
 }
 
-both!(status_shows_the_holder_and_the_vip);
+every_dcs!(status_shows_the_holder_and_the_vip);
 
 /// Patroni runs callbacks as its own user: the hook must work as `postgres`
 /// with file capabilities only (no root), and say which capability is missing
@@ -426,7 +434,7 @@ fn runs_as_postgres_with_file_capabilities(b: Backend) {
     assert!(f.holder().is_none());
 }
 
-both!(runs_as_postgres_with_file_capabilities);
+every_dcs!(runs_as_postgres_with_file_capabilities);
 
 /// The safety net on a database node: `reconcile` converges the VIP to the
 /// leader key when no callback ran (Patroni killed, its PostgreSQL running on).
@@ -472,7 +480,7 @@ fn reconcile_on_a_database_node_follows_the_leader_key(b: Backend) {
     assert_eq!(f.holder_index(), idx);
 }
 
-both!(reconcile_on_a_database_node_follows_the_leader_key);
+every_dcs!(reconcile_on_a_database_node_follows_the_leader_key);
 
 /// A VIP this node holds (even one put there by other tooling) is remembered,
 /// so removal works with Consul unreachable, and a release removes the old
@@ -497,20 +505,21 @@ fn release_without_consul_removes_every_address_this_node_held(b: Backend) {
     assert_eq!(f.vip_count("198.51.100.101"), 1);
     // Consul gone, then demoted: both addresses removed, exit 75 for the record.
     let url = f.consul.url();
-    f.edit_config(&url, "http://127.0.0.1:1");
+    let gone = f.consul.endpoint("127.0.0.1:1");
+    f.edit_config(&url, &gone);
     let out = f.hook(&["on_role_change", "demoted", SCOPE]);
     assert_eq!(code(&out), 75, "{}", text(&out));
     assert_eq!(f.vip_count("198.51.100.101"), 0, "{}", text(&out));
     // The first address was remembered before the floating-ip moved; the
     // remembered one is the last held, so reconcile with Consul back cleans up.
-    f.edit_config("http://127.0.0.1:1", &url);
+    f.edit_config(&gone, &url);
     f.set_leader("pg2");
     let out = f.hook(&["reconcile"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(f.vip_count("198.51.100.101"), 0);
 }
 
-both!(release_without_consul_removes_every_address_this_node_held);
+every_dcs!(release_without_consul_removes_every_address_this_node_held);
 
 /// A Consul that answers but refuses (403: a token it does not know) is not
 /// "unreachable": the fence does not fall back to trusting Patroni, and the
@@ -598,7 +607,7 @@ fn a_reconcile_waiting_on_consul_does_not_delay_a_demotion(b: Backend) {
     let cfg = f.config_variant(
         "hang.yml",
         &f.consul.url(),
-        &format!("http://{}", hang.local_addr().unwrap()),
+        &f.consul.endpoint(&hang.local_addr().unwrap().to_string()),
     );
     let mut reconcile = f
         .command(&cfg, &["reconcile"])
@@ -628,7 +637,7 @@ fn a_reconcile_waiting_on_consul_does_not_delay_a_demotion(b: Backend) {
     );
 }
 
-both!(a_reconcile_waiting_on_consul_does_not_delay_a_demotion);
+every_dcs!(a_reconcile_waiting_on_consul_does_not_delay_a_demotion);
 
 /// Patroni runs before_stop right before it stops PostgreSQL, also when it
 /// demotes a primary that lost Consul. That stop can hang for as long as a

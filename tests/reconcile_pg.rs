@@ -1,7 +1,9 @@
 //! `reconcile` on the PgBouncer host, with real PgBouncer in front of two real
 //! PostgreSQL 15 instances registered as two Patroni members in Consul (the
-//! double, and for the tests marked `both!` also a real Consul 1.8.7 with
-//! ACLs and TLS, the hook's token holding the kit's PgBouncer-host policy):
+//! double, and for the tests marked `every_dcs!` also a real Consul 1.8.7
+//! with ACLs and TLS, the hook's token holding the kit's PgBouncer-host
+//! policy, and a real etcd 3.4 with mutual TLS and auth, the hook the
+//! contract's patroni-hook-pgbouncer user):
 //! a client through PgBouncer follows the leader key.
 
 #[macro_use]
@@ -60,6 +62,7 @@ impl Lab {
                 .replace("\"service/postgres/", &format!("\"service/{SCOPE}/"))
                 .replace("pause-ack/pgbouncer\"", "pause-ack/pgb\""),
             )?,
+            Backend::Etcd => Consul::etcd()?,
         };
         let dir = tempfile::tempdir().unwrap();
         pg::open_path_for_postgres(dir.path());
@@ -92,12 +95,11 @@ impl Lab {
         std::fs::write(
             &self.config,
             format!(
-                "name: pgb\nlock_file: {}\nconsul:\n  url: {url}\n  namespace: {ns}\n  timeout: 1s\n{extra}pgbouncer:\n  ini: {}\n  pidfile: {}\n  clusters:\n    - scope: {SCOPE}\n      databases: [appdb]\n",
+                "name: pgb\nlock_file: {}\n{dcs}pgbouncer:\n  ini: {}\n  pidfile: {}\n  clusters:\n    - scope: {SCOPE}\n      databases: [appdb]\n",
                 self._dir.path().join("hook.lock").display(),
                 self.pgb.ini.display(),
                 pidfile.display(),
-                ns = self.consul.namespace(),
-                extra = self.consul.hook_settings(self._dir.path()),
+                dcs = self.consul.dcs_section(self._dir.path(), url),
             ),
         )
         .unwrap();
@@ -179,7 +181,7 @@ fn pgbouncer_follows_the_leader_key(b: Backend) {
     assert_eq!(other.query_line("SELECT current_database();"), "template1");
     let _ = &lab.b;
 }
-both!(pgbouncer_follows_the_leader_key);
+every_dcs!(pgbouncer_follows_the_leader_key);
 
 fn no_leader_or_no_consul_keeps_the_file_and_exits_75(b: Backend) {
     let Some(lab) = Lab::on(b) else { return };
@@ -191,12 +193,12 @@ fn no_leader_or_no_consul_keeps_the_file_and_exits_75(b: Backend) {
     assert_eq!(lab.ini(), before);
     // The double stopped: connection refused.
     // Consul down: nothing listens on port 1, the connection is refused.
-    lab.write_config("http://127.0.0.1:1", &lab.pgb.pidfile);
+    lab.write_config(&lab.consul.endpoint("127.0.0.1:1"), &lab.pgb.pidfile);
     let out = lab.reconcile();
     assert_eq!(out.status.code(), Some(75), "{}", text(&out));
     assert_eq!(lab.ini(), before);
 }
-both!(no_leader_or_no_consul_keeps_the_file_and_exits_75);
+every_dcs!(no_leader_or_no_consul_keeps_the_file_and_exits_75);
 
 #[test]
 fn stale_pidfile_is_an_error_naming_it_and_the_new_file_stays() {
@@ -270,7 +272,7 @@ fn injection_through_conn_url_leaves_the_file_byte_identical(b: Backend) {
         );
     }
 }
-both!(injection_through_conn_url_leaves_the_file_byte_identical);
+every_dcs!(injection_through_conn_url_leaves_the_file_byte_identical);
 
 #[test]
 fn reconcile_does_not_hang_on_watch_json_on_stdin() {

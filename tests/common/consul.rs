@@ -20,6 +20,10 @@ pub enum Consul {
     /// A real agent of this test's, on the host's loopback, and the token
     /// the hook uses.
     Real(Box<super::real_consul::Agent>, super::real_consul::Token),
+    /// A real etcd 3.4 of this test's on the host's loopback (mutual TLS,
+    /// auth with the contract's roles), the hook as the PgBouncer host's
+    /// user; keys in the Consul spelling map to etcd's (`/service/...`).
+    Etcd(Box<super::real_etcd::Etcd>),
     /// A real agent at this base URL, under a private namespace.
     External {
         /// Base URL.
@@ -59,6 +63,46 @@ impl Consul {
         Some(Consul::Real(Box::new(agent), token))
     }
 
+    /// A real etcd of this test's with mutual TLS and auth; the hook is the
+    /// PgBouncer host's user. `None` when etcd 3.4 is missing outside CI.
+    pub fn etcd() -> Option<Consul> {
+        if !super::real_etcd::require_etcd() {
+            return None;
+        }
+        Some(Consul::Etcd(Box::new(super::real_etcd::Etcd::start(
+            None,
+            super::real_etcd::Opts::SECURE,
+        ))))
+    }
+
+    /// The hook's whole DCS section for this store, its address `url` (from
+    /// `url()` or `endpoint()`), timeout 1 s; credentials written into `dir`.
+    pub fn dcs_section(&self, dir: &std::path::Path, url: &str) -> String {
+        match self {
+            Consul::Etcd(e) => format!(
+                "dcs: etcd3\netcd3:\n{}  timeout: 1s\n",
+                e.hook_settings(dir, "patroni-hook-pgbouncer").replace(
+                    &format!("  hosts: {}\n", e.hosts()),
+                    &format!("  hosts: {url}\n")
+                )
+            ),
+            _ => format!(
+                "consul:\n  url: {url}\n  namespace: {}\n  timeout: 1s\n{}",
+                self.namespace(),
+                self.hook_settings(dir)
+            ),
+        }
+    }
+
+    /// What stands for `url()` to send the hook to `addr` (`127.0.0.1:port`)
+    /// instead: `http://addr` on Consul, `addr` on etcd.
+    pub fn endpoint(&self, addr: &str) -> String {
+        match self {
+            Consul::Etcd(_) => addr.to_string(),
+            _ => format!("http://{addr}"),
+        }
+    }
+
     /// The hook's `consul:` settings besides `url`, `namespace` and
     /// `timeout` (each line indented by two spaces): the CA and a token file
     /// written into `dir` for a real agent of the test's.
@@ -82,6 +126,7 @@ impl Consul {
         match self {
             Consul::Real(a, _) => a.url(),
             Consul::Double(s) => s.url(),
+            Consul::Etcd(e) => e.hosts(),
             Consul::External { url, .. } => url.clone(),
         }
     }
@@ -89,7 +134,7 @@ impl Consul {
     /// The hook's `consul.namespace` for this test (Patroni's default with the double).
     pub fn namespace(&self) -> String {
         match self {
-            Consul::Double(_) | Consul::Real(..) => "service".into(),
+            Consul::Double(_) | Consul::Real(..) | Consul::Etcd(_) => "service".into(),
             Consul::External { namespace, .. } => namespace.clone(),
         }
     }
@@ -104,6 +149,7 @@ impl Consul {
         match self {
             Consul::Real(a, _) => a.kv_put(key, value),
             Consul::Double(s) => s.kv_put(key, value),
+            Consul::Etcd(e) => e.put(key, value),
             Consul::External { url, .. } => {
                 let out = curl(
                     &[
@@ -125,6 +171,7 @@ impl Consul {
         match self {
             Consul::Real(a, _) => a.kv_get(key).map(|e| (e.value, e.modify_index)),
             Consul::Double(s) => s.kv_get(key).map(|e| (e.value, e.modify_index)),
+            Consul::Etcd(e) => e.get(key),
             Consul::External { url, .. } => {
                 let out = curl(&[&format!("{url}/v1/kv/{key}")], b"");
                 if out.trim().is_empty() {
@@ -149,6 +196,7 @@ impl Consul {
         match self {
             Consul::Real(a, _) => a.kv_delete(key),
             Consul::Double(s) => s.kv_delete(key),
+            Consul::Etcd(e) => e.delete(key),
             Consul::External { url, .. } => {
                 curl(&["-X", "DELETE", &format!("{url}/v1/kv/{key}")], b"");
             }

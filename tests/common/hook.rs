@@ -5,6 +5,7 @@
 
 use super::netns::{self, Netns};
 use super::real_consul::{Agent, Token};
+use super::real_etcd::{self, Etcd};
 use consul_double::{Options, Server};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -39,6 +40,9 @@ pub enum Kv {
     Double(Server),
     /// A real agent, and the hook's token.
     Real(Box<Agent>, Token),
+    /// A real etcd (mutual TLS, auth); the test's keys in the Consul
+    /// spelling (`service/batman/leader`) are etcd's `/service/batman/leader`.
+    Etcd(Box<Etcd>),
 }
 
 impl Kv {
@@ -47,6 +51,7 @@ impl Kv {
         match self {
             Kv::Double(s) => s.kv_put(key, value),
             Kv::Real(a, _) => a.kv_put(key, value),
+            Kv::Etcd(e) => e.put(key, value),
         }
     }
 
@@ -55,6 +60,16 @@ impl Kv {
         match self {
             Kv::Double(s) => s.kv_get(key),
             Kv::Real(a, _) => a.kv_get(key),
+            // mod_revision stands for ModifyIndex: it moves on every write.
+            Kv::Etcd(e) => e.get(key).map(|(value, rev)| consul_double::Entry {
+                key: key.to_string(),
+                value,
+                create_index: rev,
+                modify_index: rev,
+                lock_index: 0,
+                flags: 0,
+                session: None,
+            }),
         }
     }
 
@@ -63,14 +78,42 @@ impl Kv {
         match self {
             Kv::Double(s) => s.kv_delete(key),
             Kv::Real(a, _) => a.kv_delete(key),
+            Kv::Etcd(e) => e.delete(key),
         }
     }
 
-    /// The base URL the hook uses.
+    /// The base URL the hook uses; on etcd, its `hosts` value.
     pub fn url(&self) -> String {
         match self {
             Kv::Double(s) => s.url(),
             Kv::Real(a, _) => a.url(),
+            Kv::Etcd(e) => e.hosts(),
+        }
+    }
+
+    /// `key` (`service/batman/vip-holder`) as the hook names it in its
+    /// output: with a leading `/` on etcd.
+    pub fn shown_key(&self, key: &str) -> String {
+        match self {
+            Kv::Etcd(_) => real_etcd::etcd_key(key),
+            _ => key.to_string(),
+        }
+    }
+
+    /// What replaces `url()` in a config to send the hook to `addr`
+    /// (`127.0.0.1:port`) instead: `http://addr` on Consul, `addr` on etcd.
+    pub fn endpoint(&self, addr: &str) -> String {
+        match self {
+            Kv::Etcd(_) => addr.to_string(),
+            _ => format!("http://{addr}"),
+        }
+    }
+
+    /// The real etcd, for tests that only make sense on one.
+    pub fn etcd(&self) -> &Etcd {
+        match self {
+            Kv::Etcd(e) => e,
+            _ => panic!("this test needs the etcd backend"),
         }
     }
 
@@ -78,7 +121,7 @@ impl Kv {
     pub fn agent(&self) -> &Agent {
         match self {
             Kv::Real(a, _) => a,
-            Kv::Double(_) => panic!("this test needs the real Consul backend"),
+            _ => panic!("this test needs the real Consul backend"),
         }
     }
 }
@@ -136,6 +179,9 @@ impl Fixture {
         if backend == Backend::Real && !super::real_consul::require_consul() {
             return None;
         }
+        if backend == Backend::Etcd && !real_etcd::require_etcd() {
+            return None;
+        }
         let node = Netns::new("node");
         let peer = Netns::new("peer");
         // DAD would hold the test's own IPv6 addresses tentative for a second.
@@ -169,6 +215,7 @@ impl Fixture {
                 let token = agent.token("hook-node", &node_policy());
                 Kv::Real(Box::new(agent), token)
             }
+            Backend::Etcd => Kv::Etcd(Box::new(Etcd::start(Some(&node), real_etcd::Opts::SECURE))),
         };
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yml");
@@ -185,10 +232,32 @@ impl Fixture {
     }
 
     /// Writes the fixture's config: VIP `vip` on eth1, deadline 3 s, timeout
-    /// 1 s; with the real backend, the CA and the hook's token file too.
+    /// 1 s (2 s on etcd); with the real backend, the CA and the hook's token
+    /// file too; on etcd `dcs: etcd3`, the CA, a client certificate, the
+    /// user patroni-hook-db and its password file.
     pub fn write_config(&self, vip: &str, extra: &str) {
         let tls = match &self.consul {
             Kv::Double(_) => String::new(),
+            Kv::Etcd(e) => {
+                // 2 s per call, as the contract's example: each run
+                // authenticates with a password (bcrypt and a raft write on
+                // etcd's side, 100-300 ms on a loaded 2-core machine), and
+                // 20 runs started at once all do.
+                let dcs = format!(
+                    "dcs: etcd3\netcd3:\n{}  timeout: 2s\n",
+                    e.hook_settings(self.dir.path(), "patroni-hook-db")
+                );
+                std::fs::write(
+                    &self.config,
+                    format!(
+                        "name: pg1\nscope: {SCOPE}\ndeadline: 3s\nlock_file: {}\n{dcs}\
+                         vip:\n  address: {vip}\n  interface: eth1\n  gratuitous_arp: 2\n{extra}",
+                        self.lock_file().display(),
+                    ),
+                )
+                .unwrap();
+                return;
+            }
             Kv::Real(a, t) => {
                 let token_file = self.dir.path().join("consul.token");
                 std::fs::write(&token_file, format!("{}\n", t.secret)).unwrap();
@@ -210,6 +279,43 @@ impl Fixture {
             ),
         )
         .unwrap();
+    }
+
+    /// A config `name` for this node (pg1, VIP `vip` on eth1, deadline 3 s)
+    /// whose DCS is etcd with `etcd3` as its section's lines (each indented
+    /// by two spaces; add `  timeout: ...`).
+    pub fn etcd_config(&self, name: &str, vip: &str, etcd3: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "name: pg1\nscope: {SCOPE}\ndeadline: 3s\nlock_file: {}\ndcs: etcd3\netcd3:\n{etcd3}\
+                 vip:\n  address: {vip}\n  interface: eth1\n  gratuitous_arp: 2\n",
+                self.lock_file().display(),
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// A copy of this fixture's config named `name` whose `etcd3:` section
+    /// has each `(setting, value)` set (replaced or added) or, with `None`,
+    /// removed.
+    pub fn etcd_variant(&self, name: &str, set: &[(&str, Option<&str>)]) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains("\netcd3:\n"), "not an etcd3 config: {text}");
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        for (setting, value) in set {
+            let prefix = format!("  {setting}: ");
+            lines.retain(|l| !l.starts_with(&prefix));
+            if let Some(v) = value {
+                let at = lines.iter().position(|l| l == "etcd3:").unwrap() + 1;
+                lines.insert(at, format!("{prefix}{v}"));
+            }
+        }
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
     }
 
     /// Writes a PgBouncer host's config (`pgb.yml`, name `pgb`) for this

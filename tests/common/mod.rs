@@ -10,6 +10,10 @@ pub enum Backend {
     /// A real Consul 1.8.7 of the test's own (real_consul.rs): TLS, ACLs on
     /// (default deny), the hook with a token of the kit's policy.
     Real,
+    /// A real etcd 3.4 of the test's own (real_etcd.rs): mutual TLS, auth on
+    /// with the contract's roles, the hook (`dcs: etcd3`) as the role's user
+    /// with a password file and a client certificate without a CN.
+    Etcd,
 }
 
 /// One test body, two Consuls: `both!(name)` after `fn name(b: Backend)`
@@ -31,6 +35,29 @@ macro_rules! both {
     };
 }
 
+/// One test body, three DCSs: `every_dcs!(name)` after `fn name(b:
+/// Backend)` makes `name::on_the_double`, `name::on_real_consul` and
+/// `name::on_real_etcd`, for bodies that do not depend on the DCS.
+#[allow(unused_macros)]
+macro_rules! every_dcs {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn on_the_double() {
+                super::$name(super::Backend::Double)
+            }
+            #[test]
+            fn on_real_consul() {
+                super::$name(super::Backend::Real)
+            }
+            #[test]
+            fn on_real_etcd() {
+                super::$name(super::Backend::Etcd)
+            }
+        }
+    };
+}
+
 mod basics;
 pub mod consul;
 pub mod fake_consul;
@@ -41,6 +68,7 @@ pub mod netns;
 pub mod pause_lab;
 pub mod pg;
 pub mod real_consul;
+pub mod real_etcd;
 pub mod tls;
 
 pub use basics::*;
