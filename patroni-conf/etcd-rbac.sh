@@ -105,11 +105,11 @@ case "$ns" in
     *) echo "error: namespace $ns: must start with /" >&2; exit 2 ;;
 esac
 case "$scope" in
-    "" | */* | *[[:space:]]*) echo "error: scope '$scope': must be a name without /" >&2; exit 2 ;;
+    "" | */* | *[[:space:]]*) echo "error: scope '$scope': must be a name without / or blanks" >&2; exit 2 ;;
 esac
 for host in "$@"; do
     case "$host" in
-        "" | */* | *[[:space:]]*) echo "error: PgBouncer host '$host': must be a name without /" >&2; exit 2 ;;
+        "" | */* | *[[:space:]]*) echo "error: PgBouncer host '$host': must be a name without / or blanks" >&2; exit 2 ;;
     esac
 done
 prefix="$ns/$scope/"

@@ -29,7 +29,7 @@ use common::kit::{read, subst, CONF};
 use common::fake_consul::{patroni_api, FakeConsul};
 use common::netns::{self, Netns};
 use common::pg::{self, Pgbouncer, PgbouncerOptions};
-use common::{free_port, require_all, text, wait_for, which};
+use common::{free_port, require_all, text, wait_for, wait_for_some, which};
 use consul_double::{Options, Server};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -143,6 +143,38 @@ fn hook_configs_pass_check_config() {
             (KIT_TOKEN_FILE, token_line.as_str()),
         ]
     };
+    // The etcd examples' CA, the host's client certificate (no CN: the JSON
+    // gateway refuses one with a CN) and its password file.
+    etcd_pki(dir.path());
+    let pem = |name: &str| dir.path().join(name).display().to_string();
+    let password = dir.path().join("etcd-password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let etcd_lines = [
+        format!("cacert: {}", pem("ca.pem")),
+        format!("cert: {}", pem("nocn.pem")),
+        format!("key: {}", pem("nocn-key.pem")),
+        format!("password_file: {}", password.display()),
+    ];
+    let etcd = || {
+        vec![
+            (
+                "cacert: /etc/patroni-hook/etcd-ca.pem",
+                etcd_lines[0].as_str(),
+            ),
+            (
+                "cert: /etc/patroni-hook/etcd-client.pem",
+                etcd_lines[1].as_str(),
+            ),
+            (
+                "key: /etc/patroni-hook/etcd-client-key.pem",
+                etcd_lines[2].as_str(),
+            ),
+            (
+                "password_file: /etc/patroni-hook/etcd-password",
+                etcd_lines[3].as_str(),
+            ),
+        ]
+    };
     for (name, extra) in [
         ("config.yml", vec![]),
         (
@@ -156,6 +188,18 @@ fn hook_configs_pass_check_config() {
             [
                 vec![("ini: /etc/pgbouncer/pgbouncer.ini", ini_line.as_str())],
                 consul(),
+            ]
+            .concat(),
+        ),
+        (
+            "patroni-hook-db-etcd3.yml",
+            [vec![("interface: eth1", "interface: lo")], etcd()].concat(),
+        ),
+        (
+            "patroni-hook-pgbouncer-etcd3.yml",
+            [
+                vec![("ini: /etc/pgbouncer/pgbouncer.ini", ini_line.as_str())],
+                etcd(),
             ]
             .concat(),
         ),
@@ -827,11 +871,17 @@ fn systemd_units_pass_systemd_analyze_verify() {
             "Patroni in the test virtualenv (patroni.service's ExecStart)",
             patroni.exists(),
         ),
+        (
+            "etcdctl at /usr/bin/etcdctl (the etcd watch unit's ExecStart)",
+            Path::new(ETCDCTL).exists(),
+        ),
     ]) {
         return;
     }
     // verify checks that ExecStart= is executable: substituted with this
-    // build's binary and the test virtualenv's Patroni. --man=no: the man
+    // build's binary and the test virtualenv's Patroni; the etcd watch
+    // unit's is etcdctl, installed where it names it (its ExecStartPost's
+    // patroni-hook is substituted all the same). --man=no: the man
     // pages are not installed here (tests/install.rs verifies with them).
     let dir = tempfile::tempdir().unwrap();
     let hook_bin = bin().display().to_string();
@@ -848,6 +898,11 @@ fn systemd_units_pass_systemd_analyze_verify() {
             "patroni.service",
             "/opt/patroni/venv/bin/patroni",
             patroni_bin.as_str(),
+        ),
+        (
+            "patroni-hook-etcd-watch@.service",
+            "/usr/bin/patroni-hook",
+            hook_bin.as_str(),
         ),
     ] {
         let body = read(name);
@@ -885,6 +940,30 @@ fn systemd_units_pass_systemd_analyze_verify() {
         .args(["verify", "--man=no"])
         .arg(&bad));
     assert!(!out.stderr.is_empty(), "a bad Type= passed: {}", text(&out));
+
+    // And on the template unit: an ExecStart= program that is not there.
+    let bad_dir = dir.path().join("bad");
+    std::fs::create_dir(&bad_dir).unwrap();
+    let bad = bad_dir.join("patroni-hook-etcd-watch@.service");
+    std::fs::write(
+        &bad,
+        subst(
+            &std::fs::read_to_string(&files[3]).unwrap(),
+            &[(
+                "ExecStart=/usr/bin/etcdctl",
+                "ExecStart=/usr/bin/etcdctl-gone",
+            )],
+        ),
+    )
+    .unwrap();
+    let out = run(Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&bad));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not executable"),
+        "a missing etcdctl passed: {}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -1178,4 +1257,746 @@ fn consul_files_pass_consul_validate_and_the_policies_load() {
         "the hook's token reads its scope: {}",
         text(&out)
     );
+}
+
+/// etcd 3.4 and etcdctl where Debian's etcd-server and etcd-client put them
+/// (scripts/prereqs.sh installs both).
+const ETCD: &str = "/usr/bin/etcd";
+const ETCDCTL: &str = "/usr/bin/etcdctl";
+
+/// etcd, etcdctl, openssl for the certificates and curl for a burst of
+/// writes are installed (a failure under CI=true, else a skip).
+fn require_etcd() -> bool {
+    require_all(&[
+        (
+            "etcd at /usr/bin/etcd (Debian package etcd-server)",
+            Path::new(ETCD).exists(),
+        ),
+        (
+            "etcdctl at /usr/bin/etcdctl (Debian package etcd-client)",
+            Path::new(ETCDCTL).exists(),
+        ),
+        ("openssl", have("openssl")),
+        ("curl", have("curl")),
+    ])
+}
+
+/// The etcd users the tests hold a client certificate for, its CN the user:
+/// root, those etcd-rbac.sh makes for scope postgres and the PgBouncer hosts
+/// pgbouncer and pgb2, and one it does not make.
+const ETCD_USERS: [&str; 6] = [
+    "root",
+    "patroni",
+    "patroni-hook-db",
+    "patroni-hook-pgbouncer-pgbouncer",
+    "patroni-hook-pgbouncer-pgb2",
+    "stranger",
+];
+
+/// Writes to `dir` a CA (ca.pem), a server certificate for 127.0.0.1
+/// (server.pem, server-key.pem: the names etcd-server.conf.example gives
+/// them), a client certificate per ETCD_USERS (<user>.pem, <user>-key.pem)
+/// and one with no CN, as the kit's Patroni and hooks have (nocn.pem,
+/// nocn-key.pem).
+fn etcd_pki(dir: &Path) {
+    let ssl = |args: &[&str]| {
+        let out = run(Command::new("openssl").current_dir(dir).args(args));
+        assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend(["-nodes", "-days", "2", "-subj", "/CN=etcd-ca"]);
+    ca.extend(["-keyout", "ca-key.pem", "-out", "ca.pem"]);
+    ssl(&ca);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    let leaves = [("server", "server.ext"), ("nocn", "client.ext")]
+        .into_iter()
+        .chain(ETCD_USERS.iter().map(|u| (*u, "client.ext")));
+    for (name, ext) in leaves {
+        let (key, csr, pem) = (
+            format!("{name}-key.pem"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        let subj = match name {
+            "nocn" => "/O=patroni-hook".to_string(),
+            _ => format!("/CN={name}"),
+        };
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-nodes", "-subj", &subj, "-keyout", &key, "-out", &csr]);
+        ssl(&req);
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+            "-out",
+            &pem,
+        ]);
+    }
+}
+
+/// One etcd 3.4 member started from etcd-server.conf.example, as Debian's
+/// etcd.service starts it (the file's ETCD_* variables in its environment),
+/// on free loopback ports with the certificates of `etcd_pki`; killed on drop.
+struct Etcd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    endpoint: String,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        etcd_pki(dir.path());
+        let (client, peer) = (free_port(), free_port());
+        let client_url = format!("https://127.0.0.1:{client}");
+        let peer_url = format!("https://127.0.0.1:{peer}");
+        let cluster = format!("pg-patroni1={peer_url}");
+        let data = dir.path().join("data").display().to_string();
+        let tls = format!("{}/", dir.path().display());
+        // Substituted: the addresses (one member on loopback), the data
+        // directory and the directory of the certificates.
+        let conf = subst(
+            &read("etcd-server.conf.example"),
+            &[
+                (
+                    "pg-patroni1=https://198.51.100.21:2380,pg-patroni2=https://198.51.100.22:2380,pg-patroni3=https://198.51.100.23:2380",
+                    cluster.as_str(),
+                ),
+                (
+                    "https://198.51.100.21:2379,https://127.0.0.1:2379",
+                    client_url.as_str(),
+                ),
+                ("https://198.51.100.21:2379", client_url.as_str()),
+                ("https://198.51.100.21:2380", peer_url.as_str()),
+                ("/var/lib/etcd/default", data.as_str()),
+                ("/etc/etcd/tls/", tls.as_str()),
+            ],
+        );
+        let vars: Vec<(&str, &str)> = conf
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.split_once('=').expect("KEY=value"))
+            .collect();
+        assert!(vars.iter().all(|(k, _)| k.starts_with("ETCD_")), "{vars:?}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let child = Command::new(ETCD)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(vars)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting etcd");
+        let etcd = Etcd {
+            child,
+            dir,
+            endpoint: client_url,
+        };
+        wait_for(
+            "etcd to answer root's etcdctl endpoint health over TLS",
+            Duration::from_secs(30),
+            || {
+                etcd.ctl_as("root", &["endpoint", "health"])
+                    .status
+                    .success()
+            },
+        );
+        // Every variable of the example is one etcd knows: it only warns
+        // about the others.
+        let log = etcd.log();
+        assert!(!log.contains("unrecognized environment variable"), "{log}");
+        etcd
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// The password etcd-rbac.sh made for `user`.
+    fn password(&self, user: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("passwords").join(user))
+            .unwrap_or_else(|e| panic!("the password of {user}: {e}"))
+            .trim_end()
+            .to_string()
+    }
+
+    /// POST `body` to the JSON gateway's `path` with the client certificate
+    /// `cert` (and `token`, if any), as Patroni and patroni-hook do: the
+    /// HTTP status and the body.
+    fn gateway(&self, cert: &str, token: Option<&str>, path: &str, body: &str) -> (u16, String) {
+        let mut curl = Command::new("curl");
+        curl.args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+            &self.path("ca.pem"),
+        ])
+        .args(["--cert", &self.path(&format!("{cert}.pem"))])
+        .args(["--key", &self.path(&format!("{cert}-key.pem"))])
+        .args(["--max-time", "10", "-d", body]);
+        if let Some(token) = token {
+            curl.args(["-H", &format!("Authorization: {token}")]);
+        }
+        let out = run(curl.arg(format!("{}{path}", self.endpoint)));
+        assert!(out.status.success(), "curl {path}: {}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = stdout.rsplit_once('\n').expect("curl -w");
+        (code.parse().expect("HTTP status"), body.to_string())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
+    /// etcdctl's environment for `user`: its client certificate, whose CN
+    /// is the user.
+    fn env_for(&self, user: &str) -> Vec<(String, String)> {
+        [
+            ("ETCDCTL_API", "3".to_string()),
+            ("ETCDCTL_ENDPOINTS", self.endpoint.clone()),
+            ("ETCDCTL_CACERT", self.path("ca.pem")),
+            ("ETCDCTL_CERT", self.path(&format!("{user}.pem"))),
+            ("ETCDCTL_KEY", self.path(&format!("{user}-key.pem"))),
+            ("ETCDCTL_DIAL_TIMEOUT", "2s".to_string()),
+            ("ETCDCTL_COMMAND_TIMEOUT", "5s".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// `etcdctl ARGS...` as `user`.
+    fn ctl_as(&self, user: &str, args: &[&str]) -> Output {
+        run(Command::new(ETCDCTL)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(self.env_for(user))
+            .args(args))
+    }
+
+    /// patroni-conf/etcd-rbac.sh -p <dir>/passwords SCOPE pgbouncer pgb2,
+    /// with root's etcdctl environment, as the operator runs it.
+    fn rbac(&self) -> Output {
+        run(Command::new("sh")
+            .arg(Path::new(CONF).join("etcd-rbac.sh"))
+            .args(["-p", &self.path("passwords"), SCOPE, "pgbouncer", "pgb2"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(self.env_for("root")))
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// etcd-rbac.sh on a real etcd 3.4 (TLS, --client-cert-auth, as
+/// etcd-server.conf.example sets it up) makes the contract's users and
+/// roles and enables auth: each user, known by its certificate's CN, writes
+/// exactly the keys its role names and reads its scope, nothing outside it;
+/// a certificate whose CN is no user gets nothing; a second run succeeds
+/// and changes nothing.
+#[test]
+fn etcd_rbac_script_grants_each_role_exactly_its_keys() {
+    if !require_etcd() {
+        return;
+    }
+    let etcd = Etcd::start();
+    // --client-cert-auth: without a client certificate, no answer at all.
+    let out = run(Command::new(ETCDCTL)
+        .env_clear()
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &etcd.endpoint,
+            "--cacert",
+            &etcd.path("ca.pem"),
+        ])
+        .args(["--dial-timeout", "2s", "get", "/service/x"]));
+    assert!(
+        !out.status.success(),
+        "read without a certificate: {}",
+        text(&out)
+    );
+
+    let first = etcd.rbac();
+    assert!(first.status.success(), "etcd-rbac.sh: {}", text(&first));
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("auth: enabled"),
+        "{}",
+        text(&first)
+    );
+    let listing = || {
+        let mut all = String::new();
+        for args in [&["user", "list"][..], &["role", "list"]] {
+            let out = etcd.ctl_as("root", args);
+            assert!(out.status.success(), "etcdctl {args:?}: {}", text(&out));
+            all.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+        let roles = all.clone();
+        for name in roles.lines().filter(|l| !l.is_empty()) {
+            for kind in ["user", "role"] {
+                let out = etcd.ctl_as("root", &[kind, "get", name]);
+                all.push_str(&String::from_utf8_lossy(&out.stdout));
+            }
+        }
+        all
+    };
+    let before = listing();
+    for user in &ETCD_USERS[..5] {
+        assert!(before.contains(&format!("User: {user}\n")), "{before}");
+    }
+    assert!(!before.contains("User: stranger"), "{before}");
+
+    // What each user may write, by the contract; everything else refused.
+    let key = |k: &str| format!("/service/{SCOPE}/{k}");
+    let keys = [
+        key("leader"),
+        key("members/pg-patroni1"),
+        key("floating-ip"),
+        key("vip-holder"),
+        key("pause-request"),
+        key("pause-ack/pgbouncer"),
+        key("pause-ack/pgb2"),
+        "/service/other/vip-holder".to_string(),
+        "/service/other/pause-request".to_string(),
+    ];
+    let writes: [(&str, &[&str]); 4] = [
+        (
+            "patroni",
+            &[
+                "leader",
+                "members/pg-patroni1",
+                "floating-ip",
+                "vip-holder",
+                "pause-request",
+                "pause-ack/pgbouncer",
+                "pause-ack/pgb2",
+            ],
+        ),
+        ("patroni-hook-db", &["vip-holder", "pause-request"]),
+        (
+            "patroni-hook-pgbouncer-pgbouncer",
+            &["pause-request", "pause-ack/pgbouncer"],
+        ),
+        (
+            "patroni-hook-pgbouncer-pgb2",
+            &["pause-request", "pause-ack/pgb2"],
+        ),
+    ];
+    for (user, allowed) in writes {
+        for k in &keys {
+            let may = allowed.iter().any(|a| key(a) == *k);
+            for args in [vec!["put", k.as_str(), user], vec!["del", k.as_str()]] {
+                let out = etcd.ctl_as(user, &args);
+                if may {
+                    assert!(out.status.success(), "{user} {args:?}: {}", text(&out));
+                } else {
+                    assert!(!out.status.success(), "{user} may {args:?}");
+                    assert!(
+                        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+                        "{user} {args:?}: {}",
+                        text(&out)
+                    );
+                }
+            }
+        }
+        // Reads: the whole scope, in one range; nothing outside it.
+        let prefix = key("");
+        let out = etcd.ctl_as(user, &["get", "--prefix", &prefix]);
+        assert!(
+            out.status.success(),
+            "{user} reads {prefix}: {}",
+            text(&out)
+        );
+        for outside in ["/service/other/", "/service/"] {
+            let out = etcd.ctl_as(user, &["get", "--prefix", outside]);
+            assert!(!out.status.success(), "{user} reads {outside}");
+        }
+    }
+    // The scope's keys as written last, so the reads above saw them.
+    let out = etcd.ctl_as("root", &["put", &key("leader"), "pg-patroni1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = etcd.ctl_as(
+        "patroni-hook-db",
+        &["get", "--print-value-only", &key("leader")],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "pg-patroni1",
+        "{}",
+        text(&out)
+    );
+    // Auth is on: a certificate whose CN is no etcd user reads nothing.
+    let out = etcd.ctl_as("stranger", &["get", &key("leader")]);
+    assert!(!out.status.success(), "stranger read: {}", text(&out));
+
+    // Through the JSON gateway, as Patroni and the hook reach etcd: a
+    // certificate with a CN is refused whatever it asks; the no-CN
+    // certificate and the user's password from etcd-rbac.sh -p log in, and
+    // the role holds there too.
+    let leader_b64 = "L3NlcnZpY2UvcG9zdGdyZXMvbGVhZGVy"; // /service/postgres/leader
+    let (code, body) = etcd.gateway(
+        "patroni-hook-db",
+        None,
+        "/v3/kv/range",
+        &format!(r#"{{"key":"{leader_b64}"}}"#),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("CommonName"), "{body}");
+    let login = format!(
+        r#"{{"name":"patroni-hook-db","password":"{}"}}"#,
+        etcd.password("patroni-hook-db")
+    );
+    let (code, body) = etcd.gateway("nocn", None, "/v3/auth/authenticate", &login);
+    assert_eq!(code, 200, "{body}");
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = token["token"].as_str().expect("a token").to_string();
+    let (code, body) = etcd.gateway(
+        "nocn",
+        Some(&token),
+        "/v3/kv/range",
+        &format!(r#"{{"key":"{leader_b64}"}}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""value":"cGctcGF0cm9uaTE=""#), "{body}"); // pg-patroni1
+    let (code, body) = etcd.gateway(
+        "nocn",
+        Some(&token),
+        "/v3/kv/put",
+        &format!(r#"{{"key":"{leader_b64}","value":"eA=="}}"#),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("permission denied"), "{body}");
+
+    // A second run: nothing added, nothing changed.
+    let passwords: Vec<String> = ETCD_USERS[1..5].iter().map(|u| etcd.password(u)).collect();
+    let second = etcd.rbac();
+    assert!(second.status.success(), "second run: {}", text(&second));
+    let said = String::from_utf8_lossy(&second.stdout);
+    assert!(!said.contains("added"), "{said}");
+    assert!(said.contains("user patroni-hook-db: exists"), "{said}");
+    assert_eq!(listing(), before);
+    let again: Vec<String> = ETCD_USERS[1..5].iter().map(|u| etcd.password(u)).collect();
+    assert_eq!(again, passwords);
+}
+
+/// The value of the first `Key=` line of a unit.
+fn unit_setting<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in the unit"))
+}
+
+/// The watch unit's command line, run as systemd runs it (%i the scope, its
+/// Environment= and then its EnvironmentFile, the shipped
+/// patroni-hook-etcd-watch.default with this test's etcd and the PgBouncer
+/// host's certificate and password, ${PATRONI_NAMESPACE} expanded from them), with a
+/// recorder standing in for patroni-hook. What the unit's comment says of
+/// etcdctl 3.4, checked: the command runs on each write under the scope and
+/// only there; a command that exits 75 makes etcdctl exit 1; a watch left
+/// behind a compaction is canceled and etcdctl exits 5. Each exit is what
+/// Restart=always turns into a new watch and a fresh reconcile.
+#[test]
+fn etcd_watch_unit_runs_reconcile_on_each_change_and_exits_when_it_may_have_missed_one() {
+    if !require_etcd() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let out = etcd.rbac();
+    assert!(out.status.success(), "etcd-rbac.sh: {}", text(&out));
+    let unit = read("patroni-hook-etcd-watch@.service");
+    assert_eq!(
+        unit_setting(&unit, "ExecStartPost"),
+        "-/usr/bin/patroni-hook reconcile"
+    );
+    assert_eq!(unit_setting(&unit, "Restart"), "always");
+    assert_eq!(
+        unit_setting(&unit, "EnvironmentFile"),
+        "-/etc/default/patroni-hook-etcd-watch"
+    );
+
+    // Environment= first, the EnvironmentFile's lines override it.
+    let (cert, cert_key, ca) = (
+        etcd.path("nocn.pem"),
+        etcd.path("nocn-key.pem"),
+        etcd.path("ca.pem"),
+    );
+    let password = etcd.password("patroni-hook-pgbouncer-pgbouncer");
+    let default = subst(
+        &read("patroni-hook-etcd-watch.default"),
+        &[
+            (
+                "https://198.51.100.21:2379,https://198.51.100.22:2379,https://198.51.100.23:2379",
+                etcd.endpoint.as_str(),
+            ),
+            ("/etc/patroni-hook/etcd-ca.pem", ca.as_str()),
+            ("/etc/patroni-hook/etcd-client.pem", cert.as_str()),
+            ("/etc/patroni-hook/etcd-client-key.pem", cert_key.as_str()),
+            ("REPLACE-WITH-THE-PASSWORD", password.as_str()),
+        ],
+    );
+    let mut env: Vec<(String, String)> = Vec::new();
+    let lines = unit_setting(&unit, "Environment").split_whitespace().chain(
+        default
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#')),
+    );
+    for kv in lines {
+        let (k, v) = kv.split_once('=').expect("KEY=value");
+        env.retain(|(old, _)| old != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    let var = |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name} unset"))
+    };
+    assert_eq!(var("PATRONI_NAMESPACE"), "/service");
+
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let recorder = dir.path().join("patroni-hook");
+    std::fs::write(
+        &recorder,
+        format!(
+            "#!/bin/sh\nprintf '%s %s\\n' \"$ETCD_WATCH_KEY\" \"$*\" >>{}\ncase \"$ETCD_WATCH_KEY\" in *fail*) exit 75 ;; esac\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&recorder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let exec_start = unit_setting(&unit, "ExecStart");
+    let argv: Vec<String> = exec_start
+        .split_whitespace()
+        .map(|w| {
+            w.replace("%i", SCOPE)
+                .replace("${PATRONI_NAMESPACE}", &var("PATRONI_NAMESPACE"))
+                .replace("/usr/bin/patroni-hook", &recorder.display().to_string())
+        })
+        .collect();
+    assert_eq!(
+        argv[..4],
+        [
+            "/usr/bin/etcdctl",
+            "watch",
+            "--prefix",
+            "/service/postgres/"
+        ]
+    );
+    let start = || {
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the unit's etcdctl watch")
+    };
+    let recorded = || std::fs::read_to_string(&runs).unwrap_or_default();
+    let key = |k: &str| format!("/service/{SCOPE}/{k}");
+    let put = |user: &str, k: &str| {
+        let out = etcd.ctl_as(user, &["put", k, "x"]);
+        assert!(out.status.success(), "{user} put {k}: {}", text(&out));
+    };
+    let exited = |child: &mut std::process::Child, what: &str| {
+        let status = wait_for_some(what, Duration::from_secs(30), || {
+            child.try_wait().expect("waiting for etcdctl")
+        });
+        let mut stderr = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status.code(), stderr)
+    };
+
+    let mut watch = start();
+    // The watch exists once a write reaches the recorder: write until one does.
+    wait_for(
+        "the unit's watch to run its command on a write under the scope",
+        Duration::from_secs(30),
+        || {
+            put("patroni", &key("members/pg-patroni1"));
+            recorded().contains("members/pg-patroni1")
+        },
+    );
+    // Outside the scope: nothing; in it: the command, with `reconcile`.
+    put("root", "/service/other/leader");
+    put("patroni", &key("leader"));
+    wait_for(
+        "the command to run for the leader key",
+        Duration::from_secs(30),
+        || recorded().contains(&format!("\"{}\" reconcile\n", key("leader"))),
+    );
+    assert!(!recorded().contains("/service/other/"), "{}", recorded());
+
+    // reconcile's 75 (no leader, etcd unreachable): etcdctl exits 1.
+    put("patroni", &key("members/fail"));
+    let (code, stderr) = exited(&mut watch, "etcdctl to exit after its command's 75");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("exit status 75"), "{stderr}");
+
+    // Started again, as Restart= does; stopped (a slow consumer) while a
+    // burst of writes passes it, then compacted past: canceled, exit 5.
+    let mut watch = start();
+    let before = recorded().lines().count();
+    wait_for(
+        "the restarted watch to run its command",
+        Duration::from_secs(30),
+        || {
+            put("patroni", &key("members/pg-patroni2"));
+            recorded().lines().count() > before
+        },
+    );
+    let pid = nix::unistd::Pid::from_raw(watch.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // 1500 writes of 2 KiB in one curl, through the JSON gateway as Patroni
+    // (the no-CN certificate, its password's token): more than etcd buffers
+    // for a watcher that does not read.
+    let login = format!(
+        r#"{{"name":"patroni","password":"{}"}}"#,
+        etcd.password("patroni")
+    );
+    let (code, body) = etcd.gateway("nocn", None, "/v3/auth/authenticate", &login);
+    assert_eq!(code, 200, "{body}");
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = token["token"].as_str().expect("a token").to_string();
+    let body = dir.path().join("put.json");
+    std::fs::write(
+        &body,
+        format!(
+            r#"{{"key":"{}","value":"{}"}}"#,
+            "L3NlcnZpY2UvcG9zdGdyZXMvbWVtYmVycy9idXJzdA==", // /service/postgres/members/burst
+            "eHh4".repeat(512)                              // "xxx" 512 times
+        ),
+    )
+    .unwrap();
+    let url = format!("{}/v3/kv/put", etcd.endpoint);
+    let mut curl = Command::new("curl");
+    curl.args(["-sf", "-o", "/dev/null", "--cacert", &ca])
+        .args(["--cert", &cert, "--key", &cert_key])
+        .args(["-H", &format!("Authorization: {token}")])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()));
+    for _ in 0..1500 {
+        curl.arg(&url);
+    }
+    let out = run(&mut curl);
+    assert!(out.status.success(), "curl: {}", text(&out));
+    let status = etcd.ctl_as("root", &["get", "-w", "json", &key("members/burst")]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("etcdctl get -w json");
+    let revision = json["header"]["revision"]
+        .as_i64()
+        .expect("header.revision");
+    let out = etcd.ctl_as("root", &["compact", &revision.to_string()]);
+    assert!(out.status.success(), "etcdctl compact: {}", text(&out));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let (code, stderr) = exited(&mut watch, "etcdctl to exit after the compaction");
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(
+        stderr.contains("required revision has been compacted"),
+        "{stderr}"
+    );
+}
+
+/// patroni-etcd3.yml passes `patroni --validate-config` (which connects to
+/// each etcd3 host: substituted with a real etcd's address, and its TLS
+/// files this test's) and fails with an etcd that is not there; its
+/// callbacks are patroni.yml's.
+#[test]
+fn patroni_etcd3_yaml_validates_with_patroni_and_has_the_callbacks() {
+    let patroni = patroni_venv().join("bin/patroni");
+    if !require_etcd()
+        || !require_all(&[
+            (
+                "Patroni in the test virtualenv ($PATRONI_VENV/bin/patroni)",
+                patroni.exists(),
+            ),
+            (
+                "PostgreSQL 15 binaries (patroni-etcd3.yml's bin_dir)",
+                Path::new(pg::PG_BIN).join("postgres").exists(),
+            ),
+        ])
+    {
+        return;
+    }
+    let yaml = read("patroni-etcd3.yml");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    let consul: serde_yaml::Value = serde_yaml::from_str(&read("patroni.yml")).unwrap();
+    assert_eq!(doc["postgresql"], consul["postgresql"]);
+    assert_eq!(doc["namespace"].as_str(), Some("/service/"));
+    assert_eq!(doc["etcd3"]["protocol"].as_str(), Some("https"));
+    assert!(doc.get("consul").is_none());
+
+    let etcd = Etcd::start();
+    let host = etcd.endpoint.trim_start_matches("https://").to_string();
+    let hosts = format!("hosts: {host}");
+    let (ca, cert, key) = (
+        etcd.path("ca.pem"),
+        etcd.path("nocn.pem"),
+        etcd.path("nocn-key.pem"),
+    );
+    let on_etcd = |hosts: &str| {
+        subst(
+            &yaml,
+            &[
+                (
+                    "hosts: 198.51.100.21:2379,198.51.100.22:2379,198.51.100.23:2379",
+                    hosts,
+                ),
+                ("/etc/patroni/etcd-ca.pem", ca.as_str()),
+                ("/etc/patroni/etcd-client.pem", cert.as_str()),
+                ("/etc/patroni/etcd-client-key.pem", key.as_str()),
+            ],
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("patroni.yml");
+    std::fs::write(&file, on_etcd(&hosts)).unwrap();
+    let out = run(Command::new(&patroni).arg("--validate-config").arg(&file));
+    assert!(
+        out.status.success(),
+        "patroni --validate-config: {}",
+        text(&out)
+    );
+    let gone = format!("hosts: 127.0.0.1:{}", free_port());
+    std::fs::write(&file, on_etcd(&gone)).unwrap();
+    let out = run(Command::new(&patroni).arg("--validate-config").arg(&file));
+    assert!(!out.status.success(), "no etcd passed: {}", text(&out));
+    assert!(text(&out).contains("is not reachable"), "{}", text(&out));
 }
