@@ -63,7 +63,7 @@ pub fn main(inv: Invocation) -> i32 {
         );
     let run = async {
         // Built inside the runtime: reqwest's client needs one.
-        let consul = Dcs::new(&cfg.dcs, budget.consul_until);
+        let consul = Dcs::new(&cfg.dcs, &cfg.lock_file, budget.consul_until);
         match inv.request {
             Request::Callback { action, role, .. } => Outcome::Run(Box::new(
                 callback(

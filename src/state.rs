@@ -171,6 +171,33 @@ fn read_text(path: &Path) -> std::io::Result<String> {
     read_file(path).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
+/// Where the auth token etcd gave `user` is kept between runs: etcd hashes
+/// a password with bcrypt at every authenticate (tens of milliseconds of a
+/// member's CPU), which a callback on the promotion path should not pay at
+/// every run. The token is worth what the password file is worth for as
+/// long as etcd keeps it (`--auth-token-ttl`), so it gets the same care:
+/// mode 0600, in the state directory (tmpfs by default).
+pub fn etcd_token_path(lock_file: &Path, user: &str) -> PathBuf {
+    dir(lock_file).join(format!("etcd-token-{user}"))
+}
+
+/// The kept token, if any (an unreadable or odd file is none: etcd is
+/// asked for a new one).
+pub fn read_etcd_token(path: &Path) -> Option<String> {
+    let t = read_text(path).ok()?;
+    let t = t.trim();
+    (!t.is_empty() && t.len() < 4096 && !t.chars().any(|c| c.is_control())).then(|| t.to_string())
+}
+
+/// Keeps (or, with `None`, forgets) the token. Failures are not the run's:
+/// the next run authenticates again.
+pub fn write_etcd_token(path: &Path, token: Option<&str>) {
+    let _ = match token {
+        Some(t) => write_atomic_mode(path, format!("{t}\n").as_bytes(), 0o600),
+        None => std::fs::remove_file(path),
+    };
+}
+
 /// Where the scope's floating-ip, as last read from Consul, is kept.
 pub fn seen_vip_path(lock_file: &Path, scope: &str) -> PathBuf {
     dir(lock_file).join(format!("vip-{scope}.seen"))
@@ -305,6 +332,10 @@ pub fn write_owned(lock_file: &Path, scope: &str, set: &[Owned]) -> Result<()> {
 }
 
 fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    write_atomic_mode(path, content, 0o644)
+}
+
+fn write_atomic_mode(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     let name = path
         .file_name()
@@ -312,7 +343,12 @@ fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
         .unwrap_or_default();
     let tmp = path.with_file_name(format!("{name}.tmp{}", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(content)?;
         // No fsync: the order that matters is against a killed process
         // (remember, then add), which the rename gives. A crash of the host
@@ -507,6 +543,23 @@ pub fn clear_reload_pending(lock_file: &Path, seen: &str, until: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_etcd_token_is_kept_private_and_read_back_only_when_sane() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("patroni-hook.lock");
+        let p = etcd_token_path(&lock, "hook");
+        assert_eq!(read_etcd_token(&p), None);
+        write_etcd_token(&p, Some("abcDEF.17"));
+        assert_eq!(read_etcd_token(&p).as_deref(), Some("abcDEF.17"));
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&p, "a\u{1b}b\n").unwrap();
+        assert_eq!(read_etcd_token(&p), None, "control characters");
+        write_etcd_token(&p, None);
+        assert!(!p.exists());
+    }
 
     fn owned(s: &str, i: &str) -> Owned {
         Owned {

@@ -394,6 +394,7 @@ fn state_files() -> BTreeSet<String> {
         state::decided_path(lock, "pgbouncer"),
         state::reload_pending_path(lock),
         state::pause_path(lock, s),
+        state::etcd_token_path(lock, "<user>"),
     ]
     .iter()
     .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -441,6 +442,7 @@ fn state_files_are_the_ones_the_code_names() {
         path_functions(),
         [
             "decided_path",
+            "etcd_token_path",
             "lock_path",
             "owned_path",
             "pause_path",

@@ -43,6 +43,8 @@ pub struct Etcd3 {
     auth: Option<(String, Secret)>,
     /// The token `authenticate` gave, kept for the rest of the run.
     token: RefCell<Option<reqwest::header::HeaderValue>>,
+    /// Where the token is kept between runs (`state::etcd_token_path`).
+    token_file: Option<PathBuf>,
     /// etcd said its authentication is off: calls go without a token (as
     /// Patroni's do), and the user is not asked for again this run.
     auth_off: Cell<bool>,
@@ -110,7 +112,9 @@ fn int64<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::
 impl Etcd3 {
     /// Builds the client; `deadline` is when the DCS part of the run must
     /// end. Setup errors surface on the first call.
-    pub fn new(cfg: &Etcd3Config, deadline: Instant) -> Self {
+    /// `lock_file` names the state directory where a token is kept between
+    /// runs.
+    pub fn new(cfg: &Etcd3Config, lock_file: &std::path::Path, deadline: Instant) -> Self {
         let (client, mut broken) = http::client(
             cfg.timeout,
             cfg.cacert.as_deref().map(|ca| (ca, "etcd3.cacert")),
@@ -126,12 +130,26 @@ impl Etcd3 {
                 None
             }
         };
+        let token_file = auth
+            .as_ref()
+            .map(|(user, _)| crate::state::etcd_token_path(lock_file, user));
+        // A kept token is tried first; etcd answers 401 to one it no longer
+        // knows, and the run authenticates then.
+        let token = token_file
+            .as_deref()
+            .and_then(crate::state::read_etcd_token)
+            .and_then(|t| reqwest::header::HeaderValue::from_str(&t).ok())
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
         Etcd3 {
             client,
             urls: cfg.urls.clone(),
             current: Cell::new(0),
             auth,
-            token: RefCell::new(None),
+            token: RefCell::new(token),
+            token_file,
             auth_off: Cell::new(false),
             timeout: cfg.timeout,
             deadline: Cell::new(deadline),
@@ -279,7 +297,12 @@ impl Etcd3 {
             let what_at = format!("{what} {base}");
             if self.auth.is_some() && self.token.borrow().is_none() && !self.auth_off.get() {
                 match self.authenticate(base).await {
-                    Ok(Some(t)) => *self.token.borrow_mut() = Some(t),
+                    Ok(Some(t)) => {
+                        if let (Some(f), Ok(text)) = (&self.token_file, t.to_str()) {
+                            crate::state::write_etcd_token(f, Some(text));
+                        }
+                        *self.token.borrow_mut() = Some(t);
+                    }
                     Ok(None) => self.auth_off.set(true),
                     Err((e, may_move)) => {
                         last = Some(e);
@@ -301,6 +324,9 @@ impl Etcd3 {
                     // a restart of the member that issued them.
                     reauthenticated = true;
                     *self.token.borrow_mut() = None;
+                    if let Some(f) = &self.token_file {
+                        crate::state::write_etcd_token(f, None);
+                    }
                     last = Some(e);
                 }
                 Err(Failure::Other { error, not_sent }) => {

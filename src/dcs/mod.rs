@@ -40,11 +40,12 @@ pub enum Dcs {
 
 impl Dcs {
     /// Builds the client; `deadline` is when the DCS part of the run must
-    /// end. Setup errors surface on the first call.
-    pub fn new(cfg: &DcsConfig, deadline: Instant) -> Self {
+    /// end; `lock_file` names the state directory (etcd keeps its auth
+    /// token there between runs). Setup errors surface on the first call.
+    pub fn new(cfg: &DcsConfig, lock_file: &std::path::Path, deadline: Instant) -> Self {
         match cfg {
             DcsConfig::Consul(c) => Dcs::Consul(consul::Consul::new(c, deadline)),
-            DcsConfig::Etcd3(e) => Dcs::Etcd3(etcd3::Etcd3::new(e, deadline)),
+            DcsConfig::Etcd3(e) => Dcs::Etcd3(etcd3::Etcd3::new(e, lock_file, deadline)),
         }
     }
 
