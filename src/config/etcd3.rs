@@ -20,8 +20,9 @@ pub struct Etcd3Config {
     pub namespace: String,
     /// CA bundle for https.
     pub cacert: Option<PathBuf>,
-    /// Client certificate and key (mutual TLS; with etcd's
-    /// `--client-cert-auth` the certificate's CN is the etcd user).
+    /// Client certificate and key (mutual TLS, etcd's `--client-cert-auth`).
+    /// etcd 3.4's v3 gateway does not pass the certificate's CN on as the
+    /// user, so with authentication on a user and password are needed too.
     pub cert: Option<(PathBuf, PathBuf)>,
     /// etcd user and password (from `password_file`); an unreadable file is
     /// an error reported by the first etcd call, like Consul's token.
