@@ -14,23 +14,33 @@
 # reports (target/lab-*.json and .md), scenarios (demo, bench), faults (the
 # fault matrix), backup, adopt; labkit/__init__.py lists them all.
 #
-#   scripts/lab.sh demo     # install, build, up, three events with timelines, down (< 3 min)
-#   scripts/lab.sh bench [--n N] [--events LIST] [--managers hook,vip-manager]
-#                                # repeated events per VIP manager -> target/lab-bench.{md,json}
-#   scripts/lab.sh faults [--consul real|double] [--only LIST] [--repeats N] [--use-lab]
+#   scripts/lab.sh demo [--dcs consul|etcd3]   # install, build, up, three events with timelines, down (< 3 min)
+#   scripts/lab.sh bench [--n N] [--events LIST] [--managers hook,vip-manager] [--dcs consul,etcd3]
+#                                # repeated events per (DCS, VIP manager) -> target/lab-bench.{md,json}
+#   scripts/lab.sh faults [--consul real|double | --dcs etcd3] [--only LIST] [--repeats N] [--use-lab]
 #                                # the fault matrix (scripts/lab/labkit/faults.py) -> target/lab-faults.{md,json}
 #   scripts/lab.sh up | status | switchover | failover | stop-primary | kill-patroni | down
-#   scripts/lab.sh kv KEY       # a key's value in the lab's Consul (or etcd)
+#   scripts/lab.sh kv KEY       # a key's value in the lab's Consul or etcd (etcd3: etcdctl, v3 keys)
 #   scripts/lab.sh consul ARGS  # real Consul: the consul CLI on the client host, management token
 #   scripts/lab.sh backup | adopt-single | adopt-cluster   # scenarios, each on a lab of its own
 #                                # (scripts/lab/labkit/backup.py, adopt.py) -> target/lab-<name>.json
 #
 # Two variants (LAB_VIP_MANAGER at `up`):
-#   hook         Patroni on Consul; patroni-hook as the callbacks on every node,
-#                reconcile from Consul watches on every node and on the PgBouncer
+#   hook         Patroni on Consul (or etcd3, LAB_DCS); patroni-hook as the callbacks
+#                on every node, reconcile from Consul watches (on etcd3: the kit's
+#                patroni-hook-etcd-watch@.service) on every node and on the PgBouncer
 #                host, and from a timer as the safety net
-#   vip-manager  Patroni on etcd 3.4 (v2 API: Debian's vip-manager 1.0.2 reads
-#                nothing else); vip-manager on every node; PgBouncer points at the VIP
+#   vip-manager  Patroni on the etcd members' v2 API (Debian's vip-manager 1.0.2
+#                reads nothing else); vip-manager on every node; PgBouncer points at the VIP
+#
+# Two DCSs for the hook variant (LAB_DCS at `up`, or `--dcs KIND`):
+#   consul       (default: LAB_DCS_DEFAULT in topology.env) one of the Consuls below
+#   etcd3        three etcd 3.4 members (es1..3) as nobody, TLS for clients and peers
+#                with the lab's CA (scripts/provision/etcd-certs.sh), --client-cert-auth,
+#                auth and the kit's roles (patroni-conf/etcd-rbac.sh), --enable-v2 too;
+#                Patroni with `etcd3:`, the hook with `dcs: etcd3`, the kit's watch unit
+#                run by `labtool.py run-unit` (no systemd here). The vip-manager
+#                variant always runs on these members (LAB_DCS=etcd3 in its lab.env).
 #
 # Two Consuls for the hook variant (LAB_CONSUL at `up`, or `--consul KIND` on
 # any command that brings a lab up):
@@ -46,6 +56,8 @@
 # Environment:
 #   LAB_CONSUL     real or double (default: LAB_CONSUL_DEFAULT in topology.env);
 #                  `--consul KIND` sets it
+#   LAB_DCS        consul or etcd3 (default: LAB_DCS_DEFAULT in topology.env);
+#                  `--dcs KIND` sets it (bench: a list, its own option)
 #   LAB_RUN_ID     run id (namespace names phl-<id>-*); default: new for up/demo/bench,
 #                  else the id in $LAB_ROOT/current
 #   LAB_ROOT       state directory root (default /run/patroni-hook-lab); the lab's
