@@ -45,6 +45,9 @@ const DEFAULTS: &str = "/etc/default/patroni-hook";
 const RUN: &str = "/run/patroni-hook";
 const TMPFILES_OVERRIDE: &str = "/etc/tmpfiles.d/patroni-hook.conf";
 const DROPIN: &str = "/etc/systemd/system/patroni-hook-reconcile.service.d/patroni-hook-user.conf";
+const ETCD_WATCH_UNIT: &str = "/usr/lib/systemd/system/patroni-hook-etcd-watch@.service";
+const ETCD_WATCH_DEFAULTS: &str = "/etc/default/patroni-hook-etcd-watch";
+const ETCD_RBAC: &str = "/usr/share/patroni-hook/etcd-rbac.sh";
 const SCOPE: &str = "debscope";
 const VIP: &str = "198.51.100.100";
 
@@ -60,6 +63,7 @@ const ROOTS: &[&str] = &[
     "/usr/share/zsh",
     "/usr/share/fish",
     "/usr/share/lintian",
+    "/usr/share/patroni-hook",
     "/var/lib/systemd",
     "/var/lib/dpkg/info",
     "/var/lib/patroni-hook",
@@ -468,6 +472,11 @@ fn package_installs_runs_upgrades_and_purges_cleanly() {
         "/usr/share/doc/patroni-hook/docs/design.md",
         "/usr/share/doc/patroni-hook/README.Debian",
         "/usr/share/doc/patroni-hook/examples/patroni.yml",
+        "/usr/share/doc/patroni-hook/examples/patroni-hook-db-etcd3.yml",
+        "/usr/share/doc/patroni-hook/examples/patroni-hook-pgbouncer-etcd3.yml",
+        ETCD_WATCH_UNIT,
+        ETCD_WATCH_DEFAULTS,
+        ETCD_RBAC,
         "/usr/share/doc/patroni-hook/copyright",
         "/usr/share/doc/patroni-hook/changelog.Debian.gz",
     ] {
@@ -509,8 +518,35 @@ fn package_installs_runs_upgrades_and_purges_cleanly() {
         "${Conffiles}",
         PKG,
     ])));
-    for f in [CONFIG, DEFAULTS] {
+    for f in [CONFIG, DEFAULTS, ETCD_WATCH_DEFAULTS] {
         assert!(conffiles.contains(f), "{f} is not a conffile: {conffiles}");
+    }
+    // The etcd kit: the watch's EnvironmentFile holds a password, so root's
+    // alone; the RBAC script runs as it is; the template unit is the kit's,
+    // enabled for no scope.
+    assert_eq!(
+        mode_owner(ETCD_WATCH_DEFAULTS),
+        (0o600, "root".into(), "root".into())
+    );
+    assert_eq!(mode_owner(ETCD_RBAC), (0o755, "root".into(), "root".into()));
+    assert_eq!(
+        std::fs::read(ETCD_WATCH_UNIT).unwrap(),
+        std::fs::read(Path::new(REPO).join("patroni-conf/patroni-hook-etcd-watch@.service"))
+            .unwrap()
+    );
+    let wants = Path::new("/etc/systemd/system/multi-user.target.wants");
+    let enabled: Vec<_> = std::fs::read_dir(wants)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .filter(|n| n.starts_with("patroni-hook-etcd-watch@"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(enabled.is_empty(), "enabled: {enabled:?}");
+    // Its ExecStart is etcdctl (etcd-client, not a dependency: only a
+    // PgBouncer host on etcd needs it); verified where it is installed.
+    if which("systemd-analyze").is_some() && Path::new("/usr/bin/etcdctl").exists() {
+        run_ok(Command::new("systemd-analyze").args(["verify", "--man=no", ETCD_WATCH_UNIT]));
     }
     // Nothing enabled, nothing that would run before there is a configuration.
     assert!(
@@ -703,6 +739,7 @@ fn package_installs_runs_upgrades_and_purges_cleanly() {
         let kept = s == "/etc/patroni-hook"
             || s == CONFIG
             || s == DEFAULTS
+            || s == ETCD_WATCH_DEFAULTS
             || s.starts_with(RUN)
             || s.starts_with("/var/lib/dpkg/info/patroni-hook.")
             // deb-systemd-helper masks the timer of a removed package and
