@@ -4,7 +4,15 @@
 //! run with a shell script doing what the original setup did
 //! (`ip addr add` + `arping -U` + `curl -X PUT`, and `ip addr del` + `curl -X DELETE`).
 //!
-//! Run: `sudo cargo bench --bench hook` (N runs each, default 50: `HOOK_BENCH_RUNS=100`).
+//! Then the same two callbacks against a real etcd 3.4 in the namespace
+//! (tests/common/real_etcd.rs), `dcs: etcd3`: plain HTTP; TLS with a client
+//! certificate (mutual TLS, no etcd auth); and TLS with a client
+//! certificate and auth on, the hook logging in as patroni-hook-db with a
+//! password (etcd's JSON gateway takes no certificate CN as the user while
+//! auth is on, so this is how RBAC is used: one authenticate per run).
+//!
+//! Run: `sudo cargo bench --bench hook` (N runs each, default 50: `HOOK_BENCH_RUNS=100`;
+//! the etcd rows `HOOK_BENCH_ETCD_RUNS`, default 20).
 //! Uses the release binary: `cargo build --release` first.
 
 #[path = "../tests/common/mod.rs"]
@@ -224,6 +232,86 @@ fn main() {
     }
     // The script's peak RSS is the largest of sh, ip, arping and curl: wait4
     // reports ru_maxrss over the child and the descendants it waited for.
+
+    if common::real_etcd::require_etcd() {
+        let etcd_runs = support::env_count("HOOK_BENCH_ETCD_RUNS", 20);
+        let mut etcd_rows = Vec::new();
+        // The double's rows again, measured beside etcd's.
+        for role in ["primary", "replica"] {
+            let other = if role == "primary" {
+                "replica"
+            } else {
+                "primary"
+            };
+            etcd_rows.push(series(
+                &format!("Consul double (HTTP): on_role_change {role}"),
+                etcd_runs,
+                |_| {
+                    assert_eq!(measure_in(&node, &mut hook_cmd(other)).2, 0);
+                    measure_in(&node, &mut hook_cmd(role))
+                },
+            ));
+        }
+        drop(consul);
+        use common::real_etcd::{Etcd, Opts};
+        for (label, opts) in [
+            ("etcd (HTTP)", Opts::PLAIN),
+            ("etcd (TLS + client certificate)", Opts::MTLS),
+            (
+                "etcd (TLS + client certificate + password, RBAC)",
+                Opts::SECURE,
+            ),
+        ] {
+            let etcd = Etcd::start(Some(&node), opts);
+            etcd.put("/service/batman/leader", b"pg1");
+            let ecfg = dir.path().join("etcd.yml");
+            std::fs::write(
+                &ecfg,
+                format!(
+                    "name: pg1\nscope: batman\nlock_file: {}\ndcs: etcd3\netcd3:\n{}vip:\n  address: {VIP}\n  interface: eth1\n  gratuitous_arp: 3\n",
+                    dir.path().join("lock").display(),
+                    etcd.hook_settings(dir.path(), "patroni-hook-db"),
+                ),
+            )
+            .unwrap();
+            let etcd_cmd = |role: &str| {
+                let mut c = in_ns(&hook);
+                c.arg("--config")
+                    .arg(&ecfg)
+                    .args(["on_role_change", role, "batman"])
+                    .env("PATRONI_HOOK_LOG_STDERR", "1");
+                c
+            };
+            for _ in 0..3 {
+                measure_in(&node, &mut etcd_cmd("primary"));
+                measure_in(&node, &mut etcd_cmd("replica"));
+            }
+            for role in ["primary", "replica"] {
+                let other = if role == "primary" {
+                    "replica"
+                } else {
+                    "primary"
+                };
+                etcd_rows.push(series(
+                    &format!("{label}: on_role_change {role}"),
+                    etcd_runs,
+                    |_| {
+                        assert_eq!(measure_in(&node, &mut etcd_cmd(other)).2, 0);
+                        measure_in(&node, &mut etcd_cmd(role))
+                    },
+                ));
+            }
+        }
+        println!("\nhook on etcd 3.4 beside the Consul double: {etcd_runs} runs each, in the same network namespace (loopback)\n");
+        println!("| DCS: command | median wall ms | max wall ms | median peak RSS KiB |");
+        println!("|---|---:|---:|---:|");
+        for r in &etcd_rows {
+            println!(
+                "| {} | {:.2} | {:.2} | {:.0} |",
+                r.what, r.wall_ms, r.max_ms, r.rss_kib
+            );
+        }
+    }
     drop(peer);
     drop(node);
 }

@@ -10,6 +10,12 @@
 //! 3. time from a leader-key change to PgBouncer serving the new host through
 //!    the watch path (the double's `--watch` runs the handler), hook vs script.
 //!
+//! 4. rows 1's one-cluster reconcile against a real etcd 3.4 on loopback
+//!    (tests/common/real_etcd.rs), `dcs: etcd3`: plain HTTP; TLS with a
+//!    client certificate (mutual TLS, no etcd auth); and TLS with a client
+//!    certificate and auth on, as the contract's patroni-hook-pgbouncer user
+//!    with a password (one authenticate per run).
+//!
 //! Run: `cargo build --release && sudo cargo bench --bench reconcile`
 //! (`RECONCILE_BENCH_RUNS`, default 50; watch-path samples default 20).
 
@@ -274,6 +280,64 @@ kill -HUP "$(cat {pid})"
         "watch path, leader change -> PgBouncer serves new host: shell render",
         watch_ms(false),
     ));
+
+    if common::real_etcd::require_etcd() {
+        use common::real_etcd::{Etcd, Opts};
+        // Scope batman: the one the contract's roles are made for.
+        let cfg = dir.join("etcd.yml");
+        for (label, opts) in [
+            ("etcd (HTTP)", Opts::PLAIN),
+            ("etcd (TLS + client certificate)", Opts::MTLS),
+            (
+                "etcd (TLS + client certificate + password, RBAC)",
+                Opts::SECURE,
+            ),
+        ] {
+            let etcd = Etcd::start(None, opts);
+            let p = "/service/batman/";
+            etcd.put(&format!("{p}members/pg-a"), &member(a.port));
+            etcd.put(&format!("{p}members/pg-b"), &member(b.port));
+            etcd.put(&format!("{p}leader"), b"pg-a");
+            etcd.put(
+                &format!("{p}config"),
+                br#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"maximum_lag_on_failover":1048576}"#,
+            );
+            etcd.put(&format!("{p}initialize"), b"7123456789012345678");
+            etcd.put(
+                &format!("{p}status"),
+                br#"{"optime":67108960,"retain_slots":[]}"#,
+            );
+            std::fs::write(
+                &cfg,
+                format!(
+                    "lock_file: {}/hook.lock\ndcs: etcd3\netcd3:\n{}pgbouncer:\n  ini: {}\n  pidfile: {}\n  clusters:\n    - scope: batman\n      databases: [db0]\n",
+                    dir.display(),
+                    etcd.hook_settings(dir, "patroni-hook-pgbouncer"),
+                    pgb.ini.display(),
+                    pgb.pidfile.display()
+                ),
+            )
+            .unwrap();
+            for _ in 0..3 {
+                time_ms(&mut reconcile(&cfg));
+            }
+            let (mut same, mut rw) = (vec![], vec![]);
+            for n in 0..runs {
+                same.push(time_ms(&mut reconcile(&cfg)));
+                let who: &[u8] = if n % 2 == 0 { b"pg-b" } else { b"pg-a" };
+                etcd.put(&format!("{p}leader"), who);
+                rw.push(time_ms(&mut reconcile(&cfg)));
+            }
+            rows.push(row(
+                &format!("patroni-hook reconcile on {label}, 1 cluster, unchanged"),
+                same,
+            ));
+            rows.push(row(
+                &format!("patroni-hook reconcile on {label}, 1 cluster, rewrite + reload"),
+                rw,
+            ));
+        }
+    }
 
     println!("\nreconcile benchmark: {runs} runs per row ({samples} for the watch path), Consul double on loopback, {}\n", pgbouncer_version());
     println!("| what | median ms | max ms |");

@@ -10,9 +10,14 @@ pub fn env_count(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The release binary, which the benchmarks measure (not the debug build).
+/// The release binary, which the benchmarks measure (not the debug build):
+/// `$CARGO_TARGET_DIR/release/patroni-hook`, or `target/release/...`.
 pub fn release_hook() -> PathBuf {
-    let hook = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/patroni-hook");
+    // Where cargo put it: $CARGO_TARGET_DIR when set, else ./target.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let hook = target.join("release/patroni-hook");
     assert!(
         hook.exists(),
         "build the release binary first: cargo build --release ({})",
