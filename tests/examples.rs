@@ -16,7 +16,13 @@
 //!   `visudo -c`; the Vagrantfile with `vagrant validate` and `ruby -c`;
 //! - the Consul agent configs with `consul validate` (Consul 1.8.7, as the
 //!   lab runs it), and the ACL policy files loaded with `consul acl policy
-//!   create` into a dev agent with ACLs on, one of them put to the test.
+//!   create` into a dev agent with ACLs on, one of them put to the test;
+//! - the etcd files against a real etcd 3.4 started from
+//!   etcd-server.conf.example: etcd-rbac.sh's users each tried on every key,
+//!   the JSON gateway's refusal of certificates with a CN, the watch unit's
+//!   command line with the shipped EnvironmentFile (on a write, on a failing
+//!   command, on a compaction), patroni-etcd3.yml with
+//!   `patroni --validate-config`.
 //!
 //! What each test substitutes in its temporary copy (paths of this machine,
 //! free ports, the double's address) is named where it happens; everything
