@@ -900,14 +900,17 @@ fn a_member_restarted_mid_run_forgets_the_token_and_the_run_goes_on() {
         let upstream = e.lock().unwrap().members[0].client.clone();
         e.lock().unwrap().set_leader("pg1");
         let once = Arc::new(AtomicBool::new(true));
-        let (e2, o2) = (e.clone(), once.clone());
+        // Weak: the proxy thread outlives the test, the members must not.
+        let (e2, o2) = (Arc::downgrade(&e), once.clone());
         let seen = proxy(
             "127.0.0.1:12999",
             &upstream,
             Default::default(),
             move |_, r| {
                 if r.path == "/v3/kv/txn" && o2.swap(false, Ordering::SeqCst) {
-                    e2.lock().unwrap().restart(0);
+                    if let Some(e) = e2.upgrade() {
+                        e.lock().unwrap().restart(0);
+                    }
                 }
                 Act::Forward
             },
