@@ -317,8 +317,8 @@ etcd:
   hosts: $(etcd_hosts)
   protocol: https
   cacert: $ETCD_DIR/tls/ca.pem
-  cert: $RUN/$n/etcd/patroni/client.pem
-  key: $RUN/$n/etcd/patroni/client-key.pem
+  cert: $RUN/$n/etcd/patroni/gateway.pem
+  key: $RUN/$n/etcd/patroni/gateway-key.pem
 EOF
     fi
     cat <<EOF
@@ -572,19 +572,21 @@ etcdctl_root() {
 }
 
 # The TLS files (scripts/provision/etcd-certs.sh) and passwords. A
-# certificate per member (client and peer URLs). Per etcd user, a client
-# certificate whose CN is the user, for etcdctl (gRPC: the CN is the user),
-# and one without a CN plus a password for what goes through etcd's v3 JSON
-# gateway (Patroni's etcd3 backend, the hook, the lab's reads): with
+# certificate per member (client and peer URLs); root's client certificate
+# whose CN is root, for etcdctl (gRPC: the CN is the user); per etcd user a
+# client certificate without a CN plus a password, for what goes through
+# etcd's v3 JSON gateway (Patroni's etcd3 backend, the hook, the lab's reads)
+# and the watch unit's etcdctl (patroni-hook-etcd-watch.default): with
 # --client-cert-auth and auth on, etcd 3.4 refuses a gateway request whose
 # certificate has a CN ("CommonName of client sending a request against
-# gateway will be ignored and not used as expected"). Each host gets the
-# files it uses, readable by the user that uses them.
+# gateway will be ignored and not used as expected"). The passwords are made
+# here, in the directory the kit's etcd-rbac.sh -p reads them from. Each
+# host gets the files it uses, readable by the user that uses them.
 etcd_files() {
     local m specs=() n u
     for m in "${ETCD_MEMBERS[@]}"; do specs+=("member:$m=$(addr_of "$m")"); done
-    for u in $ETCD_USERS; do specs+=("client:$u" "gateway:$u"); done
-    bash "$REPO/scripts/provision/etcd-certs.sh" "$ETCD_DIR/tls" "${specs[@]}" client:vip-manager >/dev/null
+    for u in $ETCD_USERS; do specs+=("gateway:$u"); done
+    bash "$REPO/scripts/provision/etcd-certs.sh" "$ETCD_DIR/tls" "${specs[@]}" client:root client:vip-manager >/dev/null
     chmod 0755 "$ETCD_DIR" "$ETCD_DIR/tls"
     # etcd runs as nobody, as Debian's unit runs it as etcd.
     for m in "${ETCD_MEMBERS[@]}"; do chown nobody:nogroup "$ETCD_DIR/tls/$m-key.pem"; done
@@ -593,15 +595,12 @@ etcd_files() {
     for u in $ETCD_USERS; do
         (umask 077 && head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$ETCD_DIR/passwords/$u")
     done
-    # host_files DIR USER: the host's gateway certificate, password file and,
-    # for its watch's etcdctl, its CN certificate.
+    # host_files DIR USER: the host's certificate (no CN) and password file.
     host_files() {
         mkdir -p "$1"
         install -o postgres -g postgres -m 0644 "$ETCD_DIR/tls/gateway-$2.pem" "$1/gateway.pem"
         install -o postgres -g postgres -m 0600 "$ETCD_DIR/tls/gateway-$2-key.pem" "$1/gateway-key.pem"
         install -o postgres -g postgres -m 0600 "$ETCD_DIR/passwords/$2" "$1/password"
-        install -o postgres -g postgres -m 0644 "$ETCD_DIR/tls/client-$2.pem" "$1/client.pem"
-        install -o postgres -g postgres -m 0600 "$ETCD_DIR/tls/client-$2-key.pem" "$1/client-key.pem"
     }
     for n in "${NODES[@]}"; do
         host_files "$RUN/$n/etcd/patroni" patroni
@@ -610,17 +609,14 @@ etcd_files() {
     [ "$MANAGER" != hook ] || host_files "$RUN/pgbouncer/etcd" "patroni-hook-pgbouncer-$PGB_NAME"
 }
 
-# Before patroni-conf/etcd-rbac.sh: the users, each with its password (the
-# script adds a missing user without one and leaves an existing one alone).
-# Not `etcdctl user passwd` afterwards: on etcd 3.4.23 a user added with
-# --no-password stays one ("auth: authentication failed, password was given
-# for no password user").
+# Lab only, before patroni-conf/etcd-rbac.sh: root with a password, for the
+# lab's own reads through the gateway (the kit's root is a CN=root
+# certificate for etcdctl alone; the script leaves an existing root as it
+# is). Not `etcdctl user passwd` afterwards: on etcd 3.4.23 a user added with
+# --no-password stays one ("password was given for no password user").
 etcd_users() {
-    local u
-    for u in $ETCD_USERS; do
-        etcdctl_root user add "$u" --interactive=false <"$ETCD_DIR/passwords/$u" >/dev/null ||
-            die "etcdctl user add $u failed"
-    done
+    etcdctl_root user add root --interactive=false <"$ETCD_DIR/passwords/root" >/dev/null ||
+        die "etcdctl user add root failed"
 }
 
 # Three members, each in its namespace, as nobody: TLS for clients and peers,
@@ -657,13 +653,14 @@ start_etcd_cluster() {
 }
 
 # The kit's patroni-conf/etcd-rbac.sh, as its header says to run it (etcd's
-# root user by its client certificate): the users and roles patroni,
-# patroni-hook-db and patroni-hook-pgbouncer-<PgBouncer host>, then auth on.
+# root user by its client certificate): the users patroni, patroni-hook-db
+# and patroni-hook-pgbouncer-<PgBouncer host> with the passwords in -p DIR,
+# their roles, then auth on.
 etcd_rbac() {
-    say "etcd users and roles: patroni-conf/etcd-rbac.sh -n /$LAB_DCS_NAMESPACE $SCOPE $PGB_NAME (then auth enable)"
+    say "etcd users and roles: patroni-conf/etcd-rbac.sh -n /$LAB_DCS_NAMESPACE -p $ETCD_DIR/passwords $SCOPE $PGB_NAME (then auth enable)"
     in_client env ETCDCTL_API=3 ETCDCTL_ENDPOINTS="$(etcd_endpoints)" ETCDCTL_CACERT="$ETCD_DIR/tls/ca.pem" \
         ETCDCTL_CERT="$ETCD_DIR/tls/client-root.pem" ETCDCTL_KEY="$ETCD_DIR/tls/client-root-key.pem" \
-        sh "$REPO/patroni-conf/etcd-rbac.sh" -n "/$LAB_DCS_NAMESPACE" "$SCOPE" "$PGB_NAME" \
+        sh "$REPO/patroni-conf/etcd-rbac.sh" -n "/$LAB_DCS_NAMESPACE" -p "$ETCD_DIR/passwords" "$SCOPE" "$PGB_NAME" \
         >>"$RUN/logs/etcd-rbac.log" 2>&1 || die "patroni-conf/etcd-rbac.sh failed (see $RUN/logs/etcd-rbac.log)"
 }
 
@@ -673,17 +670,21 @@ etcd_rbac() {
 # EnvironmentFile rendered for the lab) in the host's namespace and starts
 # ExecStart again when it exits, as Restart= does.
 start_etcd_watch() {
-    local host="$1" name="$1" dir env
-    [ "$host" != pgb ] || name=pgbouncer
+    local host="$1" name="$1" dir env user=patroni-hook-db
+    [ "$host" != pgb ] || name=pgbouncer user="patroni-hook-pgbouncer-$PGB_NAME"
     dir="$RUN/$name"
     env="$dir/etcd/patroni-hook-etcd-watch"
-    # The kit's /etc/default/patroni-hook-etcd-watch with this host's values.
-    sed -e "s|^ETCDCTL_ENDPOINTS=.*|ETCDCTL_ENDPOINTS=$(etcd_endpoints)|" \
+    # The kit's /etc/default/patroni-hook-etcd-watch with this host's values
+    # (0600 root, as the kit says: it holds the password).
+    (umask 077 && sed -e "s|^ETCDCTL_ENDPOINTS=.*|ETCDCTL_ENDPOINTS=$(etcd_endpoints)|" \
         -e "s|^ETCDCTL_CACERT=.*|ETCDCTL_CACERT=$ETCD_DIR/tls/ca.pem|" \
-        -e "s|^ETCDCTL_CERT=.*|ETCDCTL_CERT=$dir/etcd/client.pem|" \
-        -e "s|^ETCDCTL_KEY=.*|ETCDCTL_KEY=$dir/etcd/client-key.pem|" \
+        -e "s|^ETCDCTL_CERT=.*|ETCDCTL_CERT=$dir/etcd/gateway.pem|" \
+        -e "s|^ETCDCTL_KEY=.*|ETCDCTL_KEY=$dir/etcd/gateway-key.pem|" \
+        -e "s|^ETCDCTL_USER=.*|ETCDCTL_USER=$user|" \
+        -e "s|^ETCDCTL_PASSWORD=.*|ETCDCTL_PASSWORD=$(head -n1 "$dir/etcd/password")|" \
         -e "s|^PATRONI_NAMESPACE=.*|PATRONI_NAMESPACE=/$LAB_DCS_NAMESPACE|" \
-        "$REPO/patroni-conf/patroni-hook-etcd-watch.default" >"$env"
+        "$REPO/patroni-conf/patroni-hook-etcd-watch.default" >"$env")
+    grep -q "^ETCDCTL_USER=$user\$" "$env" || die "the kit's patroni-hook-etcd-watch.default has no ETCDCTL_USER line to fill in"
     # The unit's hook reads /etc/patroni-hook/config.yml, here this host's
     # hook.yml ($PATRONI_HOOK_CONFIG); its log lines to the watch's log.
     # The PgBouncer host keeps the unit's NoNewPrivileges=yes (the hook's file
