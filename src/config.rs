@@ -783,7 +783,7 @@ fn consul(
     let bad = |key: &str, expected: &str| Error::config(path, key, expected);
     let url = consul_url(path, raw.url, raw.ca_file.is_some())?;
     let namespace = raw.namespace.unwrap_or_else(|| "service".to_string());
-    let namespace = namespace.trim_matches('/').to_string();
+    let namespace = squeeze_slashes(&namespace).trim_matches('/').to_string();
     if namespace.is_empty()
         || namespace
             .chars()
@@ -817,6 +817,18 @@ fn consul(
         ca_file: raw.ca_file,
         timeout,
     })
+}
+
+/// Repeated slashes as one, as Patroni makes its keys' prefix
+/// (`re.sub('/+', '/', ...)`): `pg//prod` is where Patroni writes `pg/prod`.
+fn squeeze_slashes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `consul.url`: scheme://host[:port], https only with a CA file.

@@ -74,22 +74,18 @@ pub(super) fn etcd3(
         Some("https") => true,
         Some(_) => return Err(bad("etcd3.protocol", "expected http or https")),
     };
-    let hosts: Vec<String> = match (raw.host, raw.hosts) {
+    // Messages name the setting written, whatever its number of entries.
+    let (key, hosts): (&str, Vec<String>) = match (raw.host, raw.hosts) {
         (Some(_), Some(_)) => {
             return Err(bad(
                 "etcd3.host",
                 "set either host or hosts, not both (hosts lists every member)",
             ))
         }
-        (Some(h), None) => vec![h],
-        (None, Some(Hosts::One(s))) => s.split(',').map(str::to_string).collect(),
-        (None, Some(Hosts::Many(v))) => v,
-        (None, None) => vec!["127.0.0.1:2379".to_string()],
-    };
-    let key = if hosts.len() == 1 {
-        "etcd3.host"
-    } else {
-        "etcd3.hosts"
+        (Some(h), None) => ("etcd3.host", vec![h]),
+        (None, Some(Hosts::One(s))) => ("etcd3.hosts", s.split(',').map(str::to_string).collect()),
+        (None, Some(Hosts::Many(v))) => ("etcd3.hosts", v),
+        (None, None) => ("etcd3.hosts", vec!["127.0.0.1:2379".to_string()]),
     };
     let mut urls = Vec::new();
     for h in &hosts {
@@ -160,7 +156,8 @@ pub(super) fn etcd3(
         }
     };
     let namespace = raw.namespace.unwrap_or_else(|| "/service".to_string());
-    let trimmed = namespace.trim_matches('/');
+    let squeezed = super::squeeze_slashes(&namespace);
+    let trimmed = squeezed.trim_matches('/');
     if trimmed.is_empty() || trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad(
             "etcd3.namespace",
@@ -179,7 +176,8 @@ pub(super) fn etcd3(
     }
     Ok(Etcd3Config {
         urls,
-        // Patroni joins "/", the namespace and the scope and squeezes slashes.
+        // Patroni joins "/", the namespace and the scope, and squeezes
+        // repeated slashes.
         namespace: format!("/{trimmed}"),
         cacert: raw.cacert,
         cert,
@@ -259,6 +257,10 @@ mod tests {
         assert_eq!(c.urls, ["http://a:1", "http://b:2"]);
         let (user, pw) = c.auth.unwrap();
         assert_eq!((user.as_str(), pw.unwrap().expose()), ("hook", "hunter2"));
+        assert_eq!(
+            parse("namespace: /pg//prod/").unwrap().namespace,
+            "/pg/prod"
+        );
         let c = parse("{}").unwrap();
         assert_eq!(c.urls, ["http://127.0.0.1:2379"]);
         assert_eq!(c.namespace, "/service");
@@ -273,6 +275,9 @@ mod tests {
         assert!(err("host: a\nhosts: b\n").contains("etcd3.host: set either"));
         assert!(err("hosts: http://a:2379\n").contains("without a scheme"));
         assert!(err("hosts: a:99999,b\n").contains("etcd3.hosts"));
+        assert!(err("hosts: http://a\n").contains("etcd3.hosts:"));
+        assert!(err("hosts: [http://a]\n").contains("etcd3.hosts:"));
+        assert!(err("host: http://a\n").contains("etcd3.host:"));
         assert!(err("hosts: 'a:1,,b:2'\n").contains("empty entry"));
         assert!(err("protocol: https\ncacert: /ca\ncert: /c\n").contains("etcd3.key"));
         assert!(err("cert: /c\nkey: /k\n").contains("needs etcd3.protocol: https"));

@@ -304,21 +304,10 @@ impl Consul {
     /// misbehaving agent) may echo the token it was sent. Done on the whole
     /// body, before a message clips it, so no prefix of the token is left.
     fn redact(&self, body: &[u8]) -> Vec<u8> {
-        let Some(token) = self.token.as_ref().map(|t| t.as_bytes()) else {
-            return body.to_vec();
-        };
-        if token.is_empty() {
-            return body.to_vec();
+        match &self.token {
+            Some(t) => http::redact(body, &[(t.as_bytes(), "token")]),
+            None => body.to_vec(),
         }
-        let mut out = Vec::with_capacity(body.len());
-        let mut rest = body;
-        while let Some(at) = rest.windows(token.len()).position(|w| w == token) {
-            out.extend_from_slice(&rest[..at]);
-            out.extend_from_slice(b"<token>");
-            rest = &rest[at + token.len()..];
-        }
-        out.extend_from_slice(rest);
-        out
     }
 
     /// The timeout for the next call: the per-call timeout, cut to the time left.

@@ -242,15 +242,14 @@ impl Etcd3 {
         };
         let body = json!({ "compare": [compare], "success": [op] });
         let answer = self.call("/v3/kv/txn", &body, true, what).await?;
-        let t: TxnAnswer = serde_json::from_slice(&answer)
-            .map_err(|e| Error::failed(what, format!("unexpected answer: {e}")))?;
+        let t: TxnAnswer = serde_json::from_slice(&answer).map_err(|e| self.unexpected(what, e))?;
         Ok(t.succeeded)
     }
 
     async fn range(&self, body: serde_json::Value, what: &str) -> Result<Vec<Entry>> {
         let answer = self.call("/v3/kv/range", &body, false, what).await?;
-        let r: RangeAnswer = serde_json::from_slice(&answer)
-            .map_err(|e| Error::failed(what, format!("unexpected answer: {e}")))?;
+        let r: RangeAnswer =
+            serde_json::from_slice(&answer).map_err(|e| self.unexpected(what, e))?;
         r.kvs
             .into_iter()
             .map(|kv| {
@@ -376,12 +375,8 @@ impl Etcd3 {
                 return Err((error, temporary));
             }
         };
-        let a: AuthAnswer = serde_json::from_slice(&answer).map_err(|e| {
-            (
-                Error::failed(&what, format!("unexpected answer: {e}")),
-                false,
-            )
-        })?;
+        let a: AuthAnswer =
+            serde_json::from_slice(&answer).map_err(|e| (self.unexpected(&what, e), false))?;
         let mut v = reqwest::header::HeaderValue::from_str(&a.token).map_err(|_| {
             (
                 Error::failed(
@@ -431,7 +426,29 @@ impl Etcd3 {
         if status.is_success() {
             return Ok(answer);
         }
-        Err(failure(status, &answer, what))
+        Err(failure(status, &self.redact(&answer), what))
+    }
+
+    /// A body with the password and the token taken out, before any of it
+    /// can be quoted (an error body may echo the request: the authenticate
+    /// call's body holds the password).
+    fn redact(&self, body: &[u8]) -> Vec<u8> {
+        let token = self.token.borrow();
+        let mut secrets: Vec<(&[u8], &str)> = Vec::new();
+        if let Some((_, pw)) = &self.auth {
+            secrets.push((pw.expose().as_bytes(), "password"));
+        }
+        if let Some(t) = token.as_ref() {
+            secrets.push((t.as_bytes(), "token"));
+        }
+        http::redact(body, &secrets)
+    }
+
+    /// A decode error of an answer, redacted: serde_json quotes a string it
+    /// did not expect.
+    fn unexpected(&self, what: &str, e: serde_json::Error) -> Error {
+        let text = format!("unexpected answer: {e}");
+        Error::failed(what, String::from_utf8_lossy(&self.redact(text.as_bytes())))
     }
 }
 

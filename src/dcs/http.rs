@@ -175,6 +175,29 @@ impl Ca<'_> {
     }
 }
 
+/// `body` with every secret in `secrets` replaced by `<name>`, before any of
+/// it can be quoted in a message: something answering for the DCS (a
+/// proxy, a misbehaving server) may echo what it was sent. Done on the
+/// whole body, before a message clips it, so no prefix of a secret is left.
+pub fn redact(body: &[u8], secrets: &[(&[u8], &str)]) -> Vec<u8> {
+    let mut out = body.to_vec();
+    for (secret, name) in secrets {
+        if secret.is_empty() {
+            continue;
+        }
+        let mut next = Vec::with_capacity(out.len());
+        let mut rest = &out[..];
+        while let Some(at) = rest.windows(secret.len()).position(|w| w == *secret) {
+            next.extend_from_slice(&rest[..at]);
+            next.extend_from_slice(format!("<{name}>").as_bytes());
+            rest = &rest[at + secret.len()..];
+        }
+        next.extend_from_slice(rest);
+        out = next;
+    }
+    out
+}
+
 pub fn too_large(what: &str) -> Error {
     Error::failed(
         what,
@@ -210,6 +233,21 @@ fn tls_cause(e: &reqwest::Error) -> Option<rustls::Error> {
     std::error::Error::source(e).and_then(|s| find(s, 0))
 }
 
+/// Whether something answered that is not HTTP (another service on the
+/// port: a typo, not an outage).
+fn not_http(e: &reqwest::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_parse() || h.is_parse_status() {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    false
+}
+
 fn transport_error(what: &str, e: &reqwest::Error, timeout: Duration) -> Error {
     if e.is_timeout() {
         return Error::temporary(what, format!("no answer within {}", fmt_dur(timeout)));
@@ -222,7 +260,9 @@ fn transport_error(what: &str, e: &reqwest::Error, timeout: Duration) -> Error {
         cause = s.to_string();
         src = s.source();
     }
-    if e.is_connect() || e.is_request() || e.is_body() {
+    if not_http(e) {
+        Error::failed(what, format!("not an HTTP answer: {cause}"))
+    } else if e.is_connect() || e.is_request() || e.is_body() {
         Error::temporary(what, format!("unreachable: {cause}"))
     } else {
         Error::failed(what, cause)
