@@ -947,3 +947,90 @@ fn a_member_restarted_mid_run_forgets_the_token_and_the_run_goes_on() {
         assert!(!leaks(&r.all(), PASSWORD), "{}", r.text());
     });
 }
+
+/// The token kept between runs (state directory, etcd-token-<user>):
+/// mode 0600, used by the next run without authenticating, replaced when
+/// it is garbage, expired or cut short, and never shown.
+#[test]
+fn the_kept_token_is_private_renewed_when_stale_and_never_shown() {
+    use std::os::unix::fs::PermissionsExt;
+    World::run("keep", |w| {
+        let e = Etcd::start(EtcdOpts {
+            members: 1,
+            auth: true,
+            token_ttl: Some(1),
+        });
+        e.set_leader("pg1");
+        let seen = proxy(
+            "127.0.0.1:12999",
+            &e.members[0].client,
+            Default::default(),
+            |_, _| Act::Forward,
+        );
+        let pw = w.password_file(PASSWORD);
+        let c = w.config(
+            "c.yml",
+            "pg1",
+            &format!(
+                "hosts: 127.0.0.1:12999\ntimeout: 1s\nusername: patroni-hook-db\npassword_file: {}\n",
+                pw.display()
+            ),
+            true,
+            "",
+        );
+        let kept = w.path("etcd-token-patroni-hook-db");
+        let auths = || {
+            seen.paths()
+                .iter()
+                .filter(|p| *p == "/v3/auth/authenticate")
+                .count()
+        };
+        let mut outputs = Vec::new();
+        let r = hook(&c, &["-vv", "on_role_change", "primary", SCOPE]);
+        assert_eq!(r.code, 0, "{}", r.text());
+        outputs.push(r.all());
+        let mode = std::fs::metadata(&kept)
+            .unwrap_or_else(|e| panic!("{}: {e}", kept.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "kept token readable by others: {mode:o}");
+        assert_eq!(auths(), 1);
+        // At once: the kept token serves.
+        let r = hook(&c, &["-vv", "reconcile"]);
+        assert_eq!(r.code, 0, "{}", r.text());
+        outputs.push(r.all());
+        assert_eq!(auths(), 1, "{:?}", seen.paths());
+        // Garbage, then a token etcd has let expire: authenticate again.
+        for (what, text) in [
+            ("garbage", Some("not-a-token-at-all")),
+            ("control characters", Some("tok\u{1b}[31m")),
+            ("expired", None),
+        ] {
+            let before = auths();
+            match text {
+                Some(t) => std::fs::write(&kept, format!("{t}\n")).unwrap(),
+                None => std::thread::sleep(Duration::from_millis(2300)),
+            }
+            e.set_leader(if before % 2 == 0 { "pg1" } else { "pg2" });
+            let r = hook(&c, &["-vv", "reconcile"]);
+            assert_eq!(r.code, 0, "{what}: {}", r.text());
+            assert_eq!(auths(), before + 1, "{what}: {:?}", seen.paths());
+            outputs.push(r.all());
+        }
+        let tokens: Vec<String> = seen
+            .reqs()
+            .iter()
+            .filter_map(|r| r.header("authorization"))
+            .collect();
+        let kept_now = std::fs::read_to_string(&kept).unwrap_or_default();
+        for out in &outputs {
+            assert!(!leaks(out, PASSWORD), "password shown: {out}");
+            for t in tokens.iter().chain([&kept_now.trim().to_string()]) {
+                assert!(
+                    t.is_empty() || !out.contains(t.as_str()),
+                    "token {t} shown: {out}"
+                );
+            }
+        }
+    });
+}
