@@ -214,3 +214,37 @@ fn a_redirect_is_1_and_not_followed() {
         elsewhere.requests()
     );
 }
+
+/// Error bodies that quote the token or the password back (a proxy, a
+/// misbehaving member): never printed, whole or in part.
+#[test]
+fn a_body_that_echoes_the_token_never_prints_it() {
+    let Some(f) = node() else { return };
+    for status in [400u16, 403, 500] {
+        let fake = fake(&f, move |r| {
+            let tok = r.header("authorization").unwrap_or("").to_string();
+            json(
+                status,
+                &format!(
+                    r#"{{"error":"etcdserver: request with token {tok} and password {PASSWORD} failed","code":2}}"#
+                ),
+            )
+        });
+        let cfg = config(&f, "echo.yml", &fake);
+        let want = if status == 500 { 75 } else { 1 };
+        for args in [
+            &["reconcile"][..],
+            &["status"][..],
+            &["check-config", "--online"][..],
+        ] {
+            let out = f.hook_with(&cfg, args);
+            let all = text(&out);
+            assert!(
+                !all.contains(TOKEN) && !all.contains(&TOKEN[..12]),
+                "{status}, {args:?}: {all}"
+            );
+            assert!(!all.contains(&PASSWORD[..10]), "{status}, {args:?}: {all}");
+        }
+        run(&f, &cfg, &["reconcile"], want, &format!("{status} echo"));
+    }
+}
