@@ -155,6 +155,10 @@ def lab_kind(lab):
     return "etcd3" if lab.dcs_kind == "etcd3" else lab.consul_kind
 
 
+def dcs_word(lab):
+    return "etcd" if lab.dcs_kind == "etcd3" else "Consul"
+
+
 def dcs_servers(lab):
     """The hosts serving the DCS: Consul's servers, the double's host, the etcd members."""
     return lab.etcd_members if lab.dcs_kind == "etcd3" else lab.consul_servers
@@ -934,7 +938,8 @@ def fault_consul_cut(lab, variant, _opts, _runs):
 
     def act(ctx):
         ctx.on_heal("route to Consul back", consul_route(lab, ctx.old))
-        say(f"consul-cut: {ctx.old} cannot reach Consul for {CUT_S:.0f} s (failsafe_mode: {str(on).lower()})")
+        say(f"{row_name('consul-cut', lab_kind(lab))}: {ctx.old} cannot reach {dcs_word(lab)} for {CUT_S:.0f} s "
+            f"(failsafe_mode: {str(on).lower()})")
         sleep_until(time.time() + CUT_S)
         ctx.heal()
         return time.time()
@@ -951,7 +956,7 @@ def fault_consul_down(lab, variant, _opts, _runs):
             base.kill(pids[n], signal.SIGSTOP, f"the DCS ({n})")
             ctx.on_heal(f"SIGCONT to {n}", lambda pid=pids[n]: os.kill(pid, signal.SIGCONT))
         what = {"double": "the Consul double", "real": "every Consul server", "etcd3": "every etcd member"}[lab_kind(lab)]
-        say(f"consul-down: {what} ({', '.join(f'{n} pid {p}' for n, p in pids.items())}) is stopped for "
+        say(f"{row_name('consul-down', lab_kind(lab))}: {what} ({', '.join(f'{n} pid {p}' for n, p in pids.items())}) is stopped for "
             f"{CUT_S:.0f} s (failsafe_mode: {str(on).lower()})")
         sleep_until(time.time() + CUT_S)
         ctx.heal()
@@ -976,7 +981,7 @@ def fault_pgbouncer_cut(lab, variant, _opts, _runs):
             ctx.on_heal("PgBouncer host's route to Consul back", consul_route(lab, "pgb"))
             t_cut = time.time()
             ctx.details["cut_after_pause"] = True
-        say(f"pgbouncer-cut: the PgBouncer host cannot reach Consul for {PGB_CUT_S:.0f} s ({variant})")
+        say(f"pgbouncer-cut: the PgBouncer host cannot reach {dcs_word(lab)} for {PGB_CUT_S:.0f} s ({variant})")
         sleep_until(t_cut + PGB_CUT_S)
         ctx.heal()
         t_heal = time.time()
@@ -1212,11 +1217,13 @@ def fault_consul_leader_loss(lab, _variant, _opts, _runs):
             rc.wait_raft_leader(leader)
             ctx.details["killed_back_ms"] = base.ms(time.time() - t_kill)
         ctx.on_heal(f"the Consul server {leader} started again", back)
-        say(f"consul-leader-loss: the Raft leader {leader} (pid {pid}) SIGKILLed; waiting for an election")
+        say(f"{row_name('consul-leader-loss', lab_kind(lab))}: the Raft leader {leader} (pid {pid}) SIGKILLed; "
+            "waiting for an election")
         new = rc.wait_raft_leader(other_than=leader)
         t_new = time.time()
         ctx.details.update(new_raft_leader=new, election_ms=base.ms(t_new - t_kill))
-        say(f"consul-leader-loss: {new} leads after {t_new - t_kill:.1f} s; {leader} starts again")
+        say(f"{row_name('consul-leader-loss', lab_kind(lab))}: {new} leads after {t_new - t_kill:.1f} s; "
+            f"{leader} starts again")
         ctx.heal()
         return t_new
     return [episode(lab, "consul-leader-loss", "Raft leader SIGKILLed", act, runs=_runs)]
@@ -1246,7 +1253,8 @@ def fault_consul_quorum_loss(lab, _variant, _opts, _runs):
             for v in victims:
                 rc.wait_raft_leader(v)
         ctx.on_heal(f"the Consul servers {', '.join(victims)} started again", back)
-        say(f"consul-quorum-loss: the Consul servers {', '.join(f'{v} (pid {pids[v]})' for v in victims)} "
+        say(f"{row_name('consul-quorum-loss', lab_kind(lab))}: the {dcs_word(lab)} {rc.servers_word} "
+            f"{', '.join(f'{v} (pid {pids[v]})' for v in victims)} "
             f"SIGKILLed for {CUT_S:.0f} s (the Raft leader was {leader})")
         sleep_until(t_kill + CUT_S)
         t_heal = time.time()
