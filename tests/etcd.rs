@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::hook::{code, Backend, Fixture, SCOPE, V4};
+use common::hook::{code, Backend, Fixture, Kv, SCOPE, V4};
 use common::real_etcd::{self, Etcd, Opts, ETCDCTL};
 use common::{text, wait_for};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -473,6 +473,31 @@ fn a_dead_first_host_and_a_live_second_one_work() {
         &["reconcile"],
     );
     assert_eq!(code(&out), 0, "{}", text(&out));
+}
+
+/// The hook keeps etcd's auth token between runs (no bcrypt per run). A
+/// kept token that died with a restart of etcd is refused (401); the run
+/// logs in again and succeeds, and keeps the new token.
+#[test]
+fn a_kept_token_that_died_with_a_restart_logs_in_again() {
+    let Some(mut f) = secure() else { return };
+    f.set_leader("pg1");
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let Kv::Etcd(e) = &mut f.consul else {
+        unreachable!()
+    };
+    e.restart(0);
+    let out = f.hook(&["on_role_change", "replica", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.vip_count(V4), 0);
+    assert!(
+        f.holder().is_none(),
+        "the record deleted after logging in again"
+    );
+    let out = f.hook(&["on_role_change", "primary", SCOPE]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(f.holder().expect("vip-holder")["member"], "pg1");
 }
 
 /// A CA that did not sign etcd's certificate: exit 1 naming etcd3.cacert;

@@ -89,6 +89,8 @@ impl Opts {
 struct Member {
     child: Option<Child>,
     client_port: u16,
+    /// etcd's arguments, to start it again on the same data.
+    args: Vec<String>,
 }
 
 /// One etcd (one member or a cluster); members killed when dropped.
@@ -153,8 +155,7 @@ impl Etcd {
         let mut members = Vec::new();
         for (i, (client, peer)) in ports.iter().enumerate() {
             let d = dir.path();
-            let log = std::fs::File::create(d.join(format!("e{i}.log"))).unwrap();
-            let mut c = in_ns(ns.map(|n| n.name()), ETCD);
+            let mut c = Command::new(ETCD);
             c.arg(format!("--name=e{i}"))
                 .arg(format!("--data-dir={}/e{i}.data", d.display()))
                 .arg(format!(
@@ -184,15 +185,14 @@ impl Etcd {
                 c.arg("--client-cert-auth")
                     .arg(format!("--trusted-ca-file={}/ca.pem", d.display()));
             }
-            let child = c
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("starting etcd");
+            let args: Vec<String> = c
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
             members.push(Member {
-                child: Some(child),
+                child: Some(spawn(ns.map(|n| n.name()), d, i, &args)),
                 client_port: *client,
+                args,
             });
         }
         let etcd = Etcd {
@@ -474,6 +474,20 @@ impl Etcd {
         }
     }
 
+    /// Kills member `i` and starts it again on its data (its auth tokens
+    /// die with it); waits until the cluster is healthy again.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let child = spawn(
+            self.ns.as_deref(),
+            self.dir.path(),
+            i,
+            &self.members[i].args,
+        );
+        self.members[i].child = Some(child);
+        self.wait_healthy();
+    }
+
     /// Freezes member `i` (SIGSTOP): connections are accepted and never
     /// answered.
     pub fn freeze(&self, i: usize) {
@@ -510,6 +524,22 @@ impl Drop for Etcd {
             }
         }
     }
+}
+
+/// Starts member `i` with `args`, its output appended to `e<i>.log`.
+fn spawn(ns: Option<&str>, dir: &Path, i: usize, args: &[String]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("e{i}.log")))
+        .unwrap();
+    in_ns(ns, ETCD)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("starting etcd")
 }
 
 /// `service/batman/leader` (the tests' Consul spelling) as etcd's
