@@ -295,7 +295,8 @@ fn kv(key: &str, value: &str, rev: &str) -> String {
 fn bad_answers_map_to_the_contracts_exit_codes() {
     let leader = Etcd::key("leader");
     let big = vec![b'x'; 64 * 1024];
-    let cases: Vec<(&str, Arc<dyn Fn(&Req) -> Reply + Send + Sync>, i32)> = vec![
+    type Answer = Arc<dyn Fn(&Req) -> Reply + Send + Sync>;
+    let cases: Vec<(&str, Answer, i32)> = vec![
         (
             "429",
             Arc::new(|_: &Req| Reply::Json(429, "slow down".into())),
@@ -1032,5 +1033,230 @@ fn the_kept_token_is_private_renewed_when_stale_and_never_shown() {
                 );
             }
         }
+    });
+}
+
+// ---- defects this file found, fixed (each seen failing first) ----
+
+/// `hosts:` with one entry and a typo: the message names `etcd3.host`,
+/// a key the file does not have (src/config/etcd3.rs picks the key by the
+/// number of entries, not by the setting written).
+#[test]
+fn a_typo_in_hosts_with_one_entry_names_etcd3_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("c.yml");
+    for hosts in [
+        "hosts: http://127.0.0.1:2379",
+        "hosts: [http://127.0.0.1:2379]",
+        "hosts: 127.0.0.1:2379 127.0.0.2:2379",
+    ] {
+        std::fs::write(
+            &c,
+            format!(
+                "name: pg1\nscope: {SCOPE}\nlock_file: {}\ndcs: etcd3\netcd3:\n  {hosts}\nvip:\n  address: {VIP}/24\n  interface: eth1\n",
+                dir.path().join("l.lock").display()
+            ),
+        )
+        .unwrap();
+        let r = hook(&c, &["check-config"]);
+        assert_eq!(r.code, 2, "{}", r.text());
+        assert!(
+            r.stderr.contains("etcd3.hosts:"),
+            "{hosts}: the message must name the key written: {}",
+            r.text()
+        );
+    }
+}
+
+/// Patroni squeezes repeated slashes out of `/<namespace>/<scope>`
+/// (patroni/dcs/__init__.py: re.sub('/+', '/', ...)); the hook trims them
+/// only at the ends, so `namespace: /pg//prod` reads /pg//prod/batman/
+/// while Patroni writes /pg/prod/batman/.
+#[test]
+fn a_namespace_with_a_doubled_slash_reads_where_patroni_writes() {
+    World::run("ns2", |w| {
+        let e = Etcd::start(EtcdOpts {
+            members: 1,
+            auth: false,
+            token_ttl: None,
+        });
+        e.put(&format!("/pg/prod/{SCOPE}/leader"), "pg1");
+        let c = w.config(
+            "c.yml",
+            "pg1",
+            &format!("hosts: {}\ntimeout: 1s\nnamespace: /pg//prod\n", e.hosts()),
+            true,
+            "",
+        );
+        let r = hook(&c, &["on_role_change", "primary", SCOPE]);
+        assert_eq!(r.code, 0, "{}", r.text());
+        assert_eq!(w.vip_count(), 1);
+    });
+}
+
+/// Something that is not HTTP answers on the member's port (an operator
+/// typo: another service's port). The contract: a malformed answer is a
+/// failure (1), not a temporary one (75) that a caller retries forever.
+#[test]
+fn a_non_http_answer_is_a_failure_not_temporary() {
+    World::run("nonhttp", |w| {
+        for (port, garbage) in [
+            (12801, &b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"[..]),
+            (
+                12802,
+                &b"\x00\x00\x00\x04\x00\x00\x00\x00garbage\r\n\r\n"[..],
+            ),
+        ] {
+            let addr = format!("127.0.0.1:{port}");
+            let g = garbage.to_vec();
+            fake(&addr, move |_, _| Reply::Raw(g.clone()));
+            let c = w.config(
+                "c.yml",
+                "pg1",
+                &format!("hosts: {addr}\ntimeout: 1s\n"),
+                true,
+                "",
+            );
+            let r = hook(&c, &["on_role_change", "primary", SCOPE]);
+            assert_eq!(r.code, 1, "{}", r.text());
+        }
+    });
+}
+
+/// A member (or whatever answers on its port) whose error body quotes the
+/// request: the authenticate call's body holds the password, and the hook
+/// quotes up to 200 bytes of an error body in its message.
+#[test]
+fn an_error_body_echoing_the_request_does_not_show_the_password() {
+    World::run("echo", |w| {
+        fake("127.0.0.1:12811", |_, r| {
+            Reply::Json(400, format!("bad request: {}", r.body))
+        });
+        let pw = w.password_file(PASSWORD);
+        let c = w.config(
+            "c.yml",
+            "pg1",
+            &format!(
+                "hosts: 127.0.0.1:12811\ntimeout: 1s\nusername: patroni-hook-db\npassword_file: {}\n",
+                pw.display()
+            ),
+            true,
+            "",
+        );
+        let r = hook(&c, &["on_role_change", "primary", SCOPE]);
+        assert_eq!(r.code, 1, "{}", r.text());
+        assert!(
+            !leaks(&r.all(), PASSWORD),
+            "the password is shown: {}",
+            r.text()
+        );
+    });
+}
+
+/// Two promotions race: pg1's run read the leader key (pg1) and added the
+/// VIP; before its check-and-set of vip-holder lands, the leader key moves
+/// to pg2 and pg2's promotion records pg2. pg1's check-and-set is refused;
+/// src/node/vip.rs `record` reads again and `plan::record_step` (intent
+/// Hold) writes pg1 over pg2's record without looking at the leader key it
+/// just read. Then pg1 is demoted (Patroni's on_role_change replica), its
+/// release deletes the record naming it: pg2 holds the VIP and no record
+/// names it.
+#[test]
+fn a_refused_record_is_not_retried_over_the_new_leaders_record() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    World::run("race2", |w| {
+        let e = Etcd::start(EtcdOpts {
+            members: 1,
+            auth: false,
+            token_ttl: None,
+        });
+        let n2 = Node2::new(w, "n2", "198.51.100.12");
+        proxy(
+            "203.0.113.1:12379",
+            &e.members[0].client,
+            Default::default(),
+            |_, _| Act::Forward,
+        );
+        let (held, go) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (h2, g2) = (held.clone(), go.clone());
+        proxy(
+            "127.0.0.1:12998",
+            &e.members[0].client,
+            Default::default(),
+            move |_, r| {
+                if r.path == "/v3/kv/txn" && !h2.swap(true, Ordering::SeqCst) {
+                    let t0 = Instant::now();
+                    while !g2.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(3) {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                Act::Forward
+            },
+        );
+        let c1 = w.config(
+            "c1.yml",
+            "pg1",
+            "hosts: 127.0.0.1:12998\ntimeout: 2s\n",
+            true,
+            "",
+        );
+        let d2 = w.path("pg2");
+        std::fs::create_dir(&d2).unwrap();
+        let c2 = w.config(
+            "c2.yml",
+            "pg2",
+            "hosts: 203.0.113.1:12379\ntimeout: 1s\n",
+            true,
+            "",
+        );
+        let text = std::fs::read_to_string(&c2).unwrap();
+        std::fs::write(
+            &c2,
+            text.replace(
+                &w.path("pg2.lock").display().to_string(),
+                &d2.join("pg2.lock").display().to_string(),
+            ),
+        )
+        .unwrap();
+        e.set_leader("pg1");
+        let a = spawn_hook(&c1, &["on_role_change", "primary", SCOPE]);
+        let t0 = Instant::now();
+        while !held.load(Ordering::SeqCst) {
+            assert!(t0.elapsed() < Duration::from_secs(3), "pg1 never wrote");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Switchover while pg1's record is in flight.
+        e.set_leader("pg2");
+        let r2 = spawn_hook_in(
+            Some(&n2.name),
+            &c2,
+            &["on_role_change", "primary", SCOPE],
+            &[],
+        )
+        .wait(Duration::from_secs(10));
+        assert_eq!(r2.code, 0, "{}", r2.text());
+        assert_eq!(e.holder().as_deref(), Some("pg2"));
+        go.store(true, Ordering::SeqCst);
+        let r1 = a.wait(Duration::from_secs(10));
+        assert_eq!(
+            e.holder().as_deref(),
+            Some("pg2"),
+            "pg1's late record replaced the leader's: {}",
+            r1.text()
+        );
+        // Patroni demotes pg1.
+        let r = hook(&c1, &["on_role_change", "replica", SCOPE]);
+        assert_eq!(r.code, 0, "{}", r.text());
+        assert_eq!((w.vip_count(), n2.vip_count()), (0, 1));
+        assert_eq!(
+            e.holder().as_deref(),
+            Some("pg2"),
+            "no record names the holder"
+        );
     });
 }

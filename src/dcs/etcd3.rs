@@ -319,8 +319,8 @@ impl Etcd3 {
                     return Ok(answer);
                 }
                 Err(Failure::Token(e)) if self.auth.is_some() && !reauthenticated => {
-                    // Tokens expire (etcd's --auth-token-ttl) and die with
-                    // a restart of the member that issued them.
+                    // Tokens expire (etcd's --auth-token-ttl, counted from
+                    // their last use), and a kept one may be older still.
                     reauthenticated = true;
                     *self.token.borrow_mut() = None;
                     if let Some(f) = &self.token_file {

@@ -545,6 +545,23 @@ pub fn record_step(
     }
 }
 
+/// The record step after a refused check-and-set, from the scope read
+/// again: as `record_step`, except that a holder whose leader key has moved
+/// on writes nothing. The refusal may be the new leader's own record; a
+/// retry from the decision made before the switchover would name this node
+/// over it, and the record would lie until this node's demotion.
+pub fn record_step_again(
+    intent: &Intent,
+    vip: Option<&Owned>,
+    me: &str,
+    view: &ScopeView,
+) -> Option<RecordStep> {
+    if matches!(intent, Intent::Hold) && !matches!(&view.leader, LeaderKey::Name(n) if n == me) {
+        return None;
+    }
+    record_step(intent, vip, me, &view.holder)
+}
+
 /// Decides the steps. The rows of the decision table, in order: the intent
 /// and its verdict (`intent`, which holds the fence); a hold or a reconcile
 /// without Consul's answer asks first; then, by intent, the VIP steps and
@@ -888,6 +905,44 @@ mod tests {
             since: "2026-01-01T00:00:00Z".into(),
         };
         entry("vip-holder", &serde_json::to_string(&r).unwrap(), idx)
+    }
+
+    #[test]
+    fn a_refused_record_is_written_again_only_while_this_node_leads() {
+        let target = Owned {
+            net: net("198.51.100.100/24"),
+            interface: "eth1".into(),
+            added: true,
+        };
+        let view = |leader: &str| match answered(
+            Some(leader),
+            &[holder(leader, "198.51.100.100/24", 9)],
+        ) {
+            ConsulView::Answered(v) => *v,
+            _ => unreachable!(),
+        };
+        // The refusal was pg2's record after a switchover: left as it is.
+        assert_eq!(
+            record_step_again(&Intent::Hold, Some(&target), "pg1", &view("pg2")),
+            None
+        );
+        // An older run of this host wrote late: written again over it.
+        let mut v = view("pg1");
+        v.holder = ScopeView::read(&[holder("pg2", "198.51.100.100/24", 9)], &keys()).holder;
+        assert_eq!(
+            record_step_again(&Intent::Hold, Some(&target), "pg1", &v),
+            Some(RecordStep::Write {
+                cas: 9,
+                owned: target.clone()
+            })
+        );
+        // A release deletes its own record whoever leads now.
+        let mut v = view("pg2");
+        v.holder = ScopeView::read(&[holder("pg1", "198.51.100.100/24", 9)], &keys()).holder;
+        assert_eq!(
+            record_step_again(&Intent::Release, None, "pg1", &v),
+            Some(RecordStep::Delete { cas: 9 })
+        );
     }
 
     fn observed(trigger: Trigger, consul: ConsulView) -> Observed {

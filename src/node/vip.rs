@@ -559,10 +559,17 @@ async fn record(
                 );
                 match read_view(run.consul, keys, true).await {
                     ConsulView::Answered(v) => {
-                        match plan::record_step(&p.intent, p.vip.as_ref(), &run.cfg.name, &v.holder)
+                        match plan::record_step_again(&p.intent, p.vip.as_ref(), &run.cfg.name, &v)
                         {
                             Some(next) => step = next,
-                            None => return,
+                            None => {
+                                note!(
+                                    "{} changed since it was read, and the record stands as it is now ({}): not written over",
+                                    keys.vip_holder,
+                                    consul_text(&ConsulView::Answered(v.clone()), &run.cfg.name)
+                                );
+                                return;
+                            }
                         }
                     }
                     ConsulView::Unreachable(why) => {

@@ -800,7 +800,8 @@ where
             std::thread::spawn(move || {
                 let mut w = c.try_clone().unwrap();
                 let mut r = BufReader::new(c);
-                while let Some(req) = read_req(&mut r) {
+                // One request per connection: every answer closes it.
+                if let Some(req) = read_req(&mut r) {
                     let n = {
                         let mut v = s3.reqs.lock().unwrap();
                         v.push(req.clone());
@@ -845,7 +846,6 @@ where
                     }
                     // Answers carry Connection: close; the client reconnects.
                     let _ = w.shutdown(std::net::Shutdown::Both);
-                    return;
                 }
             });
         }
