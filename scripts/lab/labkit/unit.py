@@ -10,7 +10,8 @@ on-failure, no) and RestartSec=; %i (and %I, %%) and ${VAR} / $VAR expanded
 as systemd does. ExecStartPost starts right after ExecStart, as systemd does
 for Type=simple. The sandboxing options are not emulated (the lab's
 namespaces are the isolation); `--no-new-privs` applies NoNewPrivileges=.
-`--replace OLD=NEW` swaps a word of the command lines (the lab's copy of
+`--replace OLD=NEW` swaps a path in the command lines, also inside a quoted
+word (the lab's copy of
 the binary for /usr/bin/patroni-hook); `--setenv K=V` adds to the
 environment (what the host's files would give, e.g. PATRONI_HOOK_CONFIG for
 /etc/patroni-hook/config.yml).
@@ -97,7 +98,10 @@ def command(line, env, instance, replace):
             argv += env.get(m.group(1), "").split()
             continue
         argv.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: env.get(m.group(1), ""), word))
-    return ignore, [replace.get(w, w) for w in argv]
+    # Also inside a word: the watch's command is one `sh -c "..."` word.
+    for old, new in replace.items():
+        argv = [w.replace(old, new) for w in argv]
+    return ignore, argv
 
 
 def cmd_run_unit(_lab, argv):
