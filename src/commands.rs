@@ -411,6 +411,7 @@ fn print_text(v: &serde_json::Value, indent: &str) {
 /// or a check-and-set no key can match). One line per key; exit 1 when the
 /// token lacks any, 75 when Consul cannot be asked now.
 async fn check_access(cfg: &Config, consul: &Dcs) -> i32 {
+    consul.login_afresh();
     let db_scope = cfg.scope.as_deref();
     let pgb_scopes: Vec<&str> = cfg
         .pgbouncer

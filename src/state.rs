@@ -181,19 +181,27 @@ pub fn etcd_token_path(lock_file: &Path, user: &str) -> PathBuf {
     dir(lock_file).join(format!("etcd-token-{user}"))
 }
 
-/// The kept token, if any (an unreadable or odd file is none: etcd is
-/// asked for a new one).
-pub fn read_etcd_token(path: &Path) -> Option<String> {
+/// The kept token, if it was given for `fingerprint` (the user, password
+/// and members it was asked with: a password changed in the file must be
+/// tried at once, not when etcd lets the old token expire). An unreadable,
+/// odd or foreign file is none: etcd is asked for a new one.
+pub fn read_etcd_token(path: &Path, fingerprint: &str) -> Option<String> {
     let t = read_text(path).ok()?;
-    let t = t.trim();
-    (!t.is_empty() && t.len() < 4096 && !t.chars().any(|c| c.is_control())).then(|| t.to_string())
+    let (fp, t) = t.trim().split_once(' ')?;
+    (fp == fingerprint
+        && !t.is_empty()
+        && t.len() < 4096
+        && !t.chars().any(|c| c.is_control() || c == ' '))
+    .then(|| t.to_string())
 }
 
-/// Keeps (or, with `None`, forgets) the token. Failures are not the run's:
-/// the next run authenticates again.
-pub fn write_etcd_token(path: &Path, token: Option<&str>) {
+/// Keeps (or, with `None`, forgets) the token given for `fingerprint`.
+/// Failures are not the run's: the next run authenticates again.
+pub fn write_etcd_token(path: &Path, token: Option<(&str, &str)>) {
     let _ = match token {
-        Some(t) => write_atomic_mode(path, format!("{t}\n").as_bytes(), 0o600),
+        Some((fingerprint, t)) => {
+            write_atomic_mode(path, format!("{fingerprint} {t}\n").as_bytes(), 0o600)
+        }
         None => std::fs::remove_file(path),
     };
 }
@@ -550,13 +558,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("patroni-hook.lock");
         let p = etcd_token_path(&lock, "hook");
-        assert_eq!(read_etcd_token(&p), None);
-        write_etcd_token(&p, Some("abcDEF.17"));
-        assert_eq!(read_etcd_token(&p).as_deref(), Some("abcDEF.17"));
+        assert_eq!(read_etcd_token(&p, "fp1"), None);
+        write_etcd_token(&p, Some(("fp1", "abcDEF.17")));
+        assert_eq!(read_etcd_token(&p, "fp1").as_deref(), Some("abcDEF.17"));
+        assert_eq!(read_etcd_token(&p, "fp2"), None, "another password");
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        std::fs::write(&p, "a\u{1b}b\n").unwrap();
-        assert_eq!(read_etcd_token(&p), None, "control characters");
+        std::fs::write(&p, "fp1 a\u{1b}b\n").unwrap();
+        assert_eq!(read_etcd_token(&p, "fp1"), None, "control characters");
         write_etcd_token(&p, None);
         assert!(!p.exists());
     }

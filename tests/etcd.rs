@@ -151,7 +151,8 @@ fn proxy(
                 let mut reply = answer[..at].to_vec();
                 reply.extend_from_slice(b"Connection: close\r\n");
                 reply.extend_from_slice(&answer[at..]);
-                let _ = conn.write_all(&reply);
+                // Recorded before the answer goes back: the hook may exit,
+                // and the test read the list, as soon as it has it.
                 if is_txn {
                     let text = String::from_utf8_lossy(&answer).into_owned();
                     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
@@ -159,6 +160,7 @@ fn proxy(
                         .unwrap()
                         .push((String::from_utf8_lossy(&body_of(&request)).into(), body));
                 }
+                let _ = conn.write_all(&reply);
             });
         }
     });
@@ -498,6 +500,28 @@ fn a_kept_token_that_died_with_a_restart_logs_in_again() {
     let out = f.hook(&["on_role_change", "primary", SCOPE]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(f.holder().expect("vip-holder")["member"], "pg1");
+}
+
+/// `check-config --online` is how an operator proves a configuration
+/// works: a wrong password must show there even while a token from an
+/// earlier login is still kept, not first when that token expires (in a
+/// failover, say).
+#[test]
+fn check_config_online_finds_a_wrong_password_despite_a_kept_token() {
+    let Some(f) = secure() else { return };
+    f.set_leader("pg1");
+    let out = f.hook(&["reconcile"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let pw = f.dir.path().join("etcd-patroni-hook-db.password");
+    assert!(pw.exists(), "the fixture's password file");
+    std::fs::write(&pw, "not-the-password\n").unwrap();
+    let out = f.hook(&["check-config", "--online"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("etcd3.password_file"), "{}", text(&out));
+    // A run, too: the kept token was given for the old password.
+    let out = f.hook(&["reconcile"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("etcd3.password_file"), "{}", text(&out));
 }
 
 /// A CA that did not sign etcd's certificate: exit 1 naming etcd3.cacert;

@@ -43,8 +43,9 @@ pub struct Etcd3 {
     auth: Option<(String, Secret)>,
     /// The token `authenticate` gave, kept for the rest of the run.
     token: RefCell<Option<reqwest::header::HeaderValue>>,
-    /// Where the token is kept between runs (`state::etcd_token_path`).
-    token_file: Option<PathBuf>,
+    /// Where the token is kept between runs (`state::etcd_token_path`), and
+    /// the fingerprint of what it was asked with.
+    token_file: Option<(PathBuf, String)>,
     /// etcd said its authentication is off: calls go without a token (as
     /// Patroni's do), and the user is not asked for again this run.
     auth_off: Cell<bool>,
@@ -130,14 +131,17 @@ impl Etcd3 {
                 None
             }
         };
-        let token_file = auth
-            .as_ref()
-            .map(|(user, _)| crate::state::etcd_token_path(lock_file, user));
+        let token_file = auth.as_ref().map(|(user, pw)| {
+            (
+                crate::state::etcd_token_path(lock_file, user),
+                fingerprint(user, pw, &cfg.urls),
+            )
+        });
         // A kept token is tried first; etcd answers 401 to one it no longer
         // knows, and the run authenticates then.
         let token = token_file
-            .as_deref()
-            .and_then(crate::state::read_etcd_token)
+            .as_ref()
+            .and_then(|(f, fp)| crate::state::read_etcd_token(f, fp))
             .and_then(|t| reqwest::header::HeaderValue::from_str(&t).ok())
             .map(|mut v| {
                 v.set_sensitive(true);
@@ -156,6 +160,13 @@ impl Etcd3 {
             cacert: cfg.cacert.clone(),
             broken,
         }
+    }
+
+    /// Drops a kept token, so that the next call logs in with the password
+    /// in the file (`check-config --online` checks that password, not a
+    /// token it once gave).
+    pub fn login_afresh(&self) {
+        *self.token.borrow_mut() = None;
     }
 
     pub fn set_deadline(&self, deadline: Instant) {
@@ -297,8 +308,8 @@ impl Etcd3 {
             if self.auth.is_some() && self.token.borrow().is_none() && !self.auth_off.get() {
                 match self.authenticate(base).await {
                     Ok(Some(t)) => {
-                        if let (Some(f), Ok(text)) = (&self.token_file, t.to_str()) {
-                            crate::state::write_etcd_token(f, Some(text));
+                        if let (Some((f, fp)), Ok(text)) = (&self.token_file, t.to_str()) {
+                            crate::state::write_etcd_token(f, Some((fp, text)));
                         }
                         *self.token.borrow_mut() = Some(t);
                     }
@@ -323,7 +334,7 @@ impl Etcd3 {
                     // their last use), and a kept one may be older still.
                     reauthenticated = true;
                     *self.token.borrow_mut() = None;
-                    if let Some(f) = &self.token_file {
+                    if let Some((f, _)) = &self.token_file {
                         crate::state::write_etcd_token(f, None);
                     }
                     last = Some(e);
@@ -450,6 +461,17 @@ impl Etcd3 {
         let text = format!("unexpected answer: {e}");
         Error::failed(what, String::from_utf8_lossy(&self.redact(text.as_bytes())))
     }
+}
+
+/// What a kept token was asked with: the user, the password and the
+/// members. Kept beside the token (0600, as the token itself), so a hash
+/// for telling a change, not for keeping the password: the token in the
+/// same file is worth as much.
+fn fingerprint(user: &str, password: &Secret, urls: &[String]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (user, password.expose(), urls).hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 /// Why a call failed: a token etcd no longer takes, or anything else.

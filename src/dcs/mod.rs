@@ -58,6 +58,14 @@ impl Dcs {
         }
     }
 
+    /// Logs in again at the next call rather than use a kept credential
+    /// (etcd's token): what `check-config --online` checks is the file.
+    pub fn login_afresh(&self) {
+        if let Dcs::Etcd3(e) = self {
+            e.login_afresh();
+        }
+    }
+
     /// The setup error every call would return, if any (for check-config).
     pub fn setup_error(&self) -> Option<&Error> {
         match self {
