@@ -1036,11 +1036,11 @@ fn the_kept_token_is_private_renewed_when_stale_and_never_shown() {
     });
 }
 
-// ---- defects this file found, fixed (each seen failing first) ----
+// ---- defects these attacks found, fixed (each seen failing first) ----
 
-/// `hosts:` with one entry and a typo: the message names `etcd3.host`,
-/// a key the file does not have (src/config/etcd3.rs picks the key by the
-/// number of entries, not by the setting written).
+/// `hosts:` with one entry and a typo: the message names `etcd3.hosts`,
+/// the setting written (it once named `etcd3.host`, picked by the number
+/// of entries).
 #[test]
 fn a_typo_in_hosts_with_one_entry_names_etcd3_hosts() {
     let dir = tempfile::tempdir().unwrap();
@@ -1069,9 +1069,9 @@ fn a_typo_in_hosts_with_one_entry_names_etcd3_hosts() {
 }
 
 /// Patroni squeezes repeated slashes out of `/<namespace>/<scope>`
-/// (patroni/dcs/__init__.py: re.sub('/+', '/', ...)); the hook trims them
-/// only at the ends, so `namespace: /pg//prod` reads /pg//prod/batman/
-/// while Patroni writes /pg/prod/batman/.
+/// (patroni/dcs/__init__.py: re.sub('/+', '/', ...)); so does the hook, so
+/// `namespace: /pg//prod` reads /pg/prod/batman/, where Patroni writes (it
+/// once trimmed them only at the ends).
 #[test]
 fn a_namespace_with_a_doubled_slash_reads_where_patroni_writes() {
     World::run("ns2", |w| {
@@ -1096,7 +1096,8 @@ fn a_namespace_with_a_doubled_slash_reads_where_patroni_writes() {
 
 /// Something that is not HTTP answers on the member's port (an operator
 /// typo: another service's port). The contract: a malformed answer is a
-/// failure (1), not a temporary one (75) that a caller retries forever.
+/// failure (1), not a temporary one (75) that a caller retries forever (it
+/// once read as "unreachable").
 #[test]
 fn a_non_http_answer_is_a_failure_not_temporary() {
     World::run("nonhttp", |w| {
@@ -1125,7 +1126,8 @@ fn a_non_http_answer_is_a_failure_not_temporary() {
 
 /// A member (or whatever answers on its port) whose error body quotes the
 /// request: the authenticate call's body holds the password, and the hook
-/// quotes up to 200 bytes of an error body in its message.
+/// quotes up to 200 bytes of an error body in its message: redacted first
+/// (it once showed the password).
 #[test]
 fn an_error_body_echoing_the_request_does_not_show_the_password() {
     World::run("echo", |w| {
@@ -1156,11 +1158,10 @@ fn an_error_body_echoing_the_request_does_not_show_the_password() {
 /// Two promotions race: pg1's run read the leader key (pg1) and added the
 /// VIP; before its check-and-set of vip-holder lands, the leader key moves
 /// to pg2 and pg2's promotion records pg2. pg1's check-and-set is refused;
-/// src/node/vip.rs `record` reads again and `plan::record_step` (intent
-/// Hold) writes pg1 over pg2's record without looking at the leader key it
-/// just read. Then pg1 is demoted (Patroni's on_role_change replica), its
-/// release deletes the record naming it: pg2 holds the VIP and no record
-/// names it.
+/// src/node/vip.rs `record` reads again, and `plan::record_step_again`
+/// sees the leader key has moved on and writes nothing. (It once wrote pg1
+/// over pg2's record; pg1's demotion then deleted it, and pg2 held the VIP
+/// with no record naming it.)
 #[test]
 fn a_refused_record_is_not_retried_over_the_new_leaders_record() {
     use std::sync::atomic::{AtomicBool, Ordering};

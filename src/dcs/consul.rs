@@ -366,16 +366,7 @@ fn check_status(status: reqwest::StatusCode, body: &[u8], what: &str) -> Result<
         ));
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    let text = text.trim();
-    let cause = if text.is_empty() {
-        format!("HTTP {}", status.as_u16())
-    } else {
-        format!(
-            "HTTP {}: {}",
-            status.as_u16(),
-            crate::dcs::keys::shown(text)
-        )
-    };
+    let cause = http::cause(status, &text);
     if status == reqwest::StatusCode::FORBIDDEN {
         // Not temporary: a token lacks a permission until an operator acts.
         // Consul's own text ("Permission denied", "ACL not found") never

@@ -505,15 +505,7 @@ fn failure(status: reqwest::StatusCode, body: &[u8], what: &str) -> Failure {
             0,
         ),
     };
-    let cause = if text.is_empty() {
-        format!("HTTP {}", status.as_u16())
-    } else {
-        format!(
-            "HTTP {}: {}",
-            status.as_u16(),
-            crate::dcs::keys::shown(&text)
-        )
-    };
+    let cause = http::cause(status, &text);
     // gRPC codes: 7 permission denied, 16 unauthenticated, 14 unavailable,
     // 11 out of range (a compacted revision), 4 deadline exceeded, 8
     // resource exhausted, 3 invalid argument.

@@ -198,6 +198,17 @@ pub fn redact(body: &[u8], secrets: &[(&[u8], &str)]) -> Vec<u8> {
     out
 }
 
+/// "HTTP 403: <the answer's text>" (the text shown escaped, at most 200
+/// bytes of it read), or "HTTP 403" without one.
+pub fn cause(status: reqwest::StatusCode, text: &str) -> String {
+    let text = text.trim();
+    if text.is_empty() {
+        format!("HTTP {}", status.as_u16())
+    } else {
+        format!("HTTP {}: {}", status.as_u16(), crate::dcs::keys::shown(text))
+    }
+}
+
 pub fn too_large(what: &str) -> Error {
     Error::failed(
         what,
