@@ -1,6 +1,6 @@
 //! What only etcd does, on a real etcd 3.4 (tests/common/real_etcd.rs): the
 //! leader key's lease, the check-and-set of vip-holder as a transaction on
-//! `mod_revision`, the contract's RBAC roles and password users, tokens,
+//! `mod_revision`, the kit's RBAC roles and password users, tokens,
 //! quorum loss in a three-member cluster, `hosts` tried in turn, TLS
 //! verification, and `check-config --online`. The hook runs in a network
 //! namespace as a database node (tests/common/hook.rs).
@@ -360,8 +360,8 @@ fn an_unreadable_password_file_still_lets_a_release_remove_the_vip() {
     );
 }
 
-/// A client certificate whose CN names the etcd user, as the contract
-/// first recommended: etcd's JSON gateway refuses every request from it
+/// A client certificate whose CN names the etcd user (etcdctl's way, over
+/// gRPC): etcd's JSON gateway refuses every request from it
 /// while auth is on. The hook says so and exits 1; it adds no VIP.
 #[test]
 fn a_certificate_with_a_cn_is_refused_by_the_gateway() {

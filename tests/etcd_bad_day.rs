@@ -5,7 +5,7 @@
 //! that timed out on one member and must not be sent to another, tokens
 //! that expire mid-run, authentication on without credentials, operator
 //! typos, two nodes racing, and the password and token never shown.
-//! Exit codes as /tmp/etcd/contract.md: 75 temporary, 1 failure, 2 usage.
+//! Exit codes as docs/reference.md says: 75 temporary, 1 failure, 2 usage.
 
 #[path = "bad_day_etcd/mod.rs"]
 mod bd;

@@ -1520,7 +1520,7 @@ impl Drop for Etcd {
 }
 
 /// etcd-rbac.sh on a real etcd 3.4 (TLS, --client-cert-auth, as
-/// etcd-server.conf.example sets it up) makes the contract's users and
+/// etcd-server.conf.example sets it up) makes the kit's users and
 /// roles and enables auth: each user, known by its certificate's CN, writes
 /// exactly the keys its role names and reads its scope, nothing outside it;
 /// a certificate whose CN is no user gets nothing; a second run succeeds
@@ -1577,7 +1577,7 @@ fn etcd_rbac_script_grants_each_role_exactly_its_keys() {
     }
     assert!(!before.contains("User: stranger"), "{before}");
 
-    // What each user may write, by the contract; everything else refused.
+    // What each user may write, as etcd-rbac.sh grants it; everything else refused.
     let key = |k: &str| format!("/service/{SCOPE}/{k}");
     let keys = [
         key("leader"),

@@ -3,7 +3,7 @@
 //! double, and for the tests marked `every_dcs!` also a real Consul 1.8.7
 //! with ACLs and TLS, the hook's token holding the kit's PgBouncer-host
 //! policy, and a real etcd 3.4 with mutual TLS and auth, the hook the
-//! contract's patroni-hook-pgbouncer user):
+//! kit's patroni-hook-pgbouncer user):
 //! a client through PgBouncer follows the leader key.
 
 #[macro_use]

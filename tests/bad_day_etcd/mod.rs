@@ -328,7 +328,7 @@ pub struct Etcd {
 
 pub struct EtcdOpts {
     pub members: usize,
-    /// Users, roles (the contract's patroni-hook-db for SCOPE) and auth on.
+    /// Users, roles (the kit's patroni-hook-db for SCOPE) and auth on.
     pub auth: bool,
     /// --auth-token-ttl (seconds).
     pub token_ttl: Option<u32>,

@@ -21,7 +21,7 @@ pub enum Consul {
     /// the hook uses.
     Real(Box<super::real_consul::Agent>, super::real_consul::Token),
     /// A real etcd 3.4 of this test's on the host's loopback (mutual TLS,
-    /// auth with the contract's roles), the hook as the PgBouncer host's
+    /// auth with the kit's roles), the hook as the PgBouncer host's
     /// user; keys in the Consul spelling map to etcd's (`/service/...`).
     Etcd(Box<super::real_etcd::Etcd>),
     /// A real agent at this base URL, under a private namespace.

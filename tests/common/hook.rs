@@ -239,7 +239,7 @@ impl Fixture {
         let tls = match &self.consul {
             Kv::Double(_) => String::new(),
             Kv::Etcd(e) => {
-                // 2 s per call, as the contract's example: each run
+                // 2 s per call, as the kit's example: each run
                 // authenticates with a password (bcrypt and a raft write on
                 // etcd's side, 100-300 ms on a loaded 2-core machine), and
                 // 20 runs started at once all do.

@@ -11,7 +11,7 @@ pub enum Backend {
     /// (default deny), the hook with a token of the kit's policy.
     Real,
     /// A real etcd 3.4 of the test's own (real_etcd.rs): mutual TLS, auth on
-    /// with the contract's roles, the hook (`dcs: etcd3`) as the role's user
+    /// with the kit's roles, the hook (`dcs: etcd3`) as the role's user
     /// with a password file and a client certificate without a CN.
     Etcd,
 }

@@ -3,8 +3,8 @@
 //! either inside a network namespace the test made (the hook inside reaches
 //! it on that namespace's loopback, on fixed ports) or on the host's
 //! loopback on free ports. Optionally TLS (the PKI of tls.rs), mutual TLS
-//! (`--client-cert-auth`) and auth with the contract's roles
-//! (/tmp/etcd/contract.md, mirroring patroni-conf/consul-acl-*.hcl).
+//! (`--client-cert-auth`) and auth with the kit's roles
+//! (patroni-conf/etcd-rbac.sh, docs/operations.md "On etcd").
 //!
 //! etcd's v3 JSON gateway, which the hook and Patroni use, refuses every
 //! request whose client certificate has a Common Name while
@@ -26,7 +26,7 @@ use std::time::Duration;
 pub const ETCD: &str = "/usr/bin/etcd";
 /// Its client (Debian package etcd-client).
 pub const ETCDCTL: &str = "/usr/bin/etcdctl";
-/// The scope the contract's roles are made for.
+/// The scope the kit's roles are made for.
 pub const SCOPE: &str = "batman";
 
 /// False (skipped, or failed under CI) when etcd 3.4 or openssl is missing.
@@ -60,7 +60,7 @@ pub struct Opts {
     /// `--client-cert-auth`: clients must present a certificate of the CA
     /// (implies `tls`).
     pub client_cert_auth: bool,
-    /// Auth enabled, with the contract's roles and users (root, patroni,
+    /// Auth enabled, with the kit's roles and users (root, patroni,
     /// patroni-hook-db, patroni-hook-pgbouncer).
     pub auth: bool,
 }
@@ -72,7 +72,7 @@ impl Opts {
         client_cert_auth: false,
         auth: false,
     };
-    /// As operators run it: mutual TLS and auth with the contract's roles.
+    /// As operators run it: mutual TLS and auth with the kit's roles.
     pub const SECURE: Opts = Opts {
         tls: true,
         client_cert_auth: true,
