@@ -205,7 +205,11 @@ pub fn cause(status: reqwest::StatusCode, text: &str) -> String {
     if text.is_empty() {
         format!("HTTP {}", status.as_u16())
     } else {
-        format!("HTTP {}: {}", status.as_u16(), crate::dcs::keys::shown(text))
+        format!(
+            "HTTP {}: {}",
+            status.as_u16(),
+            crate::dcs::keys::shown(text)
+        )
     }
 }
 
