@@ -665,13 +665,19 @@ class Tracer:
             time.sleep(0.02)
 
     def finish(self, after):
-        """Stops sampling; the samples after `after` that were not converged."""
+        """Stops sampling; the samples after `after` that were not converged.
+        A sample without a leader key is not judged: Patroni may drop and
+        take its key again after a fault (real Consul after its servers were
+        frozen with failsafe_mode on), and with no leader there is nothing
+        to converge to; the hook keeps what it has then, and the VIP on two
+        nodes is measured apart."""
         self.stop.set()
         self.thread.join(30)
         if self.error:
             raise LabError(f"sampling the end state: {self.error}")
         with self.lock:
-            return [s for s in self.samples if s["t"] > after and not converged(s)], len(self.samples)
+            return [s for s in self.samples
+                    if s["t"] > after and s["leader"] and not converged(s)], len(self.samples)
 
 
 def observe_once(lab, ini_guard=None):
