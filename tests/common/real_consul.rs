@@ -348,7 +348,7 @@ impl Drop for Agent {
 }
 
 /// `program` in namespace `ns`, or on the host.
-fn in_ns(ns: Option<&str>, program: &str) -> Command {
+pub fn in_ns(ns: Option<&str>, program: &str) -> Command {
     match ns {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -359,7 +359,8 @@ fn in_ns(ns: Option<&str>, program: &str) -> Command {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
+/// Sends `sig` (a name: STOP, CONT, TERM...) to `child`.
+pub fn signal(child: &Child, sig: &str) {
     let _ = Command::new("kill")
         .args([format!("-{sig}"), child.id().to_string()])
         .status();

@@ -16,6 +16,8 @@
 //! killed (by pid) when dropped; every wait is bounded.
 
 use super::netns::Netns;
+use super::real_consul::{in_ns, signal};
+use super::tls::openssl;
 use super::{require_all, wait_for_some};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -607,37 +609,6 @@ fn sign(dir: &Path, name: &str, ca: &str) {
             &format!("{name}.ext"),
         ],
     );
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `program` in namespace `ns`, or on the host.
-fn in_ns(ns: Option<&str>, program: &str) -> Command {
-    match ns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, program]);
-            c
-        }
-        None => Command::new(program),
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill")
-        .args([format!("-{sig}"), child.id().to_string()])
-        .status();
 }
 
 /// A random secret from the kernel.

@@ -14,7 +14,8 @@ pub fn require_openssl() -> bool {
     )])
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs openssl in `dir`; panics with its stderr when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)
